@@ -1,0 +1,127 @@
+"""The `router` command.
+
+Online commands (route, serve, fake-upstream) are registered here; offline ones
+(train, eval, import, ...) live in `training` and are discovered through the
+`router.commands` entry-point group, so `router` never imports `training`.
+
+Every failure is printed as one `error:` line (plus a `hint:` line when there is
+something to do about it); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+
+from router import __version__
+from router.errors import RouterError
+
+__all__ = ["main", "build_parser", "add_command"]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "router.commands"
+
+# name -> "module:function" for commands of this package; imported lazily so
+# `router --help` and `router route` stay fast.
+ONLINE_COMMANDS = {
+    "route": "router.commands.route:register",
+    "serve": "router.commands.serve:register",
+    "fake-upstream": "router.commands.fake_upstream:register",
+}
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    examples: Sequence[str],
+    handler: Callable[[argparse.Namespace], int | None],
+) -> argparse.ArgumentParser:
+    """Add a sub-command whose `--help` ends with runnable examples."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    parser = subparsers.add_parser(
+        name, help=help, description=description, epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _load(target: str) -> Callable[[argparse._SubParsersAction], None]:
+    module_name, _, attr = target.partition(":")
+    module = __import__(module_name, fromlist=[attr])
+    return getattr(module, attr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="router",
+        description="Cost-aware LLM router: send each request to the cheapest model "
+                    "predicted to meet your quality bar.",
+        epilog="examples:\n"
+               "  router demo-data --out demo.csv\n"
+               "  router train --data demo.csv --out models/demo\n"
+               "  router eval --model models/demo --data demo.csv --plot eval.png\n"
+               "  router route 'Prove that sqrt(2) is irrational.' --model models/demo --bar 0.8\n"
+               "  router serve --model models/demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"router {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks and debug logs")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    registrars = dict(ONLINE_COMMANDS)
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        registrars.setdefault(entry.name, entry.value)
+    for name in sorted(registrars):
+        try:
+            register = _load(registrars[name])
+        except ImportError as exc:
+            # A plugin whose dependencies are not installed must not break the rest.
+            log.warning("command %r is unavailable: %s", name, exc)
+            continue
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 2
+        return int(args.handler(args) or 0)
+    except RouterError as exc:
+        if debug:
+            raise
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as exc:
+        # Unexpected but common: a path that is not there, a port in use.
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        print("hint: run again with --debug for the full traceback", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

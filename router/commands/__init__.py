@@ -1,0 +1,1 @@
+"""Online sub-commands of `router`; each module exposes `register(subparsers)`."""

@@ -1,0 +1,1 @@
+"""The offline side: data loading, importers, training, evaluation, retraining."""

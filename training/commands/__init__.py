@@ -1,0 +1,1 @@
+"""Offline sub-commands of `router`, found through the `router.commands` entry points."""
