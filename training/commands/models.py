@@ -1,0 +1,110 @@
+"""`router models list | show | promote | rollback`: operate the model registry.
+
+A promoted version is picked up by running servers through hot reload (they
+watch the registry's `CURRENT` pointer), so `promote` and `rollback` are how an
+operator changes what serves traffic without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from router.cli import add_command
+from router.registry import Registry
+
+__all__ = ["register"]
+
+# The metrics worth a column in `list`; everything else is in `show`.
+_LIST_METRICS = ("aiq", "auc", "log_loss", "logloss", "brier")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        subparsers, "models",
+        help="list, inspect, promote and roll back trained model versions",
+        description="Operate the model registry (immutable version folders under "
+                    "models/versions/ and the CURRENT pointer that serving follows).",
+        examples=[
+            "router models list",
+            "router models show v20250101-030000-1a2b3c",
+            "router models promote v20250101-030000-1a2b3c",
+            "router models rollback --registry /srv/router/models",
+        ],
+        handler=lambda args: (args.models_parser.print_help(), 2)[1],
+    )
+    parser.set_defaults(models_parser=parser)
+    actions = parser.add_subparsers(dest="models_action", metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--registry", metavar="DIR", default=None,
+                       help="registry folder (default: $ROUTER_REGISTRY or the repo's models/)")
+
+    p = actions.add_parser("list", help="every version, oldest first; * marks the current one")
+    common(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_list)
+
+    p = actions.add_parser("show", help="metadata, files, gate report and history of a version")
+    common(p)
+    p.add_argument("version", nargs="?", default=None, help="version id (default: current)")
+    p.set_defaults(handler=_show)
+
+    p = actions.add_parser("promote", help="make a version current (servers hot-reload it)")
+    common(p)
+    p.add_argument("version", help="version id")
+    p.add_argument("--reason", default="manual promote", help="recorded in the history")
+    p.set_defaults(handler=_promote)
+
+    p = actions.add_parser("rollback", help="go back to the previously current version")
+    common(p)
+    p.add_argument("--reason", default="manual rollback", help="recorded in the history")
+    p.set_defaults(handler=_rollback)
+
+
+def _list(args: argparse.Namespace) -> int:
+    registry = Registry(args.registry)
+    infos = registry.versions()
+    if args.json:
+        print(json.dumps([{"id": v.id, "created": v.created, "path": str(v.path),
+                           "is_current": v.is_current, "metrics": v.metrics} for v in infos],
+                         indent=2, default=str))
+        return 0
+    if not infos:
+        print(f"no versions in {registry.root}", file=sys.stderr)
+        return 0
+    columns = [m for m in _LIST_METRICS if any(m in v.metrics for v in infos)]
+    width = max(len("version"), *(len(v.id) for v in infos))
+    print(f"  {'version':<{width}}  {'created':<25}" + "".join(f"  {c:>9}" for c in columns))
+    for v in infos:
+        cells = "".join(f"  {_fmt(v.metrics.get(c)):>9}" for c in columns)
+        print(f"{'*' if v.is_current else ' '} {v.id:<{width}}  {v.created:<25}{cells}")
+    return 0
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+def _show(args: argparse.Namespace) -> int:
+    print(json.dumps(Registry(args.registry).show(args.version), indent=2, default=str))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    registry = Registry(args.registry)
+    previous = registry.current_version()
+    registry.promote(args.version, reason=args.reason)
+    print(f"promoted {args.version} (was {previous or 'none'})")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    registry = Registry(args.registry)
+    previous = registry.current_version()
+    target = registry.rollback(reason=args.reason)
+    print(f"rolled back to {target} (was {previous or 'none'})")
+    return 0
