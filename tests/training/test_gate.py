@@ -1,0 +1,141 @@
+"""The champion/challenger gate: a worse challenger is refused, a better one promoted."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.gate import Curve, hull_quality, quality_at_equal_cost, run_gate
+
+MODELS = ("cheap", "mid", "strong")
+PRICE = np.array([0.001, 0.004, 0.02])
+
+
+@dataclass
+class Pred:
+    models: tuple[str, ...]
+    quality: np.ndarray
+    cost_usd: np.ndarray
+
+
+class Stub:
+    """A 'quality model' answering from a fixed per-prompt table of predictions."""
+
+    def __init__(self, by_text: dict[str, np.ndarray]) -> None:
+        self.by_text = by_text
+
+    def predict(self, convs):
+        q = np.array([self.by_text[c.text] for c in convs])
+        d = q[:, 0] * 0 + 1
+        return Pred(MODELS, q, np.outer(d, PRICE))
+
+
+def world(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(0, 1, n)
+    mu = np.column_stack([0.95 - 0.9 * d, 0.95 - 0.5 * d, 0.97 - 0.15 * d])
+    texts = [f"question {i} of difficulty {x:.3f}" for i, x in enumerate(d)]
+    return rng, texts, mu
+
+
+def full_table(texts, mu, rng) -> pd.DataFrame:
+    rows = []
+    for i, text in enumerate(texts):
+        for j, m in enumerate(MODELS):
+            rows.append({"prompt_id": f"p{i}", "model": m,
+                         "messages": json.dumps([{"role": "user", "content": text}]),
+                         "quality": float(rng.uniform() < mu[i, j]), "cost_usd": PRICE[j]})
+    return pd.DataFrame(rows)
+
+
+def logged_table(texts, mu, rng, explore: float = 0.3) -> pd.DataFrame:
+    p = np.array([explore / 2, 1 - explore, explore / 2])
+    action = rng.choice(3, size=len(texts), p=p)
+    return pd.DataFrame({
+        "messages": [json.dumps([{"role": "user", "content": t}]) for t in texts],
+        "model": [MODELS[a] for a in action],
+        "propensity": p[action],
+        "quality": (rng.uniform(size=len(texts)) < mu[np.arange(len(texts)), action]).astype(float),
+        "cost_usd": PRICE[action],
+    })
+
+
+@pytest.fixture(scope="module")
+def models_and_data():
+    rng, texts, mu = world(600, seed=0)
+    good = Stub(dict(zip(texts, mu, strict=True)))
+    shuffled = Stub(dict(zip(texts, mu[rng.permutation(len(mu))], strict=True)))
+    return good, shuffled, full_table(texts, mu, rng), logged_table(texts, mu, rng)
+
+
+def test_hull_is_concave_non_decreasing_and_flat_after_the_last_point() -> None:
+    got = hull_quality([1, 2, 3, 4], [0.5, 0.55, 0.9, 0.8], np.array([0.5, 1, 2, 3, 9]))
+    assert np.isnan(got[0])
+    assert got[1:].tolist() == pytest.approx([0.5, 0.7, 0.9, 0.9])
+
+
+def test_quality_at_equal_cost_is_the_mean_gap_between_hulls() -> None:
+    champion = Curve((0.5, 0.9), (1.0, 3.0), (0.6, 0.9))
+    worse = Curve((0.5, 0.9), (1.0, 3.0), (0.5, 0.8))
+    delta, q_ref, q_new = quality_at_equal_cost(champion, worse)
+    assert delta == pytest.approx(-0.1)
+    assert q_ref == pytest.approx(0.75) and q_new == pytest.approx(0.65)
+
+
+def test_a_challenger_with_shuffled_predictions_is_refused_on_the_eval_table(
+        models_and_data) -> None:
+    good, shuffled, table, _ = models_and_data
+    report = run_gate(shuffled, good, eval_table=table, tolerance=0.01,
+                      champion_id="v1", challenger_id="v2")
+    assert report.passed is False
+    [source] = report.sources
+    assert source.name == "eval table" and source.status == "fail"
+    assert source.delta_quality < -0.03
+    assert source.challenger_aiq < source.champion_aiq
+    text = report.format()
+    assert "decision: REFUSE: worse than the champion at equal cost on eval table" in text
+    # What is stored in meta.json is plain JSON.
+    stored = json.loads(json.dumps(report.to_dict()))
+    assert stored["passed"] is False and stored["sources"][0]["status"] == "fail"
+
+
+def test_a_better_challenger_is_promoted(models_and_data) -> None:
+    good, shuffled, table, logged = models_and_data
+    report = run_gate(good, shuffled, eval_table=table, recent=logged, tolerance=0.01)
+    assert report.passed is True
+    assert [s.status for s in report.sources] == ["pass", "pass"]
+    assert all(s.delta_quality > 0.03 for s in report.sources)
+
+
+def test_an_equal_challenger_passes_within_tolerance(models_and_data) -> None:
+    good, _, table, logged = models_and_data
+    report = run_gate(good, good, eval_table=table, recent=logged, tolerance=0.0)
+    assert report.passed is True
+    assert [s.delta_quality for s in report.sources] == pytest.approx([0.0, 0.0])
+
+
+def test_off_policy_evidence_alone_refuses_the_worse_challenger(models_and_data) -> None:
+    good, shuffled, _, logged = models_and_data
+    report = run_gate(shuffled, good, recent=logged, tolerance=0.01)
+    assert report.passed is False
+    assert report.sources[0].name == "recent logs" and report.sources[0].status == "fail"
+
+
+def test_too_few_logged_rows_and_no_eval_table_keeps_the_champion(models_and_data) -> None:
+    good, _, _, logged = models_and_data
+    report = run_gate(good, good, recent=logged.head(50), min_logged_rows=200)
+    assert report.passed is False
+    assert report.sources[0].status == "skipped"
+    assert report.sources[0].note == "fewer than 200 rows"
+    assert "no evidence" in report.reason
+
+
+def test_the_first_model_is_promoted_without_a_champion(models_and_data) -> None:
+    good, _, table, _ = models_and_data
+    report = run_gate(good, None, eval_table=table)
+    assert report.passed is True and report.reason.startswith("no champion yet")
+    assert report.sources[0].challenger_curve is not None
