@@ -141,18 +141,29 @@ def load_outcome_table(path: str | os.PathLike[str]) -> OutcomeTable:
     columns = [prompt_column, "model", "quality"] + (["output_tokens"] if has_tokens else [])
     for row_no, row in enumerate(frame[columns].itertuples(index=False), start=2):
         raw = row[0]
-        value = float(row[2])
+        where = f"{resolved}, row {row_no}"
+        try:
+            value = float(row[2])
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: quality must be a number, got {row[2]!r}") from None
         if not (0.0 <= value <= 1.0):
-            raise DataError(f"{resolved}, row {row_no}: quality must be in [0, 1], got {value!r}",
+            raise DataError(f"{where}: quality must be in [0, 1], got {value!r}",
                             hint="rescale scores to [0, 1], e.g. (score - 1) / 9 for 1-10")
-        digest = digests.get(raw)
+        cache_key = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
+        digest = digests.get(cache_key)
         if digest is None:
-            if prompt_column == "messages":
-                parsed: Any = json.loads(raw) if isinstance(raw, str) else raw
-            else:
+            parsed: Any = raw
+            if prompt_column == "messages" and isinstance(raw, str):
+                try:
+                    parsed = json.loads(raw)
+                except ValueError:
+                    raise DataError(f"{where}: messages is not valid JSON: {raw[:60]!r}",
+                                    hint="messages must be a JSON list of "
+                                         '{"role": ..., "content": ...} objects') from None
+            elif prompt_column == "prompt":
                 parsed = str(raw)
-            digest = parse_conversation(parsed, where=f"{resolved}, row {row_no}").digest
-            digests[raw] = digest
+            digest = parse_conversation(parsed, where=where).digest
+            digests[cache_key] = digest
         key = (digest, str(row[1]))
         quality[key] = value
         if has_tokens and row[3] == row[3]:  # NaN-safe: NaN != NaN
