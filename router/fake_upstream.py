@@ -19,7 +19,8 @@ What it can be told to do, at start-up or at run time through `POST /_control`
 - with an outcome table (`outcomes=`), answer with the recorded quality of
   (prompt, model) (`router_quality` in the body, `x-fake-quality` header) and
   the recorded number of output tokens; `degradation` lowers it at run time;
-- judge mode: models named in `judge_models` answer `Rating: [[N]]`.
+- judge mode: models named in `judge_models` answer `Rating: [[N]]`, N in
+  1..`judge_scale` (default 10; 5 for the 1-5 rubric of `router collect`).
 """
 
 from __future__ import annotations
@@ -299,6 +300,7 @@ def create_fake_upstream(
     chunk_delay_ms: float = 0.0,
     stream_fail_after: int | None = None,
     judge_models: Iterable[str] = (),
+    judge_scale: int = 10,
     api_key: str | None = None,
     default_output_tokens: tuple[int, int] = (16, 64),
 ) -> FastAPI:
@@ -408,7 +410,7 @@ def create_fake_upstream(
 
         quality, n_tokens = _recorded(conversation, model)
         if model in judges:
-            rating = 1 + round(9 * quality)
+            rating = 1 + round((judge_scale - 1) * quality)
             text = f"Rating: [[{rating}]]"
             n_tokens = estimate_tokens(text)
         else:

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="catalog TOML for context windows (default: the router's catalog)")
     parser.add_argument("--judge", nargs="+", default=[], metavar="MODEL",
                         help="models that answer as a judge: 'Rating: [[N]]'")
+    parser.add_argument("--judge-scale", type=int, default=10, choices=range(2, 11),
+                        metavar="N", help="judge ratings run 1..N (default %(default)s; "
+                                          "5 for `router collect --grader judge:MODEL`)")
     parser.add_argument("--seed", type=int, default=0, help="seed for injected errors")
 
 
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms, chunk_delay_ms=args.chunk_delay_ms,
         error_rate=args.error_rate, fail_models=args.fail, fail_status=args.fail_status,
         retry_after_s=args.retry_after, outcomes=args.outcomes, catalog=catalog,
-        judge_models=args.judge, seed=args.seed,
+        judge_models=args.judge, judge_scale=args.judge_scale, seed=args.seed,
     )
     sock = _bind(args.host, args.port)
     print(f"fake upstream on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", flush=True)
