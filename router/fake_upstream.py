@@ -20,7 +20,10 @@ What it can be told to do, at start-up or at run time through `POST /_control`
   (prompt, model) (`router_quality` in the body, `x-fake-quality` header) and
   the recorded number of output tokens; `degradation` lowers it at run time;
 - judge mode: models named in `judge_models` answer `Rating: [[N]]`, N in
-  1..`judge_scale` (default 10; 5 for the 1-5 rubric of `router collect`).
+  1..`judge_scale` (default 10; 5 for the 1-5 rubric of `router collect`),
+  N = 1 + round((judge_scale - 1) q): q is the quality of an answer this fake
+  gave earlier when the judge prompt quotes one (so grading recovers the
+  outcome table), else the quality of (judge prompt, judge model).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import os
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -192,6 +196,41 @@ def _hash_unit(*parts: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+class _AnswerMemory:
+    """Recent answers and their quality, so a judge grading a fake answer can find it.
+
+    Keyed by the answer's first `PREFIX` characters; a judge prompt is scanned
+    window by window, which is linear in its length.
+    """
+
+    PREFIX = 32
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def remember(self, text: str, quality: float) -> None:
+        if len(text) < self.PREFIX:
+            return
+        key = text[:self.PREFIX]
+        self._items[key] = (text, quality)
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def find(self, haystack: str) -> float | None:
+        if not self._items:
+            return None
+        for start in range(len(haystack) - self.PREFIX + 1):
+            hit = self._items.get(haystack[start:start + self.PREFIX])
+            if hit is not None and haystack.startswith(hit[0], start):
+                return hit[1]
+        return None
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
 class FakeUpstreamState:
     """The mutable behaviour of a running fake, safe to change from another thread.
 
@@ -205,6 +244,7 @@ class FakeUpstreamState:
         self._initial = (default, dict(per_model), seed)
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
+        self.answers = _AnswerMemory()
         self.reset()
 
     def reset(self) -> None:
@@ -214,6 +254,7 @@ class FakeUpstreamState:
             self.per_model: dict[str, ModelBehaviour] = dict(per_model)
             self._rng = random.Random(seed)
             self.requests.clear()
+            self.answers.clear()
 
     def configure(self, model: str | None = None, **changes: Any) -> None:
         """Set behaviour fields (see `ModelBehaviour`); `None` values unset them."""
@@ -314,6 +355,9 @@ def create_fake_upstream(
     if not 0.0 <= error_rate <= 1.0:
         raise RouterError(f"error_rate must be in [0, 1], got {error_rate!r}",
                           hint="e.g. --error-rate 0.05 for 5% failures")
+    if judge_scale < 2:
+        raise RouterError(f"judge_scale must be at least 2, got {judge_scale!r}",
+                          hint="ratings run 1..judge_scale, e.g. 10 or 5")
     table = load_outcome_table(outcomes) if isinstance(outcomes, str | os.PathLike) else outcomes
     default = ModelBehaviour(latency_ms=latency_ms, chunk_delay_ms=chunk_delay_ms,
                              error_rate=error_rate, retry_after_s=retry_after_s,
@@ -410,14 +454,18 @@ def create_fake_upstream(
 
         quality, n_tokens = _recorded(conversation, model)
         if model in judges:
-            rating = 1 + round((judge_scale - 1) * quality)
-            text = f"Rating: [[{rating}]]"
-            n_tokens = estimate_tokens(text)
+            # Grading an answer this fake gave: rate it by that answer's quality, so
+            # a judged simulation recovers the outcome table; else the hash quality.
+            graded = state.answers.find(conversation.text)
+            if graded is not None:
+                quality = graded
+            text = f"Rating: [[{1 + round((judge_scale - 1) * quality)}]]"
         else:
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             if isinstance(limit, int) and limit > 0:
                 n_tokens = min(n_tokens, limit)
             text = fake_answer(conversation.digest, model, n_tokens)
+            state.answers.remember(text, quality)
         completion_tokens = estimate_tokens(text)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}

@@ -303,6 +303,10 @@ class Cooldowns:
     through; success closes the breaker, failure opens it again. A trial that
     never reports back (cancelled) is given up on after `cooldown_s`.
     `on_state_change(model, state)` is called with 'open', 'half_open', 'closed'.
+
+    State is per process and not locked: share one instance per event loop
+    (each router replica learns on its own; a dead provider is found in
+    `failure_threshold` requests anyway).
     """
 
     def __init__(self, failure_threshold: int = 3, cooldown_s: float = 30.0, *,
@@ -478,13 +482,17 @@ class UpstreamStream:
         self._forward_usage = forward_usage
         self._text: list[str] = []
         self._upstream_usage: tuple[int, int] | None = None
+        self._iterator: Any = None
+        self._verdict = False  # whether the breaker was told how this stream went
 
     @property
     def fallbacks(self) -> int:
         return len({a.model for a in self.attempts if a.model != self.model})
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return self._iterator
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         client = self._client
@@ -525,6 +533,7 @@ class UpstreamStream:
                                   code=self.error.kind, status=self.error.status_code)
                 yield DONE
             else:
+                self._verdict = True
                 client.cooldowns.record_success(self.model)
         finally:
             self.finished = True
@@ -551,6 +560,7 @@ class UpstreamStream:
 
     def _fail(self, error: UpstreamError) -> None:
         self.error = error
+        self._verdict = True
         self._client.cooldowns.record_failure(self.model)
         log.warning("upstream %s failed mid-stream: %s", self.model, error.message)
 
@@ -562,6 +572,15 @@ class UpstreamStream:
                                if any(self._text) else 0, estimated=True)
 
     async def aclose(self) -> None:
+        """Stop early (the client went away): close the connection, no verdict on the model."""
+        if self._iterator is not None:
+            await self._iterator.aclose()
+        if not self.finished:
+            self.finished = True
+            self.latency_s = self._client.clock() - self._started
+            self._finish_usage()
+        if not self._verdict:
+            self._client.cooldowns.release(self.model)
         await self._response.aclose()
 
 
@@ -616,11 +635,16 @@ class UpstreamClient:
                           started: float) -> UpstreamResult:
             payload = {**body, "model": model, "stream": False}
             payload.pop("stream_options", None)
+            request = self.http.build_request("POST", url, json=payload, headers=headers)
             try:
-                response = await self.http.post(url, json=payload, headers=headers)
+                response = await self.http.send(request, stream=True)
+                ttfb = self.clock() - started
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
             except httpx.HTTPError as exc:
                 raise _Retry(translate_error(model, url, exc=exc, secret=secret)) from None
-            ttfb = self.clock() - started
             if response.status_code >= 400:
                 raise _Retry(translate_error(model, url, response=response, secret=secret))
             try:

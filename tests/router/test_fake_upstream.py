@@ -305,6 +305,24 @@ async def test_judge_mode_answers_a_rating_from_the_quality():
     assert rating == 1 + round(9 * body["router_quality"])
 
 
+@pytest.mark.parametrize("scale", [10, 5])
+async def test_judge_grading_a_fake_answer_recovers_its_recorded_quality(scale):
+    async with client_for(outcomes=FIXTURES / "outcomes.csv", judge_models=["judge"],
+                          judge_scale=scale) as client:
+        ratings = {}
+        for model in ("cheap", "strong"):
+            answer = (await chat(client, model, FRANCE)).json()
+            text = answer["choices"][0]["message"]["content"]
+            judged = await chat(client, "judge", [
+                {"role": "system", "content": "Rate the answer 1-N. Rating: [[N]]"},
+                {"role": "user", "content": f"[Question]\n{FRANCE[0]['content']}\n"
+                                            f"[Answer]\n{text}\n[End of answer]"}])
+            ratings[model] = judged.json()["choices"][0]["message"]["content"]
+    # cheap was recorded at 0.25, strong at 1.0
+    assert ratings == {"cheap": f"Rating: [[{1 + round((scale - 1) * 0.25)}]]",
+                       "strong": f"Rating: [[{scale}]]"}
+
+
 async def test_models_list_has_catalog_and_outcome_models():
     catalog = Catalog({"gpt-x": ModelSpec("gpt-x", 1, 1)})
     async with client_for(catalog=catalog, outcomes=FIXTURES / "outcomes.csv") as client:

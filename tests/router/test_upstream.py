@@ -558,6 +558,33 @@ async def test_stream_error_event_before_any_content_falls_back(make_client):
     assert b"".join([c async for c in stream]) == sse(delta("ok"))
 
 
+async def test_stream_closed_early_releases_the_connection_without_a_verdict(make_client):
+    closed = []
+
+    class Endless(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            while True:
+                yield sse(delta("x"), done=False)
+
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    clock = Clock()
+    cooldowns = Cooldowns(failure_threshold=1, cooldown_s=10, clock=clock)
+    cooldowns.record_failure("small")
+    clock.now += 10  # half-open: this stream is the trial
+    upstream = Upstream(small=httpx.Response(200, stream=Endless()))
+    client = make_client(upstream, cooldown=cooldowns, clock=clock)
+    stream = await client.stream({**BODY, "stream": True}, ["small"])
+    async for _ in stream:
+        break  # the client went away
+    await stream.aclose()
+    assert closed == [True]
+    assert stream.finished and stream.error is None
+    assert stream.usage.completion_tokens == 1  # what was seen: "x"
+    assert cooldowns.acquire("small")  # the trial slot is free again
+
+
 async def test_stream_whole_chain_failing_raises_before_any_byte(make_client):
     upstream = Upstream(small=err(429), mid=httpx.ReadTimeout("slow"))
     with pytest.raises(UpstreamTimeout) as caught:
