@@ -1,0 +1,394 @@
+"""The cache answers only deterministic repeats, expires, survives Redis outages, and never
+answers a different question from a near-duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from router.cache import (
+    CachedResponse,
+    MemoryCache,
+    RedisCache,
+    SemanticCache,
+    cache_key,
+    open_cache,
+    same_intent,
+    should_use_cache,
+)
+from router.conversation import Conversation
+from router.errors import ConfigError
+
+REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def chat(content: str = "What is the capital of France?", **params: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "router", "temperature": 0,
+                            "messages": [{"role": "user", "content": content}]}
+    body.update(params)
+    return body
+
+
+ANSWER = CachedResponse(body=b'{"id":"chatcmpl-1","choices":[{"message":{"content":"Paris"}}]}',
+                        served_model="small-model", created=1.5)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def trigram_embed(conversations: Sequence[Conversation]) -> np.ndarray:
+    """A stand-in for FeatureExtractor.embed: hashed character trigrams of the words."""
+    out = np.zeros((len(conversations), 512), dtype=np.float32)
+    for i, conv in enumerate(conversations):
+        text = " ".join(re.findall(r"\w+", conv.text.casefold()))
+        for j in range(len(text) - 2):
+            out[i, zlib.crc32(text[j:j + 3].encode()) % 512] += 1.0
+    return out
+
+
+def cosine(a: str, b: str) -> float:
+    va, vb = trigram_embed([Conversation.from_prompt(a), Conversation.from_prompt(b)])
+    return float(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb))
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+def test_key_ignores_json_formatting_key_order_and_transport_fields() -> None:
+    compact = json.loads('{"model":"router","temperature":0,"messages":'
+                         '[{"role":"user","content":"hi"}],"max_tokens":50}')
+    spaced = json.loads('{ "max_tokens" : 50,\n  "messages": [ {"content": "hi", "role": "user"} ],'
+                        '\n  "temperature": 0.0, "model": "router", "stream": true,'
+                        ' "user": "alice", "n": 1, "top_p": 1.0 }')
+    assert cache_key(compact) == cache_key(spaced)
+    assert re.fullmatch(r"[0-9a-f]{64}", cache_key(compact) or "")
+
+
+@pytest.mark.parametrize("change", [
+    {"messages": [{"role": "user", "content": "hi!"}]},
+    {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
+    {"model": "router:0.9"},
+    {"max_tokens": 51},
+    {"seed": 7},
+    {"response_format": {"type": "json_object"}},
+    {"tools": [{"type": "function", "function": {"name": "f"}}]},
+])
+def test_anything_that_changes_the_answer_changes_the_key(change: dict[str, Any]) -> None:
+    base = {"model": "router", "temperature": 0, "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}]}
+    assert cache_key({**base, **change}) != cache_key(base)
+
+
+def test_namespace_separates_key_spaces() -> None:
+    assert cache_key(chat(), namespace="catalog-a") != cache_key(chat(), namespace="catalog-b")
+
+
+@pytest.mark.parametrize("params", [{"temperature": 0.7}, {"temperature": None}, {"n": 2},
+                                    {"temperature": "0"}, {"temperature": True}])
+def test_sampled_requests_are_not_cached(params: dict[str, Any]) -> None:
+    body = chat(**params)
+    assert cache_key(body) is None
+    assert should_use_cache(body, {}) is False
+
+
+def test_absent_temperature_is_not_cached() -> None:
+    body = chat()
+    del body["temperature"]  # providers then sample at temperature 1
+    assert cache_key(body) is None
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({}, True),
+    (None, True),
+    ({"Cache-Control": "no-cache"}, False),
+    ({"cache-control": "max-age=0, No-Store"}, False),
+    ({"Pragma": "no-cache"}, False),
+    ({"Cache-Control": "max-age=60"}, True),
+])
+def test_no_cache_headers_bypass_the_cache(headers: dict[str, str] | None,
+                                           expected: bool) -> None:
+    assert should_use_cache(chat(), headers) is expected
+
+
+# -- memory backend ---------------------------------------------------------------------------
+
+
+async def test_memory_hit_replays_the_exact_bytes_and_counts() -> None:
+    cache = MemoryCache(max_entries=10, ttl_s=60)
+    key = cache_key(chat()) or ""
+
+    assert await cache.get(key) is None
+    await cache.set(key, ANSWER)
+    assert await cache.get(key) == ANSWER
+    assert (cache.hits, cache.misses) == (1, 1)
+
+
+async def test_memory_entries_expire_after_the_ttl() -> None:
+    clock = FakeClock()
+    cache = MemoryCache(max_entries=10, ttl_s=10, clock=clock)
+    await cache.set("k", ANSWER)
+
+    clock.now = 9.9
+    assert await cache.get("k") == ANSWER
+    clock.now = 10.0
+    assert await cache.get("k") is None
+    assert len(cache) == 0
+
+
+async def test_memory_evicts_the_least_recently_used() -> None:
+    cache = MemoryCache(max_entries=2, ttl_s=60)
+    await cache.set("a", ANSWER)
+    await cache.set("b", ANSWER)
+    await cache.get("a")
+    await cache.set("c", ANSWER)
+
+    assert await cache.get("b") is None
+    assert await cache.get("a") == ANSWER and await cache.get("c") == ANSWER
+
+
+def test_bad_memory_options_are_named() -> None:
+    with pytest.raises(ConfigError, match="max_entries=0"):
+        MemoryCache(max_entries=0)
+    with pytest.raises(ConfigError, match="ttl_s=0"):
+        MemoryCache(ttl_s=0)
+
+
+def test_open_cache_picks_the_backend() -> None:
+    assert isinstance(open_cache(None), MemoryCache)
+    assert isinstance(open_cache(""), MemoryCache)
+    redis_cache = open_cache("redis://cache.internal:6379/1", ttl_s=5, prefix="p:")
+    assert isinstance(redis_cache, RedisCache) and redis_cache.prefix == "p:"
+    with pytest.raises(ConfigError) as err:
+        open_cache("memcached://admin:hunter2@cache:11211")
+    assert "memcached://admin:***@cache:11211" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_cached_response_serialises_losslessly() -> None:
+    raw = CachedResponse(body=b'{"a":"\\n line\\n"}\n\x00tail', served_model="m\u00e9", created=3.0)
+    assert CachedResponse.from_bytes(raw.to_bytes()) == raw
+
+
+# -- Redis backend ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def redis_cache() -> AsyncIterator[RedisCache]:
+    prefix = f"test:router-cache:{uuid.uuid4().hex}:"
+    cache = RedisCache(REDIS_URL, ttl_s=60, prefix=prefix)
+    await cache.start()
+    yield cache
+    keys = [k async for k in cache._client.scan_iter(match=prefix + "*")]
+    if keys:
+        await cache._client.delete(*keys)
+    await cache.close()
+
+
+@pytest.mark.redis
+async def test_redis_hit_miss_and_sharing_between_replicas(redis_cache: RedisCache) -> None:
+    key = cache_key(chat()) or ""
+    assert await redis_cache.get(key) is None
+    await redis_cache.set(key, ANSWER)
+
+    replica = RedisCache(REDIS_URL, ttl_s=60, prefix=redis_cache.prefix)
+    await replica.start()
+    try:
+        assert await replica.get(key) == ANSWER
+    finally:
+        await replica.close()
+    assert (redis_cache.hits, redis_cache.misses, redis_cache.errors) == (0, 1, 0)
+
+
+@pytest.mark.redis
+async def test_redis_entries_expire_after_the_ttl(redis_cache: RedisCache) -> None:
+    short = RedisCache(REDIS_URL, ttl_s=0.2, prefix=redis_cache.prefix)
+    await short.start()
+    try:
+        await short.set("k", ANSWER)
+        assert await short.get("k") == ANSWER
+        await asyncio.sleep(0.35)
+        assert await short.get("k") is None
+    finally:
+        await short.close()
+
+
+async def test_unreachable_redis_fails_start_naming_the_url_without_password() -> None:
+    cache = open_cache("redis://:hunter2@127.0.0.1:1/0")
+    with pytest.raises(ConfigError) as err:
+        await cache.start()
+    assert "redis://:***@127.0.0.1:1/0" in str(err.value) and "hunter2" not in str(err.value)
+    assert "ROUTER_CACHE_URL" in (err.value.hint or "")
+
+
+async def test_malformed_redis_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="redis://localhost:notaport"):
+        await RedisCache("redis://localhost:notaport").start()
+
+
+class TcpProxy:
+    """A loopback proxy to Redis that the test can cut, as if Redis went down."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].split(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        tasks = [asyncio.ensure_future(pipe(reader, up_writer)),
+                 asyncio.ensure_future(pipe(up_reader, writer))]
+        self.tasks.update(tasks)
+        await asyncio.gather(*tasks)
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for writer in self.writers:
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        await self.server.wait_closed()
+
+
+@pytest.mark.redis
+async def test_redis_down_at_request_time_is_a_miss_not_an_error(
+        redis_cache: RedisCache) -> None:
+    proxy = TcpProxy()
+    port = await proxy.start()
+    cache = RedisCache(f"redis://127.0.0.1:{port}/0", ttl_s=60, prefix=redis_cache.prefix)
+    await cache.start()
+    semantic = SemanticCache(cache, trigram_embed)
+    try:
+        await semantic.store(chat(), ANSWER)
+        assert await semantic.lookup(chat()) == ANSWER
+
+        await proxy.cut()  # Redis "goes down" between two requests
+
+        assert await semantic.lookup(chat()) is None
+        assert await semantic.lookup(chat("what is the capital of france")) is None
+        await semantic.store(chat("another"), ANSWER)  # a failed store is skipped quietly
+        assert cache.errors >= 3
+    finally:
+        await cache.close()
+
+
+# -- semantic near-duplicates ------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest) -> Any:
+    if request.param == "memory":
+        return MemoryCache(max_entries=100, ttl_s=60)
+    return request.getfixturevalue("redis_cache")
+
+
+async def test_semantic_hit_on_a_case_whitespace_punctuation_variant(backend: Any) -> None:
+    cache = SemanticCache(backend, trigram_embed, threshold=0.97)
+    await cache.store(chat("What is the capital of France?"), ANSWER)
+
+    assert await cache.lookup(chat("what is the capital of france  ")) == ANSWER
+    assert await cache.lookup(chat("What is the capital of France?")) == ANSWER
+    assert (cache.semantic_hits, cache.exact_hits, cache.misses) == (1, 1, 0)
+
+
+async def test_different_intent_is_not_answered_even_when_cosine_is_high(backend: Any) -> None:
+    cached = "Translate 'good morning' into French"
+    asked = "Translate 'good morning' into German"
+    assert cosine(cached, asked) >= 0.75  # the embedding alone would call them duplicates
+    cache = SemanticCache(backend, trigram_embed, threshold=0.75)
+    await cache.store(chat(cached), ANSWER)
+
+    assert await cache.lookup(chat(asked)) is None
+    assert await cache.lookup(chat(cached.lower() + "!")) == ANSWER  # the guard is not a wall
+    assert cache.semantic_hits == 1 and cache.misses == 1
+
+
+@pytest.mark.parametrize(("cached", "asked"), [
+    ("Write a short poem about cats", "Don't write a short poem about cats"),
+    ("List the top 5 rivers in Europe", "List the top 3 rivers in Europe"),
+    ("Is a tomato a fruit?", "Is a tomato not a fruit?"),
+    ("Summarise this email from Alice to Bob", "Summarise this email from Bob to Alice"),
+])
+async def test_negations_numbers_and_order_changes_miss(cached: str, asked: str) -> None:
+    cache = SemanticCache(MemoryCache(), trigram_embed, threshold=0.5)
+    await cache.store(chat(cached), ANSWER)
+    assert await cache.lookup(chat(asked)) is None
+
+
+async def test_semantic_scope_requires_identical_history_model_and_params() -> None:
+    cache = SemanticCache(MemoryCache(), trigram_embed, threshold=0.9)
+    await cache.store(chat("What is the capital of France?"), ANSWER)
+    variant = "what is the capital of france"
+
+    with_system = chat(variant)
+    with_system["messages"].insert(0, {"role": "system", "content": "Answer in Spanish."})
+    assert await cache.lookup(with_system) is None
+    assert await cache.lookup(chat(variant, model="router:0.95")) is None
+    assert await cache.lookup(chat(variant, max_tokens=5)) is None
+    assert await cache.lookup(chat(variant)) == ANSWER
+
+
+async def test_semantic_cache_never_stores_sampled_requests() -> None:
+    backend = MemoryCache()
+    cache = SemanticCache(backend, trigram_embed)
+    await cache.store(chat(temperature=0.7), ANSWER)
+    assert len(backend) == 0
+    assert await cache.lookup(chat(temperature=0.7)) is None
+
+
+async def test_vectors_from_another_embedding_are_ignored() -> None:
+    backend = MemoryCache()
+    await SemanticCache(backend, lambda convs: np.ones((len(convs), 8))).store(chat(), ANSWER)
+    cache = SemanticCache(backend, trigram_embed, threshold=0.5)  # a retrained extractor
+    assert await cache.lookup(chat("what is the capital of france")) is None
+
+
+def test_bad_semantic_threshold_is_named() -> None:
+    with pytest.raises(ConfigError, match="threshold 1.5"):
+        SemanticCache(MemoryCache(), trigram_embed, threshold=1.5)
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    ("What is the capital of France?", "what is the capital of france", True),
+    ("Summarise the article about Paris in three sentences please",
+     "Summarise the article about Paris in three sentences.", True),
+    ("translate good morning into french", "translate good morning into german", False),
+    ("dog bites man", "man bites dog", False),
+    ("Write a poem without rhymes", "Write a poem with rhymes", False),
+    ("Call me at 555-0100", "Call me at 555-0199", False),
+])
+def test_same_intent_guard(a: str, b: str, same: bool) -> None:
+    assert same_intent(a, b) is same
