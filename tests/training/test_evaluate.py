@@ -1,0 +1,180 @@
+"""`evaluate` on small synthetic tables whose right answers are known."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from router.errors import DataError
+from training.evaluate import evaluate, knn_quality, outcome_matrices
+
+# Two kinds of prompt: "easy" ones every model answers, "hard" ones only the dear model.
+MODELS = ("cheap", "mid", "dear")
+COST = {"cheap": 0.001, "mid": 0.004, "dear": 0.01}
+
+
+def _quality(kind: str, model: str) -> float:
+    if kind == "easy":
+        return 1.0
+    return {"cheap": 0.0, "mid": 0.0, "dear": 1.0}[model] if kind == "hard" else \
+        {"cheap": 0.0, "mid": 1.0, "dear": 1.0}[model]
+
+
+def make_table(n: int, models: tuple[str, ...] = MODELS, seed: int = 0,
+               prefix: str = "p") -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    kinds = rng.choice(["easy", "medium", "hard"], size=n, p=[0.5, 0.3, 0.2])
+    rows = []
+    for i, kind in enumerate(kinds):
+        text = f"{kind} question number {prefix}{i}"
+        for m in models:
+            rows.append({"prompt_id": f"{prefix}{i}",
+                         "messages": json.dumps([{"role": "user", "content": text}]),
+                         "model": m, "quality": _quality(kind, m), "input_tokens": 10.0,
+                         "output_tokens": np.nan, "cost_usd": COST[m], "weight": 1.0})
+    return pd.DataFrame(rows)
+
+
+class _Embed:
+    """Kind one-hot: the kNN baseline sees exactly what separates the prompts."""
+
+    def embed(self, convs: list) -> np.ndarray:
+        kinds = ("easy", "medium", "hard")
+        out = np.array([[c.last_user.startswith(k) for k in kinds] for c in convs], dtype=float)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class StubModel:
+    """Predicts from the prompt text; `noise` blurs quality toward a constant."""
+
+    def __init__(self, models: tuple[str, ...] = MODELS, blur: float = 0.0) -> None:
+        self.models = models
+        self.blur = blur
+        self.features_ = _Embed()
+
+    def predict(self, convs: list, models: list[str] | None = None) -> SimpleNamespace:
+        kinds = [c.last_user.split()[0] for c in convs]
+        q = np.array([[_quality(k, m) for m in self.models] for k in kinds])
+        q = (1 - self.blur) * q + self.blur * 0.5
+        c = np.tile([COST[m] for m in self.models], (len(convs), 1))
+        return SimpleNamespace(models=list(self.models), quality=q, cost_usd=c,
+                               output_tokens=np.zeros_like(q))
+
+
+def test_perfect_predictor_reaches_the_oracle_and_beats_zero_router() -> None:
+    table = make_table(200)
+    report = evaluate(StubModel(), table)
+    assert report.n_prompts == 200
+    oracle = report.oracle
+    # Every prompt is answered correctly by someone: the oracle scores 1.
+    assert oracle["quality"] == 1.0
+    top = max(report.curve, key=lambda p: (p["quality"], -p["cost_usd"]))
+    assert top["quality"] == pytest.approx(oracle["quality"])
+    assert top["cost_usd"] == pytest.approx(oracle["cost_usd"])
+    assert report.aiq > report.zero_router_aiq > report.random["aiq"]
+    # Best single is "dear" (quality 1); the router gets there at the oracle's cost.
+    assert report.best_single_model == "dear"
+    assert report.cost_at_best_single_quality == pytest.approx(oracle["cost_usd"] / 0.01)
+
+
+def test_router_curve_dominates_random_mixing() -> None:
+    report = evaluate(StubModel(blur=0.2), make_table(300, seed=1))
+    hull = np.array([(p["cost_usd"], p["quality"]) for p in report.hull])
+    for point in report.random["curve"]:
+        reached = np.interp(point["cost_usd"], hull[:, 0], hull[:, 1])
+        assert reached >= point["quality"] - 1e-12
+    assert report.random["between"] == ["cheap", "dear"]
+
+
+def test_json_has_the_documented_keys_and_parses() -> None:
+    report = evaluate(StubModel(), make_table(60))
+    data = json.loads(report.to_json())
+    for key in ("curve", "single_models", "aiq", "zero_router_aiq", "knn", "random", "oracle",
+                "cost_at_best_single_quality", "quality_at_10pct_cost"):
+        assert key in data
+    assert set(data["curve"][0]) == {"bar", "cost_usd", "quality"}
+    assert {m["model"] for m in data["single_models"]} == set(MODELS)
+    assert set(data["knn"]) >= {"curve", "aiq"}
+    assert set(data["random"]) >= {"curve", "aiq"}
+    assert set(data["oracle"]) == {"cost_usd", "quality"}
+    # Three models: the two-model figures are absent, not made up.
+    assert data["apgr"] is None and data["two_model"] is None
+
+
+def test_quality_at_ten_percent_is_none_when_even_the_cheapest_costs_more() -> None:
+    report = evaluate(StubModel(), make_table(50))
+    # Cheapest single costs 10% of the dearest exactly: reached, equals the cheap model's quality.
+    cheap = next(m for m in report.single_models if m["model"] == "cheap")
+    assert report.quality_at_10pct_cost == pytest.approx(cheap["quality"])
+    table = make_table(50)
+    table.loc[table["model"] == "cheap", "cost_usd"] = 0.002
+    assert evaluate(StubModel(), table).quality_at_10pct_cost is None
+
+
+def test_two_models_give_apgr_and_cpt_near_the_oracle_for_a_perfect_predictor() -> None:
+    models = ("cheap", "dear")
+    table = make_table(400, models=models)
+    report = evaluate(StubModel(models), table)
+    tm = report.two_model
+    assert tm["weak"] == "cheap" and tm["strong"] == "dear"
+    # Strong gains on the non-easy prompts (share f) and nowhere else. The perfect score
+    # ties at 0/1, so the curve is (0, PGR 0), (f, PGR 1), (1, PGR 1): APGR = 1 - f/2,
+    # CPT(50%) = f/2, exactly the oracle's.
+    f = (~table.drop_duplicates("prompt_id")["messages"].str.contains("easy")).mean()
+    assert report.apgr == pytest.approx(1 - f / 2)
+    assert report.cpt50 == pytest.approx(f / 2)
+    assert tm["oracle"]["cpt50"] == pytest.approx(f / 2)
+    assert tm["random"]["apgr"] == pytest.approx(0.5)
+    assert tm["random"]["cpt50"] == pytest.approx(0.5)
+    assert tm["oracle"]["cpt80"] == pytest.approx(0.8 * (tm["q_strong"] - tm["q_weak"]))
+
+
+def test_knn_fitted_on_a_training_table_excludes_evaluated_prompts() -> None:
+    test = make_table(100, seed=2, prefix="t")
+    train = pd.concat([make_table(200, seed=3, prefix="r"), test])
+    report = evaluate(StubModel(blur=0.3), test, train_table=train, knn_k=5)
+    assert report.knn["fitted_on"] == "train_table"
+    # With the kind one-hot, kNN predicts every model's quality exactly: it reaches 1.
+    assert max(p["quality"] for p in report.knn["curve"]) == 1.0
+    cross = evaluate(StubModel(), test, knn_k=5)
+    assert cross.knn["fitted_on"] == "cross-fit"
+
+
+def test_prompt_ids_restrict_the_evaluation() -> None:
+    table = make_table(40)
+    report = evaluate(StubModel(), table, prompt_ids=[f"p{i}" for i in range(10)])
+    assert report.n_prompts == 10
+
+
+def test_incomplete_prompts_are_dropped_with_a_note() -> None:
+    table = make_table(30)
+    table = table[~((table["prompt_id"] == "p0") & (table["model"] == "mid"))]
+    report = evaluate(StubModel(), table)
+    assert report.n_prompts == 29
+    assert "dropped 1 prompts lacking an outcome for some model" in report.notes
+
+
+def test_unknown_models_only_is_a_clear_error() -> None:
+    table = make_table(10, models=("cheap",))
+    table["model"] = "other"
+    with pytest.raises(DataError, match=r"none of the artifact's models \(cheap, mid, dear\)"):
+        evaluate(StubModel(), table)
+
+
+def test_no_rows_after_filtering_is_a_clear_error() -> None:
+    with pytest.raises(DataError, match="no outcome rows to evaluate"):
+        evaluate(StubModel(), make_table(10), prompt_ids=["nope"])
+
+
+def test_outcome_matrices_and_knn_quality_by_hand() -> None:
+    table = make_table(3)
+    q, c = outcome_matrices(table, ["dear", "cheap"], ["p1", "p0"])
+    assert q.shape == (2, 2) and c[0].tolist() == [0.01, 0.001]
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    tq = np.array([[1.0], [0.0], [0.5]])
+    out = knn_quality(train, tq, np.array([[1.0, 0.0]]), k=2)
+    assert out.tolist() == [[0.75]]  # neighbours: itself (1.0) and (.6, .8) (0.5)

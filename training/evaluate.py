@@ -1,0 +1,369 @@
+"""Evaluate a trained quality model as a router, against the baselines that matter.
+
+On the prompts of a canonical outcome table (full information: every model's
+realised quality and cost per prompt), `evaluate` computes:
+
+* **router**: the bar is swept (quantiles of the predicted quality, plus 0 and 1);
+  each bar routes every prompt with `router.policy.choose` on the *predicted*
+  quality and cost, and the point is scored with the *realised* quality and cost of
+  the chosen models (mean per request). AIQ is the area under its hull.
+* **single models** and the **Zero router** (the hull over the single models, i.e.
+  mixing them at random), which a router must beat to be worth anything.
+* **random**: RouterBench's random router, calling the best single model with
+  probability p and the cheapest one otherwise (expected values, p = 0, .1, ... 1).
+* **kNN**: RouterBench's baseline router. Each model's quality for a prompt is the
+  mean realised quality of its k nearest training prompts (cosine on
+  `model.features_.embed`), its cost the model's mean training cost; the same bars
+  are swept. Fitted on `train_table` when given (minus any evaluated prompt, so it
+  is never in-sample); otherwise cross-fitted over 5 folds of the evaluated prompts.
+* **oracle**: per prompt the cheapest model with the best realised quality.
+* with exactly two models, RouteLLM's APGR and CPT(50%) / CPT(80%): the score is the
+  predicted quality gap q_strong - q_weak, thresholded at RouteLLM's 10 quantile
+  bins (the same protocol as the published figures).
+
+Row weights (`weight`, from propensities) are not used: an evaluation table has
+every model's outcome for every prompt, so no reweighting is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from router.errors import DataError
+from router.policy import choose
+from training import metrics
+from training.data import conversations
+
+__all__ = ["EvalReport", "evaluate", "knn_quality", "outcome_matrices", "sweep_bars",
+           "DEFAULT_KNN_K"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KNN_K = 20
+_N_BAR_QUANTILES = 41
+_CROSS_FIT_FOLDS = 5
+
+
+class _Predicts(Protocol):
+    def predict(self, conversations: Sequence[Any], models: Sequence[str] | None = None) -> Any:
+        ...
+
+
+@dataclass
+class EvalReport:
+    """Every figure of one evaluation; `to_json()` is what `router eval --json` prints.
+
+    Costs are mean USD per request; qualities mean realised quality; curves are lists
+    of {bar, cost_usd, quality}. Fractions (`cost_at_best_single_quality`, CPT) are in
+    [0, 1]; None where a target is never reached.
+    """
+
+    n_prompts: int
+    models: list[str]
+    curve: list[dict[str, float]]
+    hull: list[dict[str, float]]
+    single_models: list[dict[str, Any]]
+    c_max: float
+    aiq: float
+    zero_router_aiq: float
+    random: dict[str, Any]
+    oracle: dict[str, float]
+    best_single_model: str
+    cost_at_best_single_quality: float | None
+    quality_at_10pct_cost: float | None
+    knn: dict[str, Any] | None = None
+    apgr: float | None = None
+    cpt50: float | None = None
+    cpt80: float | None = None
+    two_model: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# -- building blocks -----------------------------------------------------------------
+
+def outcome_matrices(table: pd.DataFrame, models: Sequence[str],
+                     prompt_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Realised (quality, cost_usd) matrices, rows in `prompt_ids` order, columns `models`.
+
+    A (prompt, model) pair absent from the table is NaN.
+    """
+    for column in ("prompt_id", "model", "quality", "cost_usd"):
+        if column not in table.columns:
+            raise DataError(f"outcome table has no {column!r} column",
+                            hint="load it with training.data.load_outcomes, which prices rows")
+    keyed = table[["prompt_id", "model", "quality", "cost_usd"]].astype(
+        {"prompt_id": str, "model": str})
+    keyed = keyed.groupby(["prompt_id", "model"], sort=False).mean()
+    out = []
+    for column in ("quality", "cost_usd"):
+        wide = keyed[column].unstack("model")
+        wide = wide.reindex(index=list(prompt_ids), columns=list(models))
+        out.append(wide.to_numpy(dtype=np.float64))
+    return out[0], out[1]
+
+
+def sweep_bars(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
+               cost: np.ndarray, bars: Sequence[float]) -> np.ndarray:
+    """(bar, mean realised cost, mean realised quality) per bar, routing on predictions."""
+    rows = np.arange(quality.shape[0])
+    out = np.empty((len(bars), 3))
+    for i, bar in enumerate(bars):
+        idx = choose(pred_quality, pred_cost, bar=float(bar))
+        out[i] = (bar, cost[rows, idx].mean(), quality[rows, idx].mean())
+    return out
+
+
+def knn_quality(train_vectors: np.ndarray, train_quality: np.ndarray,
+                query_vectors: np.ndarray, k: int, *, chunk: int = 2048) -> np.ndarray:
+    """Mean quality of the k most cosine-similar training prompts, per query and model.
+
+    Vectors must be L2-normalised (as `embed` returns them), so the dot product is
+    the cosine. Computed in chunks so 10^4 x 10^4 prompts fit in memory.
+    """
+    k = max(1, min(k, train_vectors.shape[0]))
+    train_t = np.ascontiguousarray(train_vectors.T, dtype=np.float32)
+    out = np.empty((query_vectors.shape[0], train_quality.shape[1]))
+    for start in range(0, query_vectors.shape[0], chunk):
+        sims = np.asarray(query_vectors[start:start + chunk], dtype=np.float32) @ train_t
+        if k < sims.shape[1]:
+            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            nearest = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+        out[start:start + chunk] = train_quality[nearest].mean(axis=1)
+    return out
+
+
+def _default_bars(pred_quality: np.ndarray) -> list[float]:
+    qs = np.quantile(pred_quality, np.linspace(0.0, 1.0, _N_BAR_QUANTILES))
+    bars = np.unique(np.clip(np.concatenate([[0.0, 1.0], qs]), 0.0, 1.0))
+    return [float(b) for b in bars]
+
+
+def _curve_dicts(points: np.ndarray) -> list[dict[str, float]]:
+    return [{"bar": float(b), "cost_usd": float(c), "quality": float(q)} for b, c, q in points]
+
+
+def _hull_dicts(points: np.ndarray) -> list[dict[str, float]]:
+    hull = metrics.convex_hull_upper(points)
+    return [{"cost_usd": float(c), "quality": float(q)} for c, q in hull]
+
+
+def _two_model_metrics(shares: np.ndarray, quals: np.ndarray, q_weak: float,
+                       q_strong: float) -> dict[str, Any]:
+    return {
+        "apgr": metrics.apgr(shares, quals, q_weak, q_strong),
+        "cpt50": metrics.cpt(shares, quals, q_weak, q_strong, 0.5),
+        "cpt80": metrics.cpt(shares, quals, q_weak, q_strong, 0.8),
+        "curve": [{"strong_share": float(s), "quality": float(q)}
+                  for s, q in zip(shares, quals, strict=True)],
+    }
+
+
+# -- the evaluation ------------------------------------------------------------------
+
+def evaluate(
+    model: _Predicts,
+    table: pd.DataFrame,
+    *,
+    train_table: pd.DataFrame | None = None,
+    prompt_ids: Collection[str] | None = None,
+    bars: Sequence[float] | None = None,
+    seed: int = 0,
+    knn_k: int = DEFAULT_KNN_K,
+    progress: bool = False,
+) -> EvalReport:
+    """Score `model` as a router on the prompts of `table` (see the module docstring).
+
+    `model` needs `predict(conversations, models=...)` returning an object with
+    `models`, `quality` (n, m) and `cost_usd` (n, m); the kNN baseline also needs
+    `model.features_.embed` (skipped with a note otherwise). `prompt_ids` restricts
+    the evaluation to those prompts (e.g. the ones the artifact held out). Prompts
+    lacking an outcome for some evaluated model are dropped, with a note.
+    """
+    notes: list[str] = []
+    if prompt_ids is not None:
+        wanted = {str(p) for p in prompt_ids}
+        table = table[table["prompt_id"].astype(str).isin(wanted)]
+    if len(table) == 0:
+        raise DataError("no outcome rows to evaluate",
+                        hint="check --data, and that held-out prompt ids exist in it")
+    steps = tqdm(total=5, desc="evaluate", unit="step", disable=not progress)
+
+    ids, convs = conversations(table)
+    pred = model.predict(convs)
+    pred_models = [str(m) for m in pred.models]
+    data_models = set(table["model"].astype(str))
+    models = [m for m in pred_models if m in data_models]
+    unknown = sorted(data_models - set(pred_models))
+    if unknown:
+        notes.append(f"ignored models the artifact does not predict: {', '.join(unknown)}")
+    if not models:
+        raise DataError(f"none of the artifact's models ({', '.join(pred_models)}) has outcomes "
+                        f"in the data (models: {', '.join(sorted(data_models))})",
+                        hint="evaluate on outcomes of the models the artifact was trained on")
+    missing = sorted(set(pred_models) - data_models)
+    if missing:
+        notes.append(f"models without outcomes in the data, not routed to: {', '.join(missing)}")
+    cols = [pred_models.index(m) for m in models]
+    quality, cost = outcome_matrices(table, models, ids)
+    complete = np.isfinite(quality).all(axis=1) & np.isfinite(cost).all(axis=1)
+    if not complete.any():
+        raise DataError("no prompt has outcomes for every evaluated model",
+                        hint="evaluation needs full information: each prompt answered by "
+                             "every model")
+    if not complete.all():
+        notes.append(f"dropped {int((~complete).sum())} prompts lacking an outcome for some "
+                     f"model")
+    quality, cost = quality[complete], cost[complete]
+    pq = np.asarray(pred.quality, dtype=np.float64)[complete][:, cols]
+    pc = np.asarray(pred.cost_usd, dtype=np.float64)[complete][:, cols]
+    kept_ids = [p for p, ok in zip(ids, complete, strict=True) if ok]
+    kept_convs = [c for c, ok in zip(convs, complete, strict=True) if ok]
+    steps.update()
+
+    bar_list = list(bars) if bars is not None else _default_bars(pq)
+    router_pts = sweep_bars(pq, pc, quality, cost, bar_list)
+    single_cost, single_quality = cost.mean(axis=0), quality.mean(axis=0)
+    c_max = float(single_cost.max())
+    router_aiq = metrics.aiq(router_pts[:, 1], router_pts[:, 2], c_max)
+    zero_aiq = metrics.zero_router_aiq(single_cost, single_quality, c_max)
+    # Best single: highest quality, the cheaper one among ties.
+    best = int(np.lexsort((single_cost, -single_quality))[0])
+    cheapest = int(np.lexsort((-single_quality, single_cost))[0])
+    best_cost, best_quality = float(single_cost[best]), float(single_quality[best])
+    steps.update()
+
+    rand_pts = metrics.mix_curve(single_cost[cheapest], single_quality[cheapest],
+                                 best_cost, best_quality)
+    random = {
+        "between": [models[cheapest], models[best]],
+        "curve": [{"p": float(p), "cost_usd": float(c), "quality": float(q)}
+                  for p, (c, q) in zip(np.linspace(0, 1, len(rand_pts)), rand_pts, strict=True)],
+        "aiq": metrics.aiq(rand_pts[:, 0], rand_pts[:, 1], c_max),
+    }
+    orc = metrics.oracle(quality, cost)
+
+    knn, knn_pq = _knn_baseline(model, kept_ids, kept_convs, quality, cost, models,
+                                train_table, knn_k, seed, notes)
+    knn_report = None
+    if knn_pq is not None:
+        knn_pts = sweep_bars(knn_pq, knn["cost"], quality, cost, bar_list)
+        knn_report = {"k": knn["k"], "fitted_on": knn["fitted_on"],
+                      "curve": _curve_dicts(knn_pts),
+                      "aiq": metrics.aiq(knn_pts[:, 1], knn_pts[:, 2], c_max)}
+    steps.update()
+
+    router_xy = router_pts[:, 1:]
+    report = EvalReport(
+        n_prompts=int(quality.shape[0]),
+        models=models,
+        curve=_curve_dicts(router_pts),
+        hull=_hull_dicts(router_xy),
+        single_models=[{"model": m, "cost_usd": float(c), "quality": float(q)}
+                       for m, c, q in zip(models, single_cost, single_quality, strict=True)],
+        c_max=c_max,
+        aiq=router_aiq,
+        zero_router_aiq=zero_aiq,
+        random=random,
+        oracle={"cost_usd": orc.cost_usd, "quality": orc.quality},
+        best_single_model=models[best],
+        cost_at_best_single_quality=metrics.cost_at_quality(router_xy, best_quality,
+                                                            reference_cost=best_cost)
+        if best_cost > 0 else None,
+        quality_at_10pct_cost=metrics.quality_at_cost(router_xy, 0.1 * best_cost),
+        knn=knn_report,
+        notes=notes,
+    )
+    steps.update()
+
+    if len(models) == 2:
+        _add_two_model(report, pq, knn_pq, quality, models, single_quality)
+    steps.update()
+    steps.close()
+    return report
+
+
+def _add_two_model(report: EvalReport, pq: np.ndarray, knn_pq: np.ndarray | None,
+                   quality: np.ndarray, models: list[str], single_quality: np.ndarray) -> None:
+    strong = int(np.argmax(single_quality))
+    weak = 1 - strong
+    q_weak, q_strong = float(single_quality[weak]), float(single_quality[strong])
+    if abs(q_strong - q_weak) < 1e-12:
+        report.notes.append("APGR/CPT skipped: both models have the same mean quality")
+        return
+    qw, qs = quality[:, weak], quality[:, strong]
+    shares, quals = metrics.two_model_curve(pq[:, strong] - pq[:, weak], qw, qs)
+    router = _two_model_metrics(shares, quals, q_weak, q_strong)
+    p = np.linspace(0.0, 1.0, 11)
+    section: dict[str, Any] = {
+        "weak": models[weak], "strong": models[strong],
+        "q_weak": q_weak, "q_strong": q_strong,
+        "router": router,
+        "random": _two_model_metrics(p, q_weak + p * (q_strong - q_weak), q_weak, q_strong),
+        "oracle": _two_model_metrics(*metrics.oracle_two_model_curve(qw, qs), q_weak, q_strong),
+    }
+    section["oracle"].pop("curve")  # one point per prompt: too long to print
+    if knn_pq is not None:
+        kshares, kquals = metrics.two_model_curve(knn_pq[:, strong] - knn_pq[:, weak], qw, qs)
+        section["knn"] = _two_model_metrics(kshares, kquals, q_weak, q_strong)
+    report.two_model = section
+    report.apgr, report.cpt50, report.cpt80 = router["apgr"], router["cpt50"], router["cpt80"]
+
+
+def _knn_baseline(model: Any, ids: list[str], convs: list[Any], quality: np.ndarray,
+                  cost: np.ndarray, models: list[str], train_table: pd.DataFrame | None,
+                  k: int, seed: int, notes: list[str]) -> tuple[dict[str, Any], np.ndarray | None]:
+    features = getattr(model, "features_", None)
+    if features is None or not hasattr(features, "embed"):
+        notes.append("kNN baseline skipped: the model has no features_.embed")
+        return {}, None
+    query = np.asarray(features.embed(convs), dtype=np.float32)
+    if train_table is not None:
+        evaluated = set(ids)
+        train = train_table[~train_table["prompt_id"].astype(str).isin(evaluated)]
+        if len(train):
+            t_ids, t_convs = conversations(train)
+            t_quality, t_cost = outcome_matrices(train, models, t_ids)
+            ok = np.isfinite(t_quality).all(axis=1) & np.isfinite(t_cost).all(axis=1)
+            if ok.sum() >= 1:
+                t_vec = np.asarray(features.embed([c for c, g in zip(t_convs, ok, strict=True)
+                                                   if g]), dtype=np.float32)
+                pq = knn_quality(t_vec, t_quality[ok], query, k)
+                mean_cost = np.broadcast_to(t_cost[ok].mean(axis=0), pq.shape)
+                return {"k": min(k, int(ok.sum())), "fitted_on": "train_table",
+                        "cost": mean_cost}, pq
+        notes.append("kNN: the training table has no usable prompt outside the evaluated "
+                     "ones; cross-fitted on the evaluated prompts instead")
+    n = len(ids)
+    if n < 2:
+        notes.append("kNN baseline skipped: fewer than 2 prompts")
+        return {}, None
+    folds = np.random.default_rng(seed).permutation(n) % min(_CROSS_FIT_FOLDS, n)
+    pq = np.empty_like(quality)
+    pc = np.empty_like(cost)
+    for f in np.unique(folds):
+        test, train = folds == f, folds != f
+        pq[test] = knn_quality(query[train], quality[train], query[test], k)
+        pc[test] = cost[train].mean(axis=0)
+    return {"k": min(k, int(n - n // min(_CROSS_FIT_FOLDS, n))), "fitted_on": "cross-fit",
+            "cost": pc}, pq
