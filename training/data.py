@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,13 +109,21 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
                         hint=f"use one of {', '.join(SUPPORTED_SUFFIXES)}")
     try:
         if suffix in (".csv", ".csv.gz"):
-            return pd.read_csv(path, keep_default_na=False, na_values=[""],
-                               dtype={"prompt_id": str, "model": str})
+            with warnings.catch_warnings():
+                # Without index_col=False pandas silently turns extra leading fields into
+                # an index; with it, it warns and drops data. Either way: refuse.
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                return pd.read_csv(path, keep_default_na=False, na_values=[""],
+                                   dtype={"prompt_id": str, "model": str}, index_col=False)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return _read_jsonl(path)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except pd.errors.ParserWarning:
+        raise DataError(f"{path}: a row has more fields than the header",
+                        hint="quote text that contains commas (\"...\"), as CSV writers "
+                             "do") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty",
                         hint="the file needs a header and at least one row") from None
@@ -128,7 +137,7 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 def _read_jsonl(path: Path) -> pd.DataFrame:
     compression = "gzip" if path.name.lower().endswith(".gz") else None
     try:
-        return pd.read_json(path, lines=True, dtype=False, convert_dates=False,
+        return pd.read_json(path, lines=True, dtype=False,
                             compression=compression)
     except ValueError:
         pass
@@ -174,6 +183,11 @@ def write_outcomes(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _show(value: Any) -> str:
+    """repr of a cell as the user wrote it (numpy scalars shown as plain numbers)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _fail(path: Path, row: int, message: str, hint: str) -> DataError:
     return DataError(f"{path}, row {row}: {message}", hint=hint)
 
@@ -187,7 +201,7 @@ def _numeric(df: pd.DataFrame, column: str, path: Path, *, hint: str) -> np.ndar
     bad = np.isnan(values) & raw.notna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
-        raise _fail(path, i + 1, f"{column} must be a number, got {raw.iloc[i]!r}", hint)
+        raise _fail(path, i + 1, f"{column} must be a number, got {_show(raw.iloc[i])}", hint)
     return values
 
 
@@ -285,7 +299,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
     if bad.any():
         i = int(np.argmax(bad))
         shown = df["quality"].iloc[i]
-        what = "missing" if pd.isna(shown) else f"{shown!r}, outside [0, 1]"
+        what = "missing" if pd.isna(shown) else f"{_show(shown)}, outside [0, 1]"
         raise _fail(path, i + 1, f"quality is {what}",
                     "quality must be a number in [0, 1]: rescale scores (e.g. (s-1)/9 for "
                     "1-10) and drop rows without an outcome")
@@ -301,7 +315,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
                   else np.full(n, np.nan))
         if (values < 0).any():
             i = int(np.argmax(values < 0))
-            raise _fail(path, i + 1, f"{column} is negative ({values[i]!r})", tok_hint)
+            raise _fail(path, i + 1, f"{column} is negative ({_show(values[i])})", tok_hint)
         df[column] = values
     df["input_tokens"] = np.where(np.isnan(df["input_tokens"].to_numpy()), estimated,
                                   df["input_tokens"].to_numpy())
@@ -310,7 +324,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
             if "cost_usd" in df.columns else np.full(n, np.nan))
     if (cost < 0).any():
         i = int(np.argmax(cost < 0))
-        raise _fail(path, i + 1, f"cost_usd is negative ({cost[i]!r})",
+        raise _fail(path, i + 1, f"cost_usd is negative ({_show(cost[i])})",
                     "cost_usd must be a non-negative number")
     need = np.isnan(cost)
     if need.any():
@@ -322,7 +336,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
         bad = (prop < 0) | (prop > 1)
         if bad.any():
             i = int(np.argmax(bad))
-            raise _fail(path, i + 1, f"propensity is {prop[i]!r}, outside [0, 1]",
+            raise _fail(path, i + 1, f"propensity is {_show(prop[i])}, outside [0, 1]",
                         "propensity is the probability the logging policy chose this "
                         "model; it must be in [0, 1]")
         # Rows without a propensity (e.g. offline evals mixed into logs) weigh 1.

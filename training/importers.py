@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,19 @@ def _need(path: Path, columns: list[str], have: Any, hint: str) -> None:
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the file has "
                         f"{', '.join(map(str, have)) or 'no columns'}", hint=hint)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV with only empty cells missing; a short header or empty file is a DataError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, keep_default_na=False, na_values=[""], index_col=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except pd.errors.ParserWarning:
+        raise DataError(f"{path}: a row has more fields than the header",
+                        hint="quote text that contains commas") from None
 
 
 def _exists(path: PathLike) -> Path:
@@ -125,10 +139,7 @@ def import_routellm(src: PathLike, *, task: str | None = None,
 
 
 def _routellm_file(path: Path, task: str | None, rename: Mapping[str, str]) -> pd.DataFrame:
-    try:
-        raw = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty") from None
+    raw = _read_csv(path)
     prompt_col = next((c for c in ("prompt", "Prompt") if c in raw.columns), None)
     if prompt_col is None:
         _need(path, ["prompt"], list(raw.columns),
@@ -191,13 +202,7 @@ def _unlist_prompt(value: Any) -> tuple[str, str | None]:
 def import_routerbench(src: PathLike) -> pd.DataFrame:
     """RouterBench wide table (`.pkl` or `.csv`) -> canonical rows with cost and task."""
     path = _exists(src)
-    try:
-        if path.name.endswith((".pkl", ".pickle")):
-            raw = pd.read_pickle(path)
-        else:
-            raw = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty") from None
+    raw = pd.read_pickle(path) if path.name.endswith((".pkl", ".pickle")) else _read_csv(path)
     hint = ("RouterBench tables have sample_id, prompt, eval_name and per model "
             "<model>, <model>|total_cost, <model>|model_response")
     _need(path, ["sample_id", "prompt", "eval_name"], list(raw.columns), hint)

@@ -1,0 +1,290 @@
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from router.catalog import Catalog, ModelSpec, load_prices_csv
+from router.conversation import parse_conversation
+from router.errors import DataError
+from training.data import (
+    CANONICAL_COLUMNS,
+    conversations,
+    load_outcomes,
+    table_fingerprint,
+    write_outcomes,
+)
+
+# Prices in USD per 1M tokens: cheap 1/2, strong 10/30.
+CATALOG = Catalog({
+    "cheap": ModelSpec("cheap", 1.0, 2.0),
+    "strong": ModelSpec("strong", 10.0, 30.0),
+})
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def basic(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "basic.csv", (
+        "prompt_id,prompt,model,quality,input_tokens,output_tokens,task\n"
+        "p1,What is 2+2?,cheap,1,100,50,math\n"
+        "p1,What is 2+2?,strong,1,100,80,math\n"
+        "p2,\"Write a poem\nabout the sea\",cheap,0.25,200,,writing\n"
+        "p2,\"Write a poem\nabout the sea\",strong,0.75,200,400,writing\n"
+    ))
+
+
+def test_prompt_becomes_one_user_message_and_cost_is_priced(basic: Path):
+    table = load_outcomes(basic, catalog=CATALOG)
+    assert list(table.columns) == [*CANONICAL_COLUMNS, "task"]
+    assert json.loads(table.loc[2, "messages"]) == [
+        {"role": "user", "content": "Write a poem\nabout the sea"}]
+    # 100 in x $1 + 50 out x $2 per 1M tokens.
+    assert table.loc[0, "cost_usd"] == pytest.approx((100 * 1 + 50 * 2) / 1e6)
+    assert table.loc[1, "cost_usd"] == pytest.approx((100 * 10 + 80 * 30) / 1e6)
+    assert table["weight"].tolist() == [1.0] * 4
+    assert table["task"].tolist() == ["math", "math", "writing", "writing"]
+
+
+def test_missing_output_tokens_priced_with_the_models_median_and_kept_nan(basic: Path):
+    table = load_outcomes(basic, catalog=CATALOG)
+    row = table.iloc[2]
+    assert np.isnan(row["output_tokens"])
+    # cheap's known output tokens in this file: [50] -> median 50.
+    assert row["cost_usd"] == pytest.approx((200 * 1 + 50 * 2) / 1e6)
+
+
+def test_model_without_any_output_tokens_pays_input_only(tmp_path: Path):
+    path = write_csv(tmp_path / "t.csv", "prompt_id,prompt,model,quality,input_tokens\n"
+                                         "p1,hi,strong,1,1000\n")
+    table = load_outcomes(path, catalog=CATALOG)
+    assert table.loc[0, "cost_usd"] == pytest.approx(1000 * 10 / 1e6)
+
+
+def test_input_tokens_estimated_from_text_when_absent(tmp_path: Path):
+    path = write_csv(tmp_path / "t.csv", "prompt_id,prompt,model,quality,cost_usd\n"
+                                         f"p1,{'x' * 40},cheap,1,0.5\n")
+    table = load_outcomes(path, catalog=CATALOG)
+    assert table.loc[0, "input_tokens"] == parse_conversation("x" * 40).input_tokens == 14
+    assert table.loc[0, "cost_usd"] == 0.5  # from the file, not recomputed
+
+
+def test_prices_override_catalog(basic: Path):
+    table = load_outcomes(basic, catalog=CATALOG, prices={"cheap": (0.0, 0.0, None)})
+    assert table.loc[0, "cost_usd"] == 0.0
+    assert table.loc[1, "cost_usd"] > 0
+
+
+def test_propensity_becomes_clipped_inverse_weight(tmp_path: Path):
+    path = write_csv(tmp_path / "t.csv", "prompt_id,prompt,model,quality,cost_usd,propensity\n"
+                                         "p1,a,cheap,1,0.1,0.5\n"
+                                         "p2,b,cheap,1,0.1,0.001\n"
+                                         "p3,c,cheap,1,0.1,\n")
+    table = load_outcomes(path, catalog=CATALOG)
+    assert table["weight"].tolist() == pytest.approx([2.0, 100.0, 1.0])
+    assert "propensity" in table.columns
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".parquet", ".jsonl", ".jsonl.gz"])
+def test_every_format_round_trips_to_the_same_table(basic: Path, tmp_path: Path, suffix: str):
+    reference = load_outcomes(basic, catalog=CATALOG)
+    raw = pd.read_csv(basic)
+    other = write_outcomes(raw, tmp_path / f"copy{suffix}")
+    table = load_outcomes(other, catalog=CATALOG)
+    assert table_fingerprint(table) == table_fingerprint(reference)
+    pd.testing.assert_frame_equal(table[list(CANONICAL_COLUMNS)],
+                                  reference[list(CANONICAL_COLUMNS)])
+
+
+def test_messages_column_as_json_text_and_as_parquet_list(tmp_path: Path):
+    chat = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}]
+    frame = pd.DataFrame({"prompt_id": ["p1"], "messages": [chat], "model": ["cheap"],
+                          "quality": [1.0], "cost_usd": [0.1]})
+    write_outcomes(frame, tmp_path / "m.parquet")
+    frame.assign(messages=[json.dumps(chat)]).to_csv(tmp_path / "m.csv", index=False)
+    for name in ("m.parquet", "m.csv"):
+        table = load_outcomes(tmp_path / name, catalog=CATALOG)
+        assert json.loads(table.loc[0, "messages"]) == chat
+
+
+def test_several_files_are_concatenated_and_conversations_in_first_seen_order(
+        basic: Path, tmp_path: Path):
+    more = write_csv(tmp_path / "more.csv", "prompt_id,prompt,model,quality,cost_usd\n"
+                                            "p3,\"[1, 2, 3] sorted?\",cheap,1,0.1\n")
+    table = load_outcomes([more, basic], catalog=CATALOG)
+    assert len(table) == 5
+    ids, convs = conversations(table)
+    assert ids == ["p3", "p1", "p2"]
+    # A plain prompt that looks like a list is still the user's text.
+    assert convs[0].last_user == "[1, 2, 3] sorted?"
+    assert convs[2].last_user == "Write a poem\nabout the sea"
+
+
+def test_directory_reads_every_outcome_file(basic: Path):
+    assert len(load_outcomes(basic.parent, catalog=CATALOG)) == 4
+
+
+def test_duplicates_are_averaged_with_a_warning(tmp_path: Path, caplog):
+    path = write_csv(tmp_path / "d.csv", "prompt_id,prompt,model,quality,cost_usd\n"
+                                         "p1,a,cheap,1,0.1\n"
+                                         "p1,a,cheap,0,0.3\n"
+                                         "p1,a,strong,1,1.0\n")
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        table = load_outcomes(path, catalog=CATALOG)
+    assert table[["model", "quality", "cost_usd"]].values.tolist() == [
+        ["cheap", 0.5, pytest.approx(0.2)], ["strong", 1.0, 1.0]]
+    assert "merged 2 duplicate (prompt_id, model) rows into 1" in caplog.text
+
+
+def test_duplicates_error_names_both_rows(tmp_path: Path):
+    path = write_csv(tmp_path / "d.csv", "prompt_id,prompt,model,quality,cost_usd\n"
+                                         "p1,a,cheap,1,0.1\n"
+                                         "p2,b,cheap,1,0.1\n"
+                                         "p1,a,cheap,0,0.3\n")
+    with pytest.raises(DataError) as info:
+        load_outcomes(path, catalog=CATALOG, duplicates="error")
+    assert info.value.message == (f"duplicate outcome for prompt_id 'p1' and model 'cheap': "
+                                  f"{path}, row 1; {path}, row 3")
+
+
+def test_fingerprint_ignores_row_order_and_extras_but_sees_values(basic: Path):
+    table = load_outcomes(basic, catalog=CATALOG)
+    shuffled = table.sample(frac=1.0, random_state=3).assign(extra=1).reset_index(drop=True)
+    assert table_fingerprint(shuffled) == table_fingerprint(table)
+    changed = table.copy()
+    changed.loc[0, "quality"] = 0.0
+    assert table_fingerprint(changed) != table_fingerprint(table)
+    assert len(table_fingerprint(table)) == 64
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def load_error(tmp_path: Path, text: str, name: str = "bad.csv", **kwargs) -> DataError:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_outcomes(path, catalog=CATALOG, **kwargs)
+    return info.value
+
+
+def test_missing_column_lists_what_is_there(tmp_path: Path):
+    err = load_error(tmp_path, "id,prompt,model,score\nx,a,cheap,1\n")
+    assert err.message == (f"{tmp_path / 'bad.csv'}: missing required column(s) prompt_id, "
+                           f"quality; the file has id, prompt, model, score")
+    assert "router import" in err.hint
+
+
+@pytest.mark.parametrize("value, shown", [("1.5", "1.5, outside [0, 1]"),
+                                          ("-0.1", "-0.1, outside [0, 1]"),
+                                          ("", "missing")])
+def test_quality_out_of_range_or_missing_names_row(tmp_path: Path, value: str, shown: str):
+    err = load_error(tmp_path, "prompt_id,prompt,model,quality,cost_usd\n"
+                               "p1,a,cheap,1,0.1\n"
+                               f"p2,b,cheap,{value},0.1\n")
+    assert err.message == f"{tmp_path / 'bad.csv'}, row 2: quality is {shown}"
+    assert "[0, 1]" in err.hint
+
+
+def test_non_numeric_quality_names_value(tmp_path: Path):
+    err = load_error(tmp_path, "prompt_id,prompt,model,quality,cost_usd\np1,a,cheap,good,0.1\n")
+    assert err.message == f"{tmp_path / 'bad.csv'}, row 1: quality must be a number, got 'good'"
+
+
+def test_empty_file_and_header_only(tmp_path: Path):
+    err = load_error(tmp_path, "")
+    assert err.message == f"{tmp_path / 'bad.csv'}: file is empty"
+    err = load_error(tmp_path, "prompt_id,prompt,model,quality\n")
+    assert err.message == f"{tmp_path / 'bad.csv'}: file has a header but no rows"
+
+
+def test_unparseable_messages_names_row(tmp_path: Path):
+    err = load_error(tmp_path, "prompt_id,messages,model,quality,cost_usd\n"
+                               "p1,\"[{\"\"role\"\": \"\"user\"\", \"\"content\"\": \"\"hi\"\"}]\","
+                               "cheap,1,0.1\n"
+                               "p2,\"[{\"\"role\"\": \"\"user\"\"\",cheap,1,0.1\n")
+    assert err.message.startswith(f"{tmp_path / 'bad.csv'}, row 2: messages is not valid JSON")
+    err = load_error(tmp_path, "prompt_id,messages,model,quality,cost_usd\n"
+                               "p1,\"[{\"\"role\"\": \"\"robot\"\", \"\"content\"\": \"\"x\"\"}]\","
+                               "cheap,1,0.1\n")
+    assert err.message == (f"{tmp_path / 'bad.csv'}, row 1: messages: message 0 has role "
+                           f"'robot'")
+
+
+def test_model_without_price_or_cost_names_model_and_fix(tmp_path: Path):
+    err = load_error(tmp_path, "prompt_id,prompt,model,quality\n"
+                               "p1,a,cheap,1\n"
+                               "p1,a,mystery-7b,1\n")
+    assert err.message == (f"{tmp_path / 'bad.csv'}, row 2: model 'mystery-7b' has no price "
+                           f"and the row has no cost_usd")
+    assert "--prices FILE" in err.hint and "models/catalog.toml" in err.hint
+
+
+def test_unpriced_model_is_fine_when_cost_is_given(tmp_path: Path):
+    path = write_csv(tmp_path / "t.csv", "prompt_id,prompt,model,quality,cost_usd\n"
+                                         "p1,a,mystery-7b,1,0.25\n")
+    assert load_outcomes(path, catalog=CATALOG).loc[0, "cost_usd"] == 0.25
+
+
+def test_unknown_extension_and_missing_file(tmp_path: Path):
+    err = load_error(tmp_path, "x", name="table.xlsx")
+    assert err.message == f"{tmp_path / 'table.xlsx'}: unknown file type"
+    assert ".parquet" in err.hint
+    with pytest.raises(DataError, match="nope.csv: file not found"):
+        load_outcomes(tmp_path / "nope.csv", catalog=CATALOG)
+
+
+def test_bad_jsonl_line_is_named(tmp_path: Path):
+    path = tmp_path / "bad.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write('{"prompt_id": "p1", "prompt": "a", "model": "cheap", "quality": 1}\n')
+        handle.write('{"prompt_id": "p2", "prompt": \n')
+    with pytest.raises(DataError) as info:
+        load_outcomes(path, catalog=CATALOG)
+    assert info.value.message.startswith(f"{path}, line 2: not valid JSON")
+
+
+def test_same_prompt_id_with_different_text_is_refused(tmp_path: Path):
+    err = load_error(tmp_path, "prompt_id,prompt,model,quality,cost_usd\n"
+                               "p1,a,cheap,1,0.1\n"
+                               "p1,b,strong,1,0.1\n")
+    assert err.message == (f"prompt_id 'p1' has different prompt text in different rows: "
+                           f"{tmp_path / 'bad.csv'}, row 1; {tmp_path / 'bad.csv'}, row 2")
+
+
+def test_unquoted_comma_is_refused_not_shifted(tmp_path: Path):
+    err = load_error(tmp_path, "prompt_id,prompt,model,quality,cost_usd\n"
+                               "p3,[1, 2, 3] sorted?,cheap,1,0.1\n")
+    assert err.message == f"{tmp_path / 'bad.csv'}: a row has more fields than the header"
+
+
+def test_bad_propensity_is_refused(tmp_path: Path):
+    err = load_error(tmp_path, "prompt_id,prompt,model,quality,cost_usd,propensity\n"
+                               "p1,a,cheap,1,0.1,1.5\n")
+    assert err.message == f"{tmp_path / 'bad.csv'}, row 1: propensity is 1.5, outside [0, 1]"
+
+
+# ------------------------------------------------------------------ real data
+
+
+@pytest.mark.shared_data
+def test_bundled_data_loads_priced_from_prices_csv(shared_data: Path):
+    prices = load_prices_csv(shared_data / "prices.csv")
+    files = sorted(shared_data.glob("*.csv.gz"))
+    table = load_outcomes(files, prices=prices)
+    assert table["prompt_id"].nunique() == 300 + 1307 + 13932 + 80
+    assert (table["cost_usd"] > 0).all()
+    assert table["quality"].between(0, 1).all()
+    gsm = table[table["prompt_id"] == "gsm8k-f028c427b051"].set_index("model")
+    # 30.2 input and 75.2 output tokens at GPT-4-1106's $10 / $30 per 1M.
+    assert gsm.loc["gpt-4-1106-preview", "cost_usd"] == pytest.approx(
+        (30.2 * 10 + 75.2 * 30) / 1e6)
+    ids, convs = conversations(table)
+    assert len(ids) == len(convs) == table["prompt_id"].nunique()
