@@ -12,7 +12,7 @@ sweeping the quality bar (the same `router.policy.choose` the server uses):
 
 For each source the comparison is the challenger's **quality at equal cost**:
 both curves are closed under mixing and "spending more is allowed" (the
-non-decreasing concave hull, as AIQ does), and the challenger's hull minus the
+non-decreasing upper convex hull, as AIQ does), and the challenger's hull minus the
 champion's hull is averaged over the costs both can reach. The challenger
 passes a source when that difference is >= -tolerance, and is promoted only when
 it passes every source that had enough data. No champion yet: promoted (there
@@ -34,6 +34,7 @@ import pandas as pd
 from router.conversation import parse_conversation
 from router.errors import DataError
 from router.policy import choose
+from training.metrics import aiq, hull_quality_at
 from training.offpolicy import bandit_from_table, doubly_robust
 
 __all__ = [
@@ -130,46 +131,14 @@ def _f(value: float | None, *, signed: bool = False) -> str:
 
 def hull_quality(cost: Sequence[float], quality: Sequence[float],
                  at: np.ndarray) -> np.ndarray:
-    """Quality reachable at each cost in `at`: the non-decreasing concave hull of the points.
+    """Quality reachable at each cost in `at` (`training.metrics.hull_quality_at`).
 
-    Mixing two policies reaches any point between them, and a budget may be left
-    unspent, so the reachable frontier is the upper concave hull made
-    non-decreasing, extended flat to the right. Costs left of the cheapest point
-    are not reachable (NaN).
+    Mixing two policies reaches any point between them and a budget may be left
+    unspent, so the reachable frontier is the non-decreasing upper convex hull,
+    flat right of its last point; left of the cheapest point is NaN.
     """
-    c = np.asarray(cost, dtype=np.float64)
-    q = np.asarray(quality, dtype=np.float64)
-    keep = np.isfinite(c) & np.isfinite(q)
-    c, q = c[keep], q[keep]
-    order = np.lexsort((-q, c))
-    c, q = c[order], q[order]
-    hull: list[tuple[float, float]] = []
-    for point in zip(c, q, strict=True):
-        if hull and point[0] == hull[-1][0]:
-            continue  # same cost, lower quality (sorted by -q within a cost)
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            # Drop the middle point when it lies on or below the chord.
-            if (x2 - x1) * (point[1] - y1) - (y2 - y1) * (point[0] - x1) >= 0:
-                hull.pop()
-            else:
-                break
-        hull.append((float(point[0]), float(point[1])))
-    hx = np.array([h[0] for h in hull])
-    hy = np.maximum.accumulate(np.array([h[1] for h in hull]))
-    at = np.asarray(at, dtype=np.float64)
-    out = np.interp(at, hx, hy, right=hy[-1])
-    return np.where(at < hx[0] - 1e-15, np.nan, out)
-
-
-def _aiq(curve: Curve, c_max: float) -> float:
-    """Area under the hull from the cheapest point to c_max, divided by c_max (RouterBench)."""
-    if c_max <= 0:
-        return float("nan")
-    lo = min(curve.cost_usd)
-    grid = np.linspace(lo, max(c_max, lo), 201)
-    values = hull_quality(curve.cost_usd, curve.quality, grid)
-    return float(np.trapezoid(values, grid) / c_max) if c_max > lo else float(values[-1])
+    return hull_quality_at(np.column_stack([np.asarray(cost, dtype=np.float64),
+                                            np.asarray(quality, dtype=np.float64)]), at)
 
 
 def quality_at_equal_cost(reference: Curve, candidate: Curve,
@@ -272,8 +241,8 @@ def _compare(name: str, n: int, champ: Curve, chall: Curve, tolerance: float,
                           delta_quality=delta, champion_quality=q_ref, challenger_quality=q_new,
                           champion_curve=champ, challenger_curve=chall)
     if c_max:
-        result.champion_aiq = _aiq(champ, c_max)
-        result.challenger_aiq = _aiq(chall, c_max)
+        result.champion_aiq = aiq(champ.cost_usd, champ.quality, c_max)
+        result.challenger_aiq = aiq(chall.cost_usd, chall.quality, c_max)
     if result.status == "fail":
         result.note = f"worse by {-delta:.4f} > {tolerance:.3f}"
     return result
