@@ -198,17 +198,38 @@ def _epoch(value: TimeBound, name: str) -> float | None:
     return float(value)
 
 
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays (the predictor's outputs) become plain numbers and lists.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _request_row(r: RequestRecord) -> tuple[Any, ...]:
+    """The record as a row of plain Python values (numpy scalars converted here, so the
+    writer never meets a value the database driver cannot bind)."""
     if not r.request_id:
         raise DataError("RequestRecord.request_id is empty", hint="give every request an id")
     return (
-        r.request_id, float(r.ts), r.client_key_id, r.conversation_hash, r.conversation,
-        r.feature_schema_version, r.model_version, r.quality_bar, r.utility_lambda,
-        json.dumps(r.candidates, separators=(",", ":")), r.chosen_model, r.served_model,
-        float(r.propensity), bool(r.explored),
-        json.dumps(r.fallback_path, separators=(",", ":")), bool(r.cache_hit),
-        r.input_tokens, r.output_tokens, r.cost_usd, r.ttfb_ms, r.latency_ms,
-        int(r.status), r.error, r.endpoint, bool(r.stream),
+        str(r.request_id), float(r.ts), r.client_key_id, r.conversation_hash, r.conversation,
+        _opt_int(r.feature_schema_version), r.model_version, _opt_float(r.quality_bar),
+        _opt_float(r.utility_lambda), _dumps(r.candidates), r.chosen_model, r.served_model,
+        float(r.propensity), bool(r.explored), _dumps(r.fallback_path), bool(r.cache_hit),
+        _opt_int(r.input_tokens), _opt_int(r.output_tokens), _opt_float(r.cost_usd),
+        _opt_float(r.ttfb_ms), _opt_float(r.latency_ms), int(r.status), r.error, r.endpoint,
+        bool(r.stream),
     )
 
 

@@ -107,6 +107,25 @@ async def test_every_field_round_trips(log: OutcomeLog) -> None:
     assert log.written == 2 and log.dropped == 0
 
 
+async def test_numpy_values_from_the_predictor_are_stored_as_plain_numbers(
+        log: OutcomeLog) -> None:
+    import numpy as np
+
+    record = dataclasses.replace(
+        full_record("np"), quality_bar=np.float32(0.75), cost_usd=np.float64(0.5),
+        input_tokens=np.int64(12), propensity=np.float64(0.25),
+        candidates=[{"model": "small", "expected_quality": np.float32(0.5),
+                     "expected_cost_usd": np.float64(0.25)}])
+    assert log.log(record)
+    await log.flush()
+
+    [row] = await log.query_requests()
+    assert (row["quality_bar"], row["cost_usd"], row["input_tokens"]) == (0.75, 0.5, 12)
+    assert row["candidates"] == [{"model": "small", "expected_quality": 0.5,
+                                  "expected_cost_usd": 0.25}]
+    assert log.dropped == 0
+
+
 async def test_feedback_joins_mean_latest_and_count(log: OutcomeLog) -> None:
     log.log(full_record("a", ts=100.0))
     log.log(full_record("b", ts=200.0))
@@ -399,3 +418,35 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("postgresql://u:p%40ss@h:5432/db?sslmode=require") == \
         "postgresql://u:***@h:5432/db?sslmode=require"
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.fixture
+def pg_schema() -> Any:
+    import psycopg
+
+    schema = f"test_outcome_{uuid.uuid4().hex[:12]}"
+    yield schema
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.postgres
+async def test_postgres_connection_killed_mid_run_is_retried_without_loss(
+        pg_schema: str) -> None:
+    import psycopg
+
+    log = PostgresOutcomeLog(POSTGRES_URL, schema=pg_schema, batch_size=50,
+                             flush_interval_s=0.02)
+    await log.start()
+    for i in range(100):
+        log.log(full_record(f"before-{i}"))
+    await log.flush()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (log._conn.info.backend_pid,))
+    for i in range(100):
+        log.log(full_record(f"after-{i}"))
+    await log.close()
+
+    assert log.write_errors >= 1 and log.dropped == 0
+    assert row_count(log) == 200
+    log._close_connections()
