@@ -1,0 +1,229 @@
+"""`POST /v1/chat/completions`: OpenAI-compatible, routed or passed through.
+
+`model` is `router` (default bar), `router:0.8` (bar in the name) or a catalog
+model (pass-through, no prediction). The call goes to the upstream along the
+fallback chain; the answer keeps the provider's body, with `x-router-model`
+(the model that answered) and `x-request-id` headers. Streaming requests are
+passed through event by event. Non-streaming temperature-0 requests use the
+cache. Every request, answered or failed, leaves one outcome-log row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from router.api.route import checked_conversation, route_record
+from router.api.schemas import ROUTER_FIELDS, ChatRequest
+from router.cache import CachedResponse, cache_key, should_use_cache
+from router.conversation import Conversation
+from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
+from router.errors import PolicyError
+from router.outcome_log import RequestRecord
+from router.policy import validate_bar
+from router.service import RouteResult, RoutingService, parse_router_model
+from router.upstream import UpstreamError
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["chat"])
+
+
+class _Plan:
+    """What one request will do: the chain, the routing decision if any, the log row."""
+
+    __slots__ = ("request_id", "client", "conversation", "service", "result", "chain",
+                 "started", "stream")
+
+    def __init__(self, request_id: str, client: str | None, conversation: Conversation,
+                 service: RoutingService | None, result: RouteResult | None,
+                 chain: list[str], started: float, stream: bool) -> None:
+        self.request_id = request_id
+        self.client = client
+        self.conversation = conversation
+        self.service = service
+        self.result = result
+        self.chain = chain
+        self.started = started
+        self.stream = stream
+
+    def record(self, ctx: AppContext, **fields: Any) -> RequestRecord:
+        fields.setdefault("latency_ms", (time.perf_counter() - self.started) * 1000.0)
+        if self.service is not None and self.result is not None:
+            return route_record(ctx, self.service, self.request_id, self.client,
+                                self.conversation, self.result, endpoint="chat",
+                                stream=self.stream, **fields)
+        model = self.chain[0] if self.chain else None
+        return RequestRecord(
+            request_id=self.request_id, client_key_id=self.client,
+            conversation_hash=self.conversation.digest,
+            conversation=None if ctx.settings.privacy_mode else json.dumps(
+                self.conversation.to_messages(), ensure_ascii=False),
+            chosen_model=model, endpoint="chat", stream=self.stream, **fields)
+
+
+def _plan(ctx: AppContext, body: ChatRequest, request_id: str, client: str | None,
+          started: float) -> _Plan:
+    conversation = checked_conversation(ctx, body.messages)
+    try:
+        bar = parse_router_model(body.model)
+    except PolicyError as exc:
+        raise ApiError(400, str(exc), param="model", code="invalid_quality_bar") from None
+    if bar is False:
+        if body.model not in ctx.catalog:
+            raise ApiError(404, f"unknown model {body.model!r}: use `router`, `router:<bar>` "
+                           f"or one of {', '.join(sorted(ctx.catalog.names))}",
+                           param="model", code="model_not_found")
+        chain = ctx.upstream.chain_for(body.model)
+        return _Plan(request_id, client, conversation, None, None, chain, started, body.stream)
+    service = ctx.require_service()
+    if bar is None:
+        bar = body.quality_bar
+    try:
+        validate_bar(bar)
+    except PolicyError as exc:
+        raise ApiError(400, str(exc), param="quality_bar", code="invalid_quality_bar") from None
+    try:
+        result = service.route(conversation, bar=bar, max_cost_usd=body.max_cost_usd,
+                               models=body.models, rng=ctx.rng, proxy_only=True)
+    except PolicyError as exc:
+        raise ApiError(400, str(exc), param="models", code="invalid_models") from None
+    ctx.metrics.route_decision.observe(result.decision_s)
+    chain = ctx.upstream.chain_for(result.model, result.fallbacks)
+    return _Plan(request_id, client, conversation, service, result, chain, started,
+                 body.stream)
+
+
+def _cost(ctx: AppContext, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    spec = ctx.catalog.models.get(model)
+    return spec.cost_usd(prompt_tokens, completion_tokens) if spec is not None else 0.0
+
+
+def _observe_served(ctx: AppContext, plan: _Plan, served: str, status: int,
+                    cost: float, ttfb_s: float | None) -> None:
+    m = ctx.metrics
+    m.requests.labels("chat", served, str(status)).inc()
+    if cost:
+        m.cost_usd.labels(served).inc(cost)
+    if ttfb_s is not None:
+        m.upstream_ttfb.labels(served).observe(ttfb_s)
+    if plan.chain and served != plan.chain[0]:
+        m.fallbacks.labels(plan.chain[0], served).inc()
+    m.request_duration.labels("chat").observe(time.perf_counter() - plan.started)
+
+
+def _failed(ctx: AppContext, plan: _Plan, exc: UpstreamError) -> None:
+    ctx.store.log(plan.record(ctx, status=exc.status_code, error=exc.message,
+                              fallback_path=[a.to_dict() for a in exc.attempts],
+                              input_tokens=plan.conversation.input_tokens))
+    ctx.metrics.request_duration.labels("chat").observe(time.perf_counter() - plan.started)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request, ctx: Ctx,
+                           client: ClientKey) -> Response:
+    started = time.perf_counter()
+    request.state.endpoint = "chat"
+    request_id = new_request_id()
+    request.state.request_id = request_id
+    plan = _plan(ctx, body, request_id, client, started)
+    request.state.model = plan.chain[0] if plan.chain else None
+    upstream_body = body.model_dump(exclude_unset=True)
+    for name in ROUTER_FIELDS:
+        upstream_body.pop(name, None)
+
+    if plan.stream:
+        return await _stream(ctx, plan, upstream_body)
+
+    key = None
+    if ctx.cache is not None and should_use_cache(upstream_body, request.headers):
+        key = cache_key(upstream_body, namespace=ctx.cache_namespace)
+        hit = await (ctx.semantic.lookup(upstream_body) if ctx.semantic is not None
+                     else ctx.cache.get(key))
+        if hit is not None:
+            ctx.metrics.cache_hits.inc()
+            ctx.store.log(plan.record(ctx, served_model=hit.served_model, cache_hit=True,
+                                      input_tokens=plan.conversation.input_tokens,
+                                      output_tokens=0, cost_usd=0.0, status=200))
+            _observe_served(ctx, plan, hit.served_model, 200, 0.0, None)
+            return Response(hit.body, media_type="application/json",
+                            headers={"x-router-model": hit.served_model,
+                                     "x-request-id": request_id, "x-router-cache": "hit"})
+        ctx.metrics.cache_misses.inc()
+
+    try:
+        result = await ctx.upstream.complete(upstream_body, plan.chain)
+    except UpstreamError as exc:
+        _failed(ctx, plan, exc)
+        raise
+    usage = result.usage
+    cost = _cost(ctx, result.model, usage.prompt_tokens, usage.completion_tokens)
+    payload = result.response
+    if usage.estimated and "usage" not in payload:
+        payload = {**payload, "usage": {"prompt_tokens": usage.prompt_tokens,
+                                        "completion_tokens": usage.completion_tokens,
+                                        "total_tokens": usage.total_tokens}}
+    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if key is not None:
+        stored = CachedResponse(data, result.model, time.time())
+        try:
+            await (ctx.semantic.store(upstream_body, stored) if ctx.semantic is not None
+                   else ctx.cache.set(key, stored))
+        except Exception:  # the cache must never fail a request that was answered
+            log.exception("cache store failed for request %s", request_id)
+    ctx.store.log(plan.record(
+        ctx, served_model=result.model, fallback_path=[a.to_dict() for a in result.attempts],
+        input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
+        cost_usd=cost, ttfb_ms=result.ttfb_s * 1000.0, status=200))
+    _observe_served(ctx, plan, result.model, 200, cost, result.ttfb_s)
+    log.info("request %s -> %s in %.1f ms, $%.6f", request_id, result.model,
+             (time.perf_counter() - started) * 1000.0, cost)
+    return Response(data, media_type="application/json",
+                    headers={"x-router-model": result.model, "x-request-id": request_id})
+
+
+async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -> Response:
+    try:
+        stream = await ctx.upstream.stream(upstream_body, plan.chain)
+    except UpstreamError as exc:
+        _failed(ctx, plan, exc)
+        raise
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            # Runs on normal end, on upstream failure (already turned into an error
+            # event) and when the client goes away; logging first, it cannot block.
+            usage = stream.usage
+            prompt = usage.prompt_tokens if usage else plan.conversation.input_tokens
+            completion = usage.completion_tokens if usage else 0
+            cost = _cost(ctx, stream.model, prompt, completion)
+            error = stream.error
+            status = error.status_code if error is not None else (
+                200 if stream.finished else 499)
+            ctx.store.log(plan.record(
+                ctx, served_model=stream.model,
+                fallback_path=[a.to_dict() for a in stream.attempts],
+                input_tokens=prompt, output_tokens=completion, cost_usd=cost,
+                ttfb_ms=stream.ttfb_s * 1000.0, status=status,
+                error=error.message if error is not None else None))
+            _observe_served(ctx, plan, stream.model, status, cost, stream.ttfb_s)
+            if not stream.finished:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"x-router-model": stream.model,
+                                      "x-request-id": plan.request_id,
+                                      "cache-control": "no-cache"})

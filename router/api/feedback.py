@@ -1,0 +1,40 @@
+"""`POST /v1/feedback`: a quality score or a thumb for an earlier request."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from router.api.schemas import FeedbackRequest
+from router.deps import ApiError, ClientKey, Ctx
+from router.outcome_log import FeedbackRecord
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["feedback"])
+
+
+@router.post("/v1/feedback", status_code=202)
+async def feedback(body: FeedbackRequest, request: Request, ctx: Ctx,
+                   client: ClientKey) -> JSONResponse:
+    """202 when stored; 404 for an id the log has never seen; 400 for a bad score."""
+    request.state.endpoint = "feedback"
+    if (body.quality is None) == (body.thumbs is None):
+        raise ApiError(400, "send exactly one of `quality` (a number in [0, 1]) and "
+                       "`thumbs` (\"up\" or \"down\")", param="quality",
+                       code="invalid_feedback")
+    if body.quality is not None:
+        if not 0.0 <= body.quality <= 1.0:
+            raise ApiError(400, f"quality must be a number in [0, 1], got {body.quality!r}",
+                           param="quality", code="invalid_feedback")
+        record = FeedbackRecord(body.request_id, float(body.quality), source="score",
+                                comment=body.comment)
+    else:
+        record = FeedbackRecord(body.request_id, 1.0 if body.thumbs == "up" else 0.0,
+                                source="thumbs", comment=body.comment)
+    if not await ctx.store.add_feedback(record):
+        raise ApiError(404, f"unknown request_id {body.request_id!r}: no request with this id "
+                       "was routed here", param="request_id", code="request_not_found")
+    ctx.metrics.requests.labels("feedback", "none", "202").inc()
+    return JSONResponse({"request_id": body.request_id, "status": "accepted",
+                         "quality": record.quality}, status_code=202)

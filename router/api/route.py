@@ -1,0 +1,103 @@
+"""`POST /v1/route`: which model the router would pick, and why (every candidate)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter, Request, Response
+
+from router.api.schemas import RouteRequest
+from router.conversation import Conversation, parse_conversation
+from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
+from router.errors import PolicyError
+from router.outcome_log import RequestRecord
+from router.policy import validate_bar
+from router.service import RouteResult, RoutingService
+
+__all__ = ["router", "checked_conversation", "route_record"]
+
+router = APIRouter(tags=["route"])
+
+
+def checked_conversation(ctx: AppContext, messages: object) -> Conversation:
+    """The parsed conversation, or 400 naming the problem (empty, too many, bad role)."""
+    if isinstance(messages, list) and len(messages) > ctx.settings.max_messages:
+        raise ApiError(400, f"messages has {len(messages)} entries; the limit is "
+                       f"{ctx.settings.max_messages}", param="messages",
+                       code="too_many_messages")
+    try:
+        return parse_conversation(messages, where="request")
+    except Exception as exc:
+        message = getattr(exc, "message", str(exc))
+        hint = getattr(exc, "hint", None)
+        raise ApiError(400, f"{message} ({hint})" if hint else message,
+                       param="messages", code="invalid_messages") from None
+
+
+def route_record(ctx: AppContext, service: RoutingService, request_id: str,
+                 client: str | None, conversation: Conversation, result: RouteResult,
+                 **fields: object) -> RequestRecord:
+    """The outcome-log row shared by /v1/route and routed chat requests."""
+    return RequestRecord(
+        request_id=request_id,
+        client_key_id=client,
+        conversation_hash=conversation.digest,
+        conversation=None if ctx.settings.privacy_mode else json.dumps(
+            conversation.to_messages(), ensure_ascii=False),
+        feature_schema_version=_schema_version(service),
+        model_version=service.version,
+        quality_bar=result.quality_bar,
+        candidates=result.candidates_json(),
+        chosen_model=result.model,
+        propensity=result.propensity,
+        explored=result.explored,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _schema_version(service: RoutingService) -> int | None:
+    meta = getattr(service.model, "metadata", None) or {}
+    value = meta.get("feature_schema_version") if isinstance(meta, dict) else None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+@router.post("/v1/route")
+async def route(body: RouteRequest, request: Request, ctx: Ctx, client: ClientKey) -> Response:
+    started = time.perf_counter()
+    request.state.endpoint = "route"
+    conversation = checked_conversation(ctx, body.messages)
+    service = ctx.require_service()
+    try:
+        validate_bar(body.quality_bar)
+    except Exception as exc:
+        raise ApiError(400, str(exc), param="quality_bar", code="invalid_quality_bar") from None
+    try:
+        result = service.route(conversation, bar=body.quality_bar,
+                               max_cost_usd=body.max_cost_usd, models=body.models)
+    except PolicyError as exc:
+        raise ApiError(400, str(exc), param="models", code="invalid_models") from None
+    ctx.metrics.route_decision.observe(result.decision_s)
+    request_id = new_request_id()
+    payload = {
+        "request_id": request_id,
+        "model": result.model,
+        "quality_bar": result.quality_bar,
+        "expected_quality": result.expected_quality,
+        "expected_cost_usd": result.expected_cost_usd,
+        "candidates": result.candidates_json(),
+        "model_version": service.version,
+    }
+    elapsed = time.perf_counter() - started
+    ctx.store.log(route_record(ctx, service, request_id, client, conversation, result,
+                               served_model=None, endpoint="route",
+                               input_tokens=conversation.input_tokens,
+                               latency_ms=elapsed * 1000.0))
+    ctx.metrics.requests.labels("route", result.model, "200").inc()
+    ctx.metrics.request_duration.labels("route").observe(elapsed)
+    return Response(json.dumps(payload, separators=(",", ":")).encode(),
+                    media_type="application/json",
+                    headers={"x-request-id": request_id, "x-router-model": result.model})

@@ -1,0 +1,335 @@
+"""The FastAPI app factory: `create_app(settings, *, store=, cache=, upstream=, model=)`.
+
+Nothing is built at import. `create_app` loads the catalog and prepares the
+context; the lifespan builds whatever was not injected (the one shared
+`httpx.AsyncClient` with pool limits and timeouts and the `UpstreamClient` over
+it, the outcome log, the cache, the quality model) and on shutdown closes them,
+flushing the outcome log so a graceful stop loses nothing. Tests inject their
+own parts; anything injected is also left for the caller to close.
+
+Hot reload: a background task checks the model source every
+`reload_interval_s` (the registry's `CURRENT` pointer, or the model folder's
+`meta.json`). A new version is loaded and checked in a worker thread, then
+swapped in with one attribute assignment of an immutable `RoutingService`. A
+version that fails to load or check is refused, logged and counted
+(`router_model_reloads_total{result="error"}`), and the old one keeps serving;
+a refused version is not retried until the pointer changes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from router.api import chat, feedback, models, ops, route
+from router.api.errors import install_error_handlers
+from router.catalog import load_catalog
+from router.deps import AppContext
+from router.errors import ArtifactError
+from router.metrics import Metrics
+from router.registry import Registry
+from router.service import RoutingService, load_service
+from router.settings import Settings
+
+__all__ = ["create_app", "ModelSource", "Reloader", "BodyLimitMiddleware"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_bytes`, checked on `Content-Length` and while reading.
+
+    Pure ASGI (no `BaseHTTPMiddleware`): it costs a header lookup per request.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(send, int(value))
+                    return
+        seen = 0
+        rejected = False
+
+        async def limited() -> Message:
+            nonlocal seen, rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    rejected = True
+                    raise _TooLarge(seen)
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge as exc:
+            await self._reject(send, exc.size)
+
+    async def _reject(self, send: Send, size: int) -> None:
+        body = json.dumps({"error": {
+            "message": f"request body is {size} bytes; the limit is {self.max_bytes} bytes",
+            "type": "invalid_request_error", "param": None, "code": "request_too_large"}},
+            separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+class ModelSource:
+    """Where the served model comes from: a folder, or a registry's current version.
+
+    `key()` is cheap (one small file read or stat) and changes when a new model
+    should be served; `path()` is the folder to load.
+    """
+
+    def __init__(self, *, model_dir: Path | None = None,
+                 registry_dir: Path | None = None) -> None:
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.registry = Registry(registry_dir) if registry_dir and not model_dir else None
+
+    def describe(self) -> str:
+        if self.model_dir is not None:
+            return str(self.model_dir)
+        return f"registry {self.registry.root}" if self.registry else "nothing"
+
+    def key(self) -> str | None:
+        if self.model_dir is not None:
+            meta = self.model_dir / "meta.json"
+            try:
+                stat = meta.stat()
+            except FileNotFoundError:
+                return None
+            return f"{stat.st_mtime_ns}:{stat.st_size}"
+        if self.registry is not None:
+            return self.registry.current_version()
+        return None
+
+    def path(self) -> Path | None:
+        if self.model_dir is not None:
+            return self.model_dir
+        return self.registry.current() if self.registry is not None else None
+
+
+class Reloader:
+    """Polls a `ModelSource` and swaps `ctx.service` when a good new version appears."""
+
+    def __init__(self, ctx: AppContext, source: ModelSource, interval_s: float) -> None:
+        self.ctx = ctx
+        self.source = source
+        self.interval_s = interval_s
+        self.current_key: str | None = None
+        self.refused_key: str | None = None
+
+    def _load(self) -> RoutingService:
+        path = self.source.path()
+        if path is None:
+            raise ArtifactError(f"{self.source.describe()}: no current model")
+        s = self.ctx.settings
+        return load_service(path, self.ctx.catalog, default_bar=s.default_quality_bar,
+                            exploration=s.exploration,
+                            proxy_all=s.upstream_base_url is not None)
+
+    async def load_initial(self) -> None:
+        """Load the first model (errors propagate: a corrupt start-up model stops start-up)."""
+        key = await asyncio.to_thread(self.source.key)
+        if key is None:
+            log.warning("no model to serve yet at %s; /v1/route and `model: router` answer "
+                        "503 until one is promoted", self.source.describe())
+            return
+        service = await asyncio.to_thread(self._load)
+        self._swap(service, key)
+
+    def _swap(self, service: RoutingService, key: str | None) -> None:
+        self.ctx.service = service  # the atomic swap: one attribute assignment
+        self.current_key = key
+        self.ctx.metrics.set_model_version(service.version)
+        log.info("serving model %s (%s), routes to %s", service.version, service.path,
+                 ", ".join(service.routable) or "no proxyable model")
+
+    async def check(self) -> bool:
+        """One poll: True when a new model was swapped in."""
+        try:
+            key = await asyncio.to_thread(self.source.key)
+        except Exception:
+            log.exception("cannot read the model pointer at %s", self.source.describe())
+            return False
+        if key is None or key == self.current_key or key == self.refused_key:
+            return False
+        try:
+            service = await asyncio.to_thread(self._load)
+        except Exception as exc:
+            self.refused_key = key
+            self.ctx.metrics.model_reloads.labels("error").inc()
+            log.error("refused new model %s from %s, still serving %s: %s", key,
+                      self.source.describe(),
+                      self.ctx.service.version if self.ctx.service else "nothing", exc)
+            return False
+        self._swap(service, key)
+        self.refused_key = None
+        self.ctx.metrics.model_reloads.labels("ok").inc()
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.check()
+
+
+def _source_for(settings: Settings) -> ModelSource:
+    if settings.model_dir is not None:
+        return ModelSource(model_dir=settings.model_dir)
+    return ModelSource(registry_dir=settings.registry_dir or Registry().root)
+
+
+def _attach_hooks(ctx: AppContext, upstream: Any) -> None:
+    """Metrics hooks on the upstream client, unless the injector set its own."""
+    metrics = ctx.metrics
+
+    def on_attempt(attempt: Any) -> None:
+        metrics.upstream_attempts.labels(attempt.model, attempt.error or "ok").inc()
+
+    def on_state(model: str, state: str) -> None:
+        if state == "open":
+            metrics.cooldowns.labels(model).inc()
+
+    if getattr(upstream, "on_attempt", None) is None:
+        upstream.on_attempt = on_attempt
+    cooldowns = getattr(upstream, "cooldowns", None)
+    if cooldowns is not None and getattr(cooldowns, "on_state_change", None) is None:
+        cooldowns.on_state_change = on_state
+
+
+def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
+               upstream: Any = None, model: Any = None) -> FastAPI:
+    """The router app. Injected parts are used as they are and not closed by the app.
+
+    `model` is a loaded `QualityModel` (or a `RoutingService`); injecting one turns
+    hot reload off. Raises `ConfigError` for a bad catalog.
+    """
+    catalog = load_catalog(settings.catalog)
+    metrics = Metrics()
+    ctx = AppContext(settings=settings, catalog=catalog, metrics=metrics,
+                     key_digests=settings.api_key_digests,
+                     rng=random.Random(settings.exploration_seed),
+                     cache_namespace=hashlib.sha256(
+                         json.dumps(catalog.to_dict(), sort_keys=True).encode()).hexdigest()[:12])
+    if model is not None:
+        service = model if isinstance(model, RoutingService) else RoutingService.build(
+            model, catalog, default_bar=settings.default_quality_bar,
+            exploration=settings.exploration, proxy_all=settings.upstream_base_url is not None)
+        ctx.service = service
+        metrics.set_model_version(service.version)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if not settings.auth_enabled:
+                log.warning("no client API keys configured (ROUTER_API_KEYS): every caller is "
+                            "accepted; set keys before exposing the router")
+            if ctx.upstream is None:
+                http = httpx.AsyncClient(
+                    limits=httpx.Limits(max_connections=settings.upstream_max_connections,
+                                        max_keepalive_connections=settings.upstream_max_keepalive),
+                    timeout=httpx.Timeout(settings.upstream_read_timeout_s,
+                                          connect=settings.upstream_connect_timeout_s),
+                    trust_env=False)
+                stack.push_async_callback(http.aclose)
+                from router.upstream import Cooldowns, UpstreamClient
+
+                ctx.upstream = UpstreamClient(
+                    catalog, http=http, base_url_override=settings.upstream_base_url,
+                    max_retries=settings.max_retries, backoff_s=settings.backoff_s,
+                    max_retry_after_s=settings.max_retry_after_s,
+                    cooldown=Cooldowns(settings.cooldown_failures, settings.cooldown_s))
+            _attach_hooks(ctx, ctx.upstream)
+            if ctx.store is None:
+                from router.outcome_log import open_outcome_log
+
+                ctx.store = open_outcome_log(
+                    settings.log_url, batch_size=settings.log_batch_size,
+                    flush_interval_s=settings.log_flush_interval_s)
+                await ctx.store.start()
+                stack.push_async_callback(ctx.store.close)
+            else:
+                await ctx.store.start()  # idempotent: an injected log may be started already
+            ctx.log_started = True
+            if ctx.cache is None and settings.cache_ttl_s > 0:
+                from router.cache import open_cache
+
+                ctx.cache = open_cache(settings.cache_url, ttl_s=settings.cache_ttl_s)
+                await ctx.cache.start()
+                stack.push_async_callback(ctx.cache.close)
+            if ctx.cache is not None and settings.semantic_cache:
+                from router.cache import SemanticCache
+
+                def embed(conversations: Any) -> Any:
+                    service = ctx.service
+                    if service is None:
+                        raise RuntimeError("no model loaded")
+                    return service.model.features_.embed(conversations)
+
+                ctx.semantic = SemanticCache(ctx.cache, embed,
+                                             threshold=settings.semantic_threshold,
+                                             namespace=ctx.cache_namespace)
+            task = None
+            if model is None:
+                reloader = Reloader(ctx, _source_for(settings), settings.reload_interval_s)
+                app.state.reloader = reloader
+                await reloader.load_initial()
+                if settings.reload_interval_s > 0:
+                    task = asyncio.create_task(reloader.run(), name="model-reloader")
+            try:
+                yield
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                if ctx.store is not None:
+                    metrics.sync_log_dropped(int(getattr(ctx.store, "dropped", 0)))
+
+    app = FastAPI(title="cost-aware LLM router", version="1", lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    ctx.store = store
+    ctx.cache = cache
+    ctx.upstream = upstream
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for module in (route, chat, feedback, models, ops):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

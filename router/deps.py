@@ -1,0 +1,116 @@
+"""What endpoints depend on: the app's context and the calling client's key.
+
+Everything long-lived (settings, catalog, service, upstream client, cache,
+outcome log, metrics) lives on one `AppContext` at `app.state.ctx`, built by
+`create_app` and its lifespan. Endpoints reach it through the `Ctx` alias and the
+client key through `ClientKey`, so a signature reads like types and tests can
+swap either with `app.dependency_overrides`.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from router.catalog import Catalog
+from router.metrics import Metrics
+from router.service import RoutingService
+from router.settings import Settings, check_key, key_id
+
+__all__ = [
+    "ApiError",
+    "AppContext",
+    "Ctx",
+    "ClientKey",
+    "get_ctx",
+    "client_key",
+    "new_request_id",
+]
+
+
+class ApiError(Exception):
+    """An HTTP error with OpenAI's error body; raised by endpoints and dependencies."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param,
+                          "code": self.code}}
+
+
+@dataclass
+class AppContext:
+    """The app's long-lived parts. `service` is swapped whole by hot reload."""
+
+    settings: Settings
+    catalog: Catalog
+    metrics: Metrics
+    key_digests: tuple[bytes, ...]
+    service: RoutingService | None = None
+    upstream: Any = None
+    store: Any = None
+    cache: Any = None
+    semantic: Any = None
+    rng: random.Random = field(default_factory=random.Random)
+    cache_namespace: str = ""
+    log_started: bool = False
+
+    def require_service(self) -> RoutingService:
+        service = self.service
+        if service is None:
+            raise ApiError(503, "no quality model is loaded yet, so the router cannot route; "
+                           "pass-through to a catalog model still works",
+                           type="service_unavailable", code="model_not_loaded")
+        return service
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+def client_key(request: Request) -> str | None:
+    """The caller's key id (for the log), or None when auth is off.
+
+    Accepts `Authorization: Bearer <key>` or `x-api-key: <key>`; 401 in OpenAI's
+    shape when a key is required and missing or wrong. The key itself is never
+    logged or echoed.
+    """
+    ctx: AppContext = request.app.state.ctx
+    if not ctx.key_digests:
+        return None
+    presented = request.headers.get("x-api-key")
+    if presented is None:
+        auth = request.headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            presented = value.strip()
+    if not presented:
+        raise ApiError(401, "missing API key: send `Authorization: Bearer <key>` or "
+                       "`x-api-key: <key>`", code="missing_api_key",
+                       headers={"www-authenticate": "Bearer"})
+    digest = check_key(presented, ctx.key_digests)
+    if digest is None:
+        raise ApiError(401, "invalid API key", code="invalid_api_key",
+                       headers={"www-authenticate": "Bearer"})
+    return key_id(digest)
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+ClientKey = Annotated[str | None, Depends(client_key)]

@@ -1,0 +1,78 @@
+"""Prometheus metrics of one app, in a registry of its own.
+
+No module-level collectors: `Metrics()` builds every metric on a fresh
+`CollectorRegistry`, so two apps in one process (tests, the benchmark) never
+share counts and `create_app` can be called any number of times. Label values
+are bounded (endpoint names, catalog models, status codes, outcome kinds):
+never prompts, request ids or client keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
+
+# Route decisions are sub-millisecond; upstream calls take up to minutes.
+_DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    120.0)
+
+
+@dataclass
+class Metrics:
+    """Every metric the router exports. `render()` gives the `/metrics` body."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter("router_requests", "Requests answered, by endpoint, model and "
+                                "HTTP status", ["endpoint", "model", "status"], registry=r)
+        self.cost_usd = Counter("router_cost_usd", "Upstream cost in USD (from token usage and "
+                                "catalog prices), by served model", ["model"], registry=r)
+        self.route_decision = Histogram("router_route_decision_seconds", "Time to predict and "
+                                        "decide (features, model, policy)",
+                                        buckets=_DECISION_BUCKETS, registry=r)
+        self.upstream_ttfb = Histogram("router_upstream_ttfb_seconds", "Time from sending to the "
+                                       "first byte of the upstream's answer, by served model",
+                                       ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.request_duration = Histogram("router_request_duration_seconds", "Total time to "
+                                          "answer, by endpoint", ["endpoint"],
+                                          buckets=(0.0005, 0.001, 0.0025) + _LATENCY_BUCKETS,
+                                          registry=r)
+        self.cache_hits = Counter("router_cache_hits", "Chat completions answered from the cache",
+                                  registry=r)
+        self.cache_misses = Counter("router_cache_misses", "Cacheable chat completions not in the "
+                                    "cache", registry=r)
+        self.fallbacks = Counter("router_fallbacks", "Requests served by another model than the "
+                                 "first of the chain", ["from_model", "to_model"], registry=r)
+        self.cooldowns = Counter("router_cooldowns", "Circuit breakers opened (a model skipped "
+                                 "for a while)", ["model"], registry=r)
+        self.upstream_attempts = Counter("router_upstream_attempts", "Upstream attempts, by "
+                                         "model and outcome (ok or the error kind)",
+                                         ["model", "outcome"], registry=r)
+        self.model_reloads = Counter("router_model_reloads", "Hot reloads of the quality model, "
+                                     "by result (ok, error)", ["result"], registry=r)
+        self.model_info = Gauge("router_model_info", "The serving model version (value 1)",
+                                ["version"], registry=r)
+        self.log_dropped = Counter("router_log_dropped", "Outcome-log rows lost (queue full, "
+                                   "rejected, unwritten at close)", registry=r)
+        self._log_dropped_seen = 0
+
+    def set_model_version(self, version: str) -> None:
+        """Exactly one `router_model_info` series is 1: the version now serving."""
+        self.model_info.clear()
+        self.model_info.labels(version=version).set(1)
+
+    def sync_log_dropped(self, total: int) -> None:
+        """Advance the counter to the outcome log's own running total."""
+        if total > self._log_dropped_seen:
+            self.log_dropped.inc(total - self._log_dropped_seen)
+            self._log_dropped_seen = total
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,250 @@
+"""The routing service: one loaded quality model + catalog + policy + exploration.
+
+A `RoutingService` is immutable. The app keeps exactly one on `app.state.service`
+and hot reload replaces it with a single attribute assignment, so a request
+that started with the old model finishes with it and the next one sees the
+new one; no request ever sees half of each.
+
+Exploration: with probability `exploration` (epsilon) a routed chat request is
+sent to a model drawn uniformly from the allowed candidates instead of the
+policy's choice. The logged propensity is the exact probability of the served
+choice under that mixed policy, `(1 - eps) * 1[choice == policy] + eps / m`
+(m = number of allowed candidates), which is what the off-policy estimators in
+`training` divide by. `/v1/route` never explores: it answers "what would you
+pick", and a random answer there would only confuse callers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from router.catalog import Catalog
+from router.conversation import Conversation
+from router.errors import ArtifactError, PolicyError
+from router.policy import Candidate, decide
+
+__all__ = [
+    "QualityModelLike",
+    "RouteResult",
+    "RoutingService",
+    "FALLBACK_DEFAULT_BAR",
+    "load_service",
+    "model_version_of",
+    "parse_router_model",
+]
+
+log = logging.getLogger(__name__)
+
+#: The bar when neither settings nor the model's metadata give one.
+FALLBACK_DEFAULT_BAR = 0.7
+
+# A fixed conversation every freshly loaded model must score sensibly before it serves.
+_PROBE = Conversation.from_prompt("Summarise the following paragraph in one sentence: "
+                                  "the router checks a new model before it serves traffic.")
+
+
+class QualityModelLike(Protocol):
+    """What the service needs of `router.predictor.QualityModel`."""
+
+    metadata: Mapping[str, Any]
+
+    def predict(self, conversations: Sequence[Conversation],
+                models: Sequence[str] | None = None) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    """A decision for one request and everything the log needs about it."""
+
+    model: str
+    policy_model: str
+    quality_bar: float
+    expected_quality: float
+    expected_cost_usd: float
+    candidates: tuple[Candidate, ...]
+    propensity: float
+    explored: bool
+    fallbacks: tuple[str, ...]
+    decision_s: float
+
+    def candidates_json(self) -> list[dict[str, Any]]:
+        return [{"model": c.model, "expected_quality": c.expected_quality,
+                 "expected_cost_usd": c.expected_cost_usd} for c in self.candidates]
+
+
+def model_version_of(model: Any, path: Path | None = None) -> str:
+    """The version id a model reports (metadata `version_id`), else its folder name."""
+    meta = getattr(model, "metadata", None) or {}
+    for key in ("version_id", "version"):
+        value = meta.get(key) if isinstance(meta, Mapping) else None
+        if value:
+            return str(value)
+    return path.name if path is not None else "unknown"
+
+
+@dataclass(frozen=True)
+class RoutingService:
+    """Immutable: the model, its version, the models it may route to, the bar.
+
+    `routable` are the predictor's models that the upstream can call (catalog
+    models with a base_url, or every catalog model under `--upstream-base-url`).
+    """
+
+    model: Any
+    version: str
+    catalog: Catalog
+    default_bar: float
+    exploration: float = 0.0
+    routable: tuple[str, ...] = ()
+    predictor_models: tuple[str, ...] = ()
+    loaded_at: float = field(default_factory=time.time)
+    path: Path | None = None
+
+    @classmethod
+    def build(cls, model: Any, catalog: Catalog, *, default_bar: float | None = None,
+              exploration: float = 0.0, proxy_all: bool = False,
+              path: Path | None = None) -> RoutingService:
+        meta = getattr(model, "metadata", None) or {}
+        bar = default_bar
+        if bar is None and isinstance(meta, Mapping) and meta.get("default_bar") is not None:
+            bar = float(meta["default_bar"])
+        if bar is None:
+            bar = FALLBACK_DEFAULT_BAR
+        predictor_models = tuple(_predictor_models(model))
+        routable = tuple(m for m in predictor_models
+                         if m in catalog and (proxy_all or catalog[m].base_url))
+        return cls(model=model, version=model_version_of(model, path), catalog=catalog,
+                   default_bar=bar, exploration=exploration, routable=routable,
+                   predictor_models=predictor_models, path=path)
+
+    def validate(self) -> None:
+        """Refuse a model that cannot serve: no models, or non-finite predictions."""
+        if not self.predictor_models:
+            raise ArtifactError(f"model {self.version}: predicts for no models")
+        prediction = self.model.predict([_PROBE])
+        quality = np.asarray(prediction.quality, dtype=np.float64)
+        cost = np.asarray(prediction.cost_usd, dtype=np.float64)
+        expected = (1, len(prediction.models))
+        if quality.shape != expected or cost.shape != expected:
+            raise ArtifactError(f"model {self.version}: prediction shape {quality.shape} / "
+                                f"{cost.shape}, expected {expected}")
+        if not (np.isfinite(quality).all() and np.isfinite(cost).all()):
+            raise ArtifactError(f"model {self.version}: predictions are not finite",
+                                hint="the artifact is corrupt; retrain it")
+
+    def route(self, conversation: Conversation, *, bar: float | None = None,
+              max_cost_usd: float | None = None, models: Sequence[str] | None = None,
+              rng: random.Random | None = None, proxy_only: bool = False) -> RouteResult:
+        """Decide for one conversation. `rng` given = explore with `self.exploration`.
+
+        `proxy_only` limits the choice to models the upstream can serve (chat).
+        Raises `PolicyError` for a bad bar, unknown models or no usable model.
+        """
+        started = time.perf_counter()
+        bar = self.default_bar if bar is None else bar
+        pool = self.routable if proxy_only else self.predictor_models
+        if models is not None:
+            unknown = sorted(set(models) - set(self.predictor_models))
+            if unknown:
+                raise PolicyError(f"unknown model(s) in models: {', '.join(unknown)}",
+                                  hint="routable models: " + ", ".join(pool))
+            wanted = set(models)
+            pool = tuple(m for m in pool if m in wanted)
+        if not pool:
+            raise PolicyError("no model left to route to"
+                              + (" that the upstream can serve" if proxy_only else ""),
+                              hint="allow more models, or configure base_url / "
+                                   "--upstream-base-url for them")
+        prediction = self.model.predict([conversation])
+        quality = np.asarray(prediction.quality, dtype=np.float64)[0]
+        cost = np.asarray(prediction.cost_usd, dtype=np.float64)[0]
+        decision = decide(list(prediction.models), quality, cost, bar=bar,
+                          max_cost_usd=max_cost_usd, allowed_models=pool)
+        chosen, propensity, explored = decision.model, 1.0, False
+        if rng is not None and self.exploration > 0 and len(decision.candidates) > 1:
+            eps, m = self.exploration, len(decision.candidates)
+            if rng.random() < eps:
+                chosen = decision.candidates[rng.randrange(m)].model
+                explored = True
+            propensity = (1.0 - eps) * (chosen == decision.model) + eps / m
+        by_model = {c.model: c for c in decision.candidates}
+        picked = by_model[chosen]
+        # The rest of the chain: other candidates meeting the bar, cheapest first.
+        meeting = sorted((c for c in decision.candidates
+                          if c.model != chosen and c.expected_quality >= bar),
+                         key=lambda c: (c.expected_cost_usd, c.model))
+        return RouteResult(
+            model=chosen, policy_model=decision.model, quality_bar=bar,
+            expected_quality=picked.expected_quality,
+            expected_cost_usd=picked.expected_cost_usd,
+            candidates=decision.candidates, propensity=propensity, explored=explored,
+            fallbacks=tuple(c.model for c in meeting),
+            decision_s=time.perf_counter() - started,
+        )
+
+
+def _predictor_models(model: Any) -> list[str]:
+    meta = getattr(model, "metadata", None) or {}
+    names = meta.get("models") if isinstance(meta, Mapping) else None
+    if not names:
+        names = getattr(model, "models_", None) or getattr(model, "models", None)
+    if not names:
+        names = list(model.predict([_PROBE]).models)
+    return [str(n) for n in names]
+
+
+def load_service(path: Path, catalog: Catalog, *, default_bar: float | None,
+                 exploration: float, proxy_all: bool) -> RoutingService:
+    """Load, check and wrap the artifact at `path` (blocking; run it in a thread).
+
+    Raises `ArtifactError` when the folder is not a usable model.
+    """
+    from router.predictor import QualityModel  # heavy (lightgbm): only when loading
+
+    try:
+        model = QualityModel.load(path)
+    except ArtifactError:
+        raise
+    except Exception as exc:  # a truncated LightGBM file raises its own errors
+        raise ArtifactError(f"{path}: cannot load the model: {exc}",
+                            hint="the artifact is corrupt; retrain or roll back") from exc
+    service = RoutingService.build(model, catalog, default_bar=default_bar,
+                                   exploration=exploration, proxy_all=proxy_all, path=path)
+    try:
+        service.validate()
+    except ArtifactError:
+        raise
+    except Exception as exc:
+        raise ArtifactError(f"{path}: the model failed its check prediction: {exc}",
+                            hint="the artifact is corrupt; retrain or roll back") from exc
+    return service
+
+
+def parse_router_model(name: str) -> float | None | bool:
+    """`router` -> None (default bar); `router:0.8` -> 0.8; anything else -> False.
+
+    Raises `PolicyError` for `router:` followed by something that is not a bar in [0, 1].
+    """
+    if name == "router":
+        return None
+    if not name.startswith("router:"):
+        return False
+    text = name[len("router:"):]
+    try:
+        bar = float(text)
+    except ValueError:
+        bar = math.nan
+    if not (0.0 <= bar <= 1.0):
+        raise PolicyError(f"model {name!r}: the quality bar after 'router:' must be a number "
+                          f"in [0, 1], got {text!r}", hint="e.g. \"model\": \"router:0.8\"")
+    return bar
+
