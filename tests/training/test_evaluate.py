@@ -178,3 +178,13 @@ def test_outcome_matrices_and_knn_quality_by_hand() -> None:
     tq = np.array([[1.0], [0.0], [0.5]])
     out = knn_quality(train, tq, np.array([[1.0, 0.0]]), k=2)
     assert out.tolist() == [[0.75]]  # neighbours: itself (1.0) and (.6, .8) (0.5)
+
+
+def test_plot_writes_a_png_from_the_report_or_its_json(tmp_path) -> None:
+    from training.plots import plot_report
+
+    report = evaluate(StubModel(blur=0.2), make_table(80))
+    out = plot_report(report, tmp_path / "sub" / "eval.png", title="stub")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = plot_report(json.loads(report.to_json()), tmp_path / "again.png")
+    assert again.stat().st_size > 10_000

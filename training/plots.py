@@ -1,0 +1,108 @@
+"""The cost/quality picture of an evaluation: router, its hull, and every baseline.
+
+One figure answers "is the router worth it": the router's points and hull against
+the Zero router (the hull through the single models, each labelled), the random
+router, the kNN router and the oracle. x is the mean cost per request in USD (log
+scale when costs span more than a factor 20, as they do between a 7B model and
+GPT-4), y the mean realised quality.
+
+matplotlib is imported and switched to the Agg backend inside `plot_report`, so
+importing this module never touches a display or costs import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import metrics
+
+__all__ = ["plot_report"]
+
+_LOG_X_RATIO = 20.0
+
+
+def plot_report(report: Any, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Write the evaluation figure as a PNG to `path`; returns the path.
+
+    `report` is an `EvalReport` or its `to_dict()` (so a saved `--json` can be
+    re-plotted).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    data: Mapping[str, Any] = report if isinstance(report, Mapping) else report.to_dict()
+    singles = data["single_models"]
+    s_cost = np.array([s["cost_usd"] for s in singles])
+    s_qual = np.array([s["quality"] for s in singles])
+    r_cost = np.array([p["cost_usd"] for p in data["curve"]])
+    r_qual = np.array([p["quality"] for p in data["curve"]])
+    all_costs = np.concatenate([s_cost, r_cost, [data["oracle"]["cost_usd"]]])
+    positive = all_costs[all_costs > 0]
+    log_x = positive.size > 0 and positive.max() / positive.min() > _LOG_X_RATIO
+    x_hi = float(all_costs.max()) * (1.15 if log_x else 1.04)
+
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    try:
+        zero = metrics.convex_hull_upper(np.column_stack([s_cost, s_qual]))
+        ax.plot(*_flat_to(zero, x_hi), color="0.45", lw=1.8, ls="--",
+                label=f"Zero router hull (AIQ {data['zero_router_aiq']:.3f})")
+        ax.scatter(s_cost, s_qual, color="0.25", s=28, zorder=4, label="single models")
+        for name, c, q in zip([s["model"] for s in singles], s_cost, s_qual, strict=True):
+            ax.annotate(_short(name), (c, q), textcoords="offset points", xytext=(5, -10),
+                        fontsize=7.5, color="0.25")
+
+        rand = data["random"]["curve"]
+        ax.plot([p["cost_usd"] for p in rand], [p["quality"] for p in rand], color="tab:gray",
+                lw=1.2, ls=":", label=f"random (AIQ {data['random']['aiq']:.3f})")
+        if data.get("knn"):
+            k_cost = [p["cost_usd"] for p in data["knn"]["curve"]]
+            k_qual = [p["quality"] for p in data["knn"]["curve"]]
+            ax.plot(k_cost, k_qual, color="tab:orange", lw=1.2, marker=".", ms=4, alpha=0.8,
+                    label=f"kNN router (AIQ {data['knn']['aiq']:.3f})")
+
+        order = np.argsort(r_cost, kind="stable")
+        ax.plot(r_cost[order], r_qual[order], color="tab:blue", lw=1.0, marker="o", ms=3.5,
+                alpha=0.75, label="router (one point per bar)")
+        hull = np.array([(h["cost_usd"], h["quality"]) for h in data["hull"]])
+        ax.plot(*_flat_to(hull, x_hi), color="tab:blue", lw=2.4,
+                label=f"router hull (AIQ {data['aiq']:.3f})")
+        ax.scatter([data["oracle"]["cost_usd"]], [data["oracle"]["quality"]], marker="*",
+                   s=220, color="tab:green", edgecolor="k", zorder=5, label="oracle")
+
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlim(right=x_hi)
+        ax.set_xlabel("mean cost per request (USD)" + (", log scale" if log_x else ""))
+        ax.set_ylabel("mean quality")
+        ax.grid(True, which="major", alpha=0.3)
+        subtitle = f"{data['n_prompts']} prompts, {len(singles)} models"
+        ax.set_title(f"{title}\n{subtitle}" if title else f"Router vs baselines ({subtitle})",
+                     fontsize=11)
+        ax.legend(loc="lower right", fontsize=8.5, framealpha=0.9)
+        fig.tight_layout()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _flat_to(hull: np.ndarray, x_end: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hull vertices extended flat to `x_end`, as AIQ integrates them."""
+    x, y = hull[:, 0], hull[:, 1]
+    if x_end > x[-1]:
+        x, y = np.append(x, x_end), np.append(y, y[-1])
+    return x, y
+
+
+def _short(name: str) -> str:
+    """`mistralai/Mixtral-8x7B-Instruct-v0.1` -> `Mixtral-8x7B-Instruct-v0.1`."""
+    return name.rsplit("/", 1)[-1]
