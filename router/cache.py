@@ -489,7 +489,9 @@ class SemanticCache:
 
     `lookup(body)` tries the exact key first, then near duplicates in the same
     scope. `store(body, response)` writes the exact entry and the vector. Counters:
-    `exact_hits`, `semantic_hits`, `misses`. Embedding runs inline on the event
+    `exact_hits`, `semantic_hits`, `misses`, `embed_errors` (an `embed` that raises,
+    e.g. before a model is loaded, is logged and the request falls back to the
+    exact cache: it never fails the request). Embedding runs inline on the event
     loop (it is a small CPU call for the router's extractor); pass a faster or
     thread-offloaded `embed` if yours is heavy.
     """
@@ -510,6 +512,8 @@ class SemanticCache:
         self.exact_hits = 0
         self.semantic_hits = 0
         self.misses = 0
+        self.embed_errors = 0
+        self._last_warning = -math.inf
 
     def _probe(self, body: Mapping[str, Any]) -> _Probe | None:
         key = cache_key(body, namespace=self.namespace)
@@ -526,7 +530,17 @@ class SemanticCache:
         scope_fields = dict(body)
         scope_fields["messages"] = messages[:-1]
         scope = _digest(scope_fields, "semantic:" + self.namespace)
-        vector = np.asarray(self.embed([conversation]), dtype=np.float32).reshape(-1)
+        try:
+            vector = np.asarray(self.embed([conversation]), dtype=np.float32).reshape(-1)
+        except Exception as exc:  # noqa: BLE001 - a failing embedder degrades to exact-only
+            self.embed_errors += 1
+            now = time.monotonic()
+            if now - self._last_warning >= 10.0:
+                self._last_warning = now
+                logger.warning("semantic cache: embedding failed (%s); exact matches only "
+                               "(%d failures so far)", str(exc) or type(exc).__name__,
+                               self.embed_errors)
+            return None
         norm = float(np.linalg.norm(vector))
         if not norm or not math.isfinite(norm):
             return None

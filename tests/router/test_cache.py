@@ -376,6 +376,18 @@ async def test_vectors_from_another_embedding_are_ignored() -> None:
     assert await cache.lookup(chat("what is the capital of france")) is None
 
 
+async def test_a_failing_embedder_falls_back_to_exact_matches() -> None:
+    def no_model(conversations: Sequence[Conversation]) -> np.ndarray:
+        raise RuntimeError("no model loaded")
+
+    cache = SemanticCache(MemoryCache(), no_model)
+    await cache.store(chat(), ANSWER)
+
+    assert await cache.lookup(chat()) == ANSWER
+    assert await cache.lookup(chat("what is the capital of france")) is None
+    assert cache.embed_errors == 2
+
+
 def test_bad_semantic_threshold_is_named() -> None:
     with pytest.raises(ConfigError, match="threshold 1.5"):
         SemanticCache(MemoryCache(), trigram_embed, threshold=1.5)
