@@ -27,7 +27,9 @@ Pricing rules (why: a table without a cost column must still be routable by cost
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -137,15 +139,12 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 def _read_jsonl(path: Path) -> pd.DataFrame:
     compression = "gzip" if path.name.lower().endswith(".gz") else None
     try:
-        return pd.read_json(path, lines=True, dtype=False,
+        return pd.read_json(path, lines=True, dtype=False, precise_float=True,
                             compression=compression)
     except ValueError:
         pass
     # pandas does not say which line is bad; find it so the user can fix it.
-    import gzip
-
-    opener = gzip.open if compression else open
-    with opener(path, "rt", encoding="utf-8") as handle:
+    with _open_text(path, "r") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -174,13 +173,43 @@ def write_outcomes(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
                         hint=f"use one of {', '.join(SUPPORTED_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".csv", ".csv.gz"):
-        table.to_csv(path, index=False)
+        # mtime=0: the same table gives the same bytes, so files can be diffed and hashed.
+        table.to_csv(path, index=False,
+                     compression={"method": "gzip", "mtime": 0} if suffix == ".csv.gz"
+                     else None)
     elif suffix in (".parquet", ".pq"):
         table.to_parquet(path, index=False)
     else:
-        table.to_json(path, orient="records", lines=True, force_ascii=False,
-                      compression="gzip" if suffix == ".jsonl.gz" else None)
+        # json.dumps writes floats exactly (pandas' to_json rounds to 10 digits).
+        with _open_text(path, "w") as handle:
+            for record in table.to_dict(orient="records"):
+                handle.write(json.dumps({k: _jsonable(v) for k, v in record.items()},
+                                        ensure_ascii=False) + "\n")
     return path
+
+
+def _open_text(path: Path, mode: str) -> Any:
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.GzipFile(path, mode + "b", mtime=0), encoding="utf-8")
+    return path.open(mode, encoding="utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if value is pd.NaT or value is None:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
 
 
 def _show(value: Any) -> str:

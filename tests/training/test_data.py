@@ -288,3 +288,13 @@ def test_bundled_data_loads_priced_from_prices_csv(shared_data: Path):
         (30.2 * 10 + 75.2 * 30) / 1e6)
     ids, convs = conversations(table)
     assert len(ids) == len(convs) == table["prompt_id"].nunique()
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".jsonl.gz"])
+def test_writing_the_same_table_twice_gives_the_same_bytes(basic: Path, tmp_path: Path,
+                                                           suffix: str):
+    raw = pd.read_csv(basic)
+    # Same file name in two folders (gzip records the name, not the time).
+    first = write_outcomes(raw, tmp_path / "1" / f"t{suffix}").read_bytes()
+    second = write_outcomes(raw, tmp_path / "2" / f"t{suffix}").read_bytes()
+    assert first == second

@@ -1,0 +1,123 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from router.catalog import load_catalog
+from router.cli import main
+from training.data import load_outcomes, table_fingerprint
+from training.demo_data import DIFFICULTIES, TASKS, generate_demo
+
+
+@pytest.fixture(scope="module")
+def demo() -> pd.DataFrame:
+    return generate_demo(1500, seed=0, with_expected=True)
+
+
+def grid(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    return table.pivot(index="prompt_id", columns="model", values=column)
+
+
+def test_same_seed_same_table_other_seed_other_table():
+    a, b = generate_demo(200, seed=3), generate_demo(200, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    c = generate_demo(200, seed=4)
+    assert not a["quality"].equals(c["quality"])
+
+
+def test_every_catalog_model_every_task_and_level(demo: pd.DataFrame):
+    catalog = load_catalog()
+    assert set(demo["model"]) == set(catalog.names)
+    assert len(demo) == 1500 * len(catalog)
+    assert set(demo["task"]) == set(TASKS)
+    assert set(demo["difficulty"]) == set(DIFFICULTIES)
+    assert demo["quality"].between(0, 1).all()
+    # 0/1 correctness for math, graded scores for writing.
+    assert set(demo.loc[demo["task"] == "math", "quality"]) == {0.0, 1.0}
+    assert demo.loc[demo["task"] == "creative_writing", "quality"].nunique() > 20
+
+
+def test_loads_as_a_valid_outcome_table_with_the_same_costs(demo: pd.DataFrame,
+                                                           tmp_path: Path):
+    path = tmp_path / "demo.parquet"
+    demo.to_parquet(path)
+    loaded = load_outcomes(path)
+    assert len(loaded) == len(demo)
+    np.testing.assert_allclose(loaded["cost_usd"], demo["cost_usd"])
+    np.testing.assert_allclose(loaded["input_tokens"], demo["input_tokens"])
+    chats = loaded.loc[loaded["messages"].str.contains('"role": "system"'), "messages"]
+    assert 0.1 < chats.nunique() / loaded["prompt_id"].nunique() < 0.3
+    assert [m["role"] for m in json.loads(chats.iloc[0])] == [
+        "system", "user", "assistant", "user"]
+
+
+def test_cost_is_tokens_times_catalog_prices(demo: pd.DataFrame):
+    catalog = load_catalog()
+    row = demo.iloc[11]
+    spec = catalog[row["model"]]
+    assert row["cost_usd"] == pytest.approx(
+        spec.cost_usd(row["input_tokens"], row["output_tokens"]))
+
+
+def test_harder_prompts_widen_the_gap_between_cheap_and_expensive(demo: pd.DataFrame):
+    catalog = load_catalog()
+    cheapest, priciest = catalog.by_price()[0], catalog.by_price()[-1]
+    mean = demo.groupby(["task", "difficulty", "model"])["quality"].mean()
+    for task in TASKS:
+        gap = {d: mean[task, d, priciest] - mean[task, d, cheapest] for d in DIFFICULTIES}
+        assert gap["easy"] < 0.15, (task, gap)
+        assert min(gap["medium"], gap["hard"]) > gap["easy"] + 0.15, (task, gap)
+
+
+def test_prompt_text_carries_difficulty(demo: pd.DataFrame):
+    prompts = demo.drop_duplicates("prompt_id")
+    length = prompts.groupby("difficulty")["prompt"].apply(lambda s: s.str.len().median())
+    assert length["easy"] < length["medium"] < length["hard"]
+    assert prompts["prompt"].str.contains("```").any()
+
+
+def test_oracle_and_an_informed_router_save_most_of_the_best_models_cost(demo: pd.DataFrame):
+    quality, cost, expected = (grid(demo, c).to_numpy() for c in
+                               ("quality", "cost_usd", "expected_quality"))
+    per_model_q, per_model_c = quality.mean(0), cost.mean(0)
+    best = int(per_model_q.argmax())
+    rows = np.arange(len(quality))
+    # Oracle: per prompt, the cheapest model with the best quality.
+    top = quality >= quality.max(1, keepdims=True) - 1e-12
+    oracle = np.where(top, cost, np.inf).argmin(1)
+    assert quality[rows, oracle].mean() > per_model_q[best]
+    assert cost[rows, oracle].mean() < 0.3 * per_model_c[best]
+    # A router that knows the true success probabilities (what a trained model
+    # estimates) reaches the best single model's quality for under half its cost.
+    reached = []
+    for bar in np.linspace(0.5, 0.995, 60):
+        ok = expected >= bar
+        pick = np.where(ok, cost, np.inf).argmin(1)
+        pick[~ok.any(1)] = expected[~ok.any(1)].argmax(1)
+        if quality[rows, pick].mean() >= per_model_q[best]:
+            reached.append(cost[rows, pick].mean() / per_model_c[best])
+    assert reached and min(reached) < 0.5
+
+
+def test_cli_writes_file_and_one_line_summary(tmp_path: Path, capsys):
+    out = tmp_path / "demo.csv.gz"
+    assert main(["demo-data", "--out", str(out), "--prompts", "50", "--seed", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wrote 400 rows (50 prompts x 8 models")
+    loaded = load_outcomes(out)
+    assert table_fingerprint(loaded) == table_fingerprint(
+        load_outcomes(_write(generate_demo(50, seed=1), tmp_path / "again.jsonl")))
+
+
+def test_cli_rejects_zero_prompts(tmp_path: Path, capsys):
+    assert main(["demo-data", "--out", str(tmp_path / "d.csv"), "--prompts", "0"]) == 1
+    assert "error: --prompts must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "d.csv").exists()
+
+
+def _write(table: pd.DataFrame, path: Path) -> Path:
+    from training.data import write_outcomes
+
+    return write_outcomes(table, path)
