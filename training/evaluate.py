@@ -42,8 +42,8 @@ from router.policy import choose
 from training import metrics
 from training.data import conversations
 
-__all__ = ["EvalReport", "evaluate", "knn_quality", "outcome_matrices", "sweep_bars",
-           "DEFAULT_KNN_K"]
+__all__ = ["DEFAULT_KNN_K", "EvalReport", "KnnPrediction", "evaluate", "knn_quality",
+           "outcome_matrices", "report_from_predictions", "sweep_bars"]
 
 log = logging.getLogger(__name__)
 
@@ -241,17 +241,52 @@ def evaluate(
     kept_convs = [c for c, ok in zip(convs, complete, strict=True) if ok]
     steps.update()
 
-    bar_list = list(bars) if bars is not None else _default_bars(pq)
-    router_pts = sweep_bars(pq, pc, quality, cost, bar_list)
+    knn = _knn_baseline(model, kept_ids, kept_convs, quality, cost, models, train_table,
+                        knn_k, seed, notes)
+    steps.update()
+    report = report_from_predictions(models, quality, cost, pq, pc, knn=knn, bars=bars,
+                                     notes=notes)
+    steps.update(3)
+    steps.close()
+    return report
+
+
+@dataclass(frozen=True)
+class KnnPrediction:
+    """The kNN baseline's predictions for the evaluated prompts (n, m)."""
+
+    quality: np.ndarray
+    cost_usd: np.ndarray
+    k: int
+    fitted_on: str
+
+
+def report_from_predictions(
+    models: Sequence[str],
+    quality: np.ndarray,
+    cost: np.ndarray,
+    pred_quality: np.ndarray,
+    pred_cost: np.ndarray,
+    *,
+    knn: KnnPrediction | None = None,
+    bars: Sequence[float] | None = None,
+    notes: list[str] | None = None,
+) -> EvalReport:
+    """Every figure of the report from realised and predicted (n, m) matrices.
+
+    This is `evaluate` without the model: benchmarks pool out-of-fold predictions
+    from several fitted models and score them here, with the same definitions.
+    """
+    models = [str(m) for m in models]
+    notes = list(notes or [])
+    bar_list = list(bars) if bars is not None else _default_bars(pred_quality)
+    router_pts = sweep_bars(pred_quality, pred_cost, quality, cost, bar_list)
     single_cost, single_quality = cost.mean(axis=0), quality.mean(axis=0)
     c_max = float(single_cost.max())
-    router_aiq = metrics.aiq(router_pts[:, 1], router_pts[:, 2], c_max)
-    zero_aiq = metrics.zero_router_aiq(single_cost, single_quality, c_max)
     # Best single: highest quality, the cheaper one among ties.
     best = int(np.lexsort((single_cost, -single_quality))[0])
     cheapest = int(np.lexsort((-single_quality, single_cost))[0])
     best_cost, best_quality = float(single_cost[best]), float(single_quality[best])
-    steps.update()
 
     rand_pts = metrics.mix_curve(single_cost[cheapest], single_quality[cheapest],
                                  best_cost, best_quality)
@@ -262,16 +297,11 @@ def evaluate(
         "aiq": metrics.aiq(rand_pts[:, 0], rand_pts[:, 1], c_max),
     }
     orc = metrics.oracle(quality, cost)
-
-    knn, knn_pq = _knn_baseline(model, kept_ids, kept_convs, quality, cost, models,
-                                train_table, knn_k, seed, notes)
     knn_report = None
-    if knn_pq is not None:
-        knn_pts = sweep_bars(knn_pq, knn["cost"], quality, cost, bar_list)
-        knn_report = {"k": knn["k"], "fitted_on": knn["fitted_on"],
-                      "curve": _curve_dicts(knn_pts),
+    if knn is not None:
+        knn_pts = sweep_bars(knn.quality, knn.cost_usd, quality, cost, bar_list)
+        knn_report = {"k": knn.k, "fitted_on": knn.fitted_on, "curve": _curve_dicts(knn_pts),
                       "aiq": metrics.aiq(knn_pts[:, 1], knn_pts[:, 2], c_max)}
-    steps.update()
 
     router_xy = router_pts[:, 1:]
     report = EvalReport(
@@ -282,8 +312,8 @@ def evaluate(
         single_models=[{"model": m, "cost_usd": float(c), "quality": float(q)}
                        for m, c, q in zip(models, single_cost, single_quality, strict=True)],
         c_max=c_max,
-        aiq=router_aiq,
-        zero_router_aiq=zero_aiq,
+        aiq=metrics.aiq(router_pts[:, 1], router_pts[:, 2], c_max),
+        zero_router_aiq=metrics.zero_router_aiq(single_cost, single_quality, c_max),
         random=random,
         oracle={"cost_usd": orc.cost_usd, "quality": orc.quality},
         best_single_model=models[best],
@@ -294,12 +324,9 @@ def evaluate(
         knn=knn_report,
         notes=notes,
     )
-    steps.update()
-
     if len(models) == 2:
-        _add_two_model(report, pq, knn_pq, quality, models, single_quality)
-    steps.update()
-    steps.close()
+        _add_two_model(report, pred_quality, None if knn is None else knn.quality, quality,
+                       models, single_quality)
     return report
 
 
@@ -332,11 +359,11 @@ def _add_two_model(report: EvalReport, pq: np.ndarray, knn_pq: np.ndarray | None
 
 def _knn_baseline(model: Any, ids: list[str], convs: list[Any], quality: np.ndarray,
                   cost: np.ndarray, models: list[str], train_table: pd.DataFrame | None,
-                  k: int, seed: int, notes: list[str]) -> tuple[dict[str, Any], np.ndarray | None]:
+                  k: int, seed: int, notes: list[str]) -> KnnPrediction | None:
     features = getattr(model, "features_", None)
     if features is None or not hasattr(features, "embed"):
         notes.append("kNN baseline skipped: the model has no features_.embed")
-        return {}, None
+        return None
     query = np.asarray(features.embed(convs), dtype=np.float32)
     if train_table is not None:
         evaluated = set(ids)
@@ -350,14 +377,13 @@ def _knn_baseline(model: Any, ids: list[str], convs: list[Any], quality: np.ndar
                                                    if g]), dtype=np.float32)
                 pq = knn_quality(t_vec, t_quality[ok], query, k)
                 mean_cost = np.broadcast_to(t_cost[ok].mean(axis=0), pq.shape)
-                return {"k": min(k, int(ok.sum())), "fitted_on": "train_table",
-                        "cost": mean_cost}, pq
+                return KnnPrediction(pq, mean_cost, min(k, int(ok.sum())), "train_table")
         notes.append("kNN: the training table has no usable prompt outside the evaluated "
                      "ones; cross-fitted on the evaluated prompts instead")
     n = len(ids)
     if n < 2:
         notes.append("kNN baseline skipped: fewer than 2 prompts")
-        return {}, None
+        return None
     folds = np.random.default_rng(seed).permutation(n) % min(_CROSS_FIT_FOLDS, n)
     pq = np.empty_like(quality)
     pc = np.empty_like(cost)
@@ -365,5 +391,5 @@ def _knn_baseline(model: Any, ids: list[str], convs: list[Any], quality: np.ndar
         test, train = folds == f, folds != f
         pq[test] = knn_quality(query[train], quality[train], query[test], k)
         pc[test] = cost[train].mean(axis=0)
-    return {"k": min(k, int(n - n // min(_CROSS_FIT_FOLDS, n))), "fitted_on": "cross-fit",
-            "cost": pc}, pq
+    n_train = n - int(np.bincount(folds).max())
+    return KnnPrediction(pq, pc, min(k, n_train), "cross-fit")
