@@ -31,7 +31,9 @@ __all__ = ["run_fake_upstream"]
 def run_fake_upstream(**options: Any) -> Iterator[tuple[str, FakeUpstreamState]]:
     """Serve `create_fake_upstream(**options)` with uvicorn in a thread on a free port."""
     app = create_fake_upstream(**options)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that
+    # say so, and without it every response waits ~40 ms on Nagle + delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
