@@ -381,6 +381,17 @@ def test_cli_port_in_use_is_one_clear_error(capsys):
     assert "Traceback" not in err
 
 
+def test_cli_socket_is_tcp_so_asyncio_sets_nodelay():
+    # Without IPPROTO_TCP asyncio skips TCP_NODELAY and each answer waits ~40 ms.
+    from router.commands.fake_upstream import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
 def test_cli_bad_error_rate_is_refused(capsys):
     assert cli_main(["fake-upstream", "--port", "1", "--error-rate", "2"]) == 1
     assert "error: --error-rate must be in [0, 1], got 2.0" in capsys.readouterr().err
