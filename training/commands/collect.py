@@ -58,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="calls in flight at once (default %(default)s)")
     parser.add_argument("--max-cost-usd", type=float, default=None, metavar="X",
                         help="stop starting calls once the spend recorded in --out would "
-                             "exceed X")
+                             "exceed X (each call is estimated from its input tokens and the "
+                             "longest answer seen from that model; a model's first call from "
+                             "--max-tokens, else 256 tokens)")
     parser.add_argument("--system-prompt", default=None, metavar="TEXT",
                         help="system message put first in every prompt that has none")
     parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
