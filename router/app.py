@@ -42,7 +42,8 @@ from router.registry import Registry
 from router.service import RoutingService, load_service
 from router.settings import Settings
 
-__all__ = ["create_app", "ModelSource", "Reloader", "BodyLimitMiddleware"]
+__all__ = ["create_app", "load_initial_service", "ModelSource", "Reloader",
+           "BodyLimitMiddleware"]
 
 log = logging.getLogger(__name__)
 
@@ -66,47 +67,57 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    length = int(value)
                 except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._reject(send, int(value))
-                    return
+                    length = None
+                break
+        if length is not None:
+            if length > self.max_bytes:
+                await self._reject(send, length)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (chunked upload): read it here, up to the limit, then
+        # replay it; failing inside the app would surface as a generic 400.
+        chunks: list[bytes] = []
         seen = 0
-        rejected = False
-
-        async def limited() -> Message:
-            nonlocal seen, rejected
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    rejected = True
-                    raise _TooLarge(seen)
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.max_bytes:
+                await self._reject(send, seen)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge as exc:
-            await self._reject(send, exc.size)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send, size: int) -> None:
         body = json.dumps({"error": {
-            "message": f"request body is {size} bytes; the limit is {self.max_bytes} bytes",
+            "message": f"request body is {size} bytes or more; the limit is {self.max_bytes} bytes",
             "type": "invalid_request_error", "param": None, "code": "request_too_large"}},
             separators=(",", ":")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        self.size = size
 
 
 class ModelSource:
@@ -209,6 +220,21 @@ class Reloader:
             await self.check()
 
 
+def load_initial_service(settings: Settings) -> RoutingService | None:
+    """Load the model `settings` point at, blocking (None when the registry is empty).
+
+    Raises `ArtifactError` naming the folder when it is not a usable model.
+    """
+    source = _source_for(settings)
+    path = source.path()
+    if path is None:
+        return None
+    return load_service(path, load_catalog(settings.catalog),
+                        default_bar=settings.default_quality_bar,
+                        exploration=settings.exploration,
+                        proxy_all=settings.upstream_base_url is not None)
+
+
 def _source_for(settings: Settings) -> ModelSource:
     if settings.model_dir is not None:
         return ModelSource(model_dir=settings.model_dir)
@@ -234,12 +260,17 @@ def _attach_hooks(ctx: AppContext, upstream: Any) -> None:
 
 
 def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
-               upstream: Any = None, model: Any = None) -> FastAPI:
+               upstream: Any = None, model: Any = None, reload: bool | None = None) -> FastAPI:
     """The router app. Injected parts are used as they are and not closed by the app.
 
-    `model` is a loaded `QualityModel` (or a `RoutingService`); injecting one turns
-    hot reload off. Raises `ConfigError` for a bad catalog.
+    `model` is a loaded `QualityModel` (or a `RoutingService`). `reload` (default:
+    only when no model is injected) polls the settings' model source for new
+    versions; `router serve` pre-loads the model (so a corrupt one is a one-line
+    error before the socket opens) and passes `reload=True`.
+    Raises `ConfigError` for a bad catalog.
     """
+    if reload is None:
+        reload = model is None
     catalog = load_catalog(settings.catalog)
     metrics = Metrics()
     ctx = AppContext(settings=settings, catalog=catalog, metrics=metrics,
@@ -306,10 +337,13 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                                              threshold=settings.semantic_threshold,
                                              namespace=ctx.cache_namespace)
             task = None
-            if model is None:
+            if reload:
                 reloader = Reloader(ctx, _source_for(settings), settings.reload_interval_s)
                 app.state.reloader = reloader
-                await reloader.load_initial()
+                if ctx.service is None:
+                    await reloader.load_initial()
+                else:
+                    reloader.current_key = await asyncio.to_thread(reloader.source.key)
                 if settings.reload_interval_s > 0:
                     task = asyncio.create_task(reloader.run(), name="model-reloader")
             try:

@@ -1,0 +1,146 @@
+"""`router serve`: the router over HTTP (uvicorn), optionally with the fake upstream.
+
+The model comes from `--model DIR`, else `--registry DIR` (its current version,
+hot-reloaded on promote), else the repository's `models/` registry. Flags win
+over `ROUTER_*` environment variables, which win over the `--config` TOML file
+(see `router.settings`).
+
+`--fake-upstream` mounts the simulated provider (`router.fake_upstream`) inside
+the same process under `/_fake_upstream` and points every model at
+`http://127.0.0.1:PORT/_fake_upstream/v1`, so the quickstart needs no provider
+key and no second process. Never use it in production: answers are made up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import socket
+from typing import Any
+
+from router.cli import add_command
+from router.errors import ConfigError
+
+__all__ = ["register", "run", "FAKE_UPSTREAM_PATH", "bind_socket"]
+
+log = logging.getLogger(__name__)
+
+FAKE_UPSTREAM_PATH = "/_fake_upstream"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        subparsers, "serve",
+        help="serve the router over HTTP (OpenAI-compatible)",
+        description="Serve POST /v1/route, POST /v1/chat/completions (model `router`, "
+                    "`router:0.8` or a catalog model), POST /v1/feedback, GET /v1/models, "
+                    "/healthz, /readyz and /metrics. Every option can also be set as an "
+                    "environment variable ROUTER_<OPTION> or in a TOML file (--config); "
+                    "`python -m router.settings` prints them all.",
+        examples=[
+            "router serve --model models/demo --fake-upstream",
+            "router serve --registry models --port 8000",
+            "router serve --config router.toml --log-url postgresql://router@db/router",
+            "router serve --model models/demo --upstream-base-url http://127.0.0.1:8100/v1",
+        ],
+        handler=run,
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="DIR", help="a trained model folder to serve")
+    source.add_argument("--registry", metavar="DIR",
+                        help="a registry root; serves its current version, hot-reloads")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file ($ROUTER_CONFIG)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8000)")
+    parser.add_argument("--catalog", metavar="FILE", help="catalog TOML")
+    parser.add_argument("--upstream-base-url", metavar="URL",
+                        help="send every model to this OpenAI-compatible base URL")
+    parser.add_argument("--log-url", metavar="URL",
+                        help="outcome log: path, sqlite:///file.db or postgresql://...")
+    parser.add_argument("--cache-url", metavar="URL",
+                        help="redis://host:6379/0 to share the cache (default in-process)")
+    parser.add_argument("--fake-upstream", action="store_true",
+                        help=f"run the fake provider in this process under "
+                             f"{FAKE_UPSTREAM_PATH} and route every model to it")
+    parser.add_argument("--fake-latency-ms", type=float, default=0.0,
+                        help="with --fake-upstream: its delay before each answer")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before uvicorn does, so a busy port is one clear error, not a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use",
+                              hint="pick another --port (or ROUTER_PORT), or stop the process "
+                                   "listening there") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                          hint="check --host and --port") from None
+    return sock
+
+
+def _missing_provider_keys(catalog: Any) -> list[str]:
+    import os
+
+    return sorted({spec.api_key_env for spec in catalog.models.values()
+                   if spec.api_key_env and not os.environ.get(spec.api_key_env)})
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from router.app import create_app, load_initial_service
+    from router.catalog import load_catalog
+    from router.registry import Registry
+    from router.settings import load_settings
+
+    overrides = {"model_dir": args.model, "registry_dir": args.registry, "host": args.host,
+                 "port": args.port, "catalog": args.catalog,
+                 "upstream_base_url": args.upstream_base_url, "log_url": args.log_url,
+                 "cache_url": args.cache_url}
+    settings = load_settings(args.config, **overrides)
+    if settings.model_dir is None and settings.registry_dir is None:
+        registry = Registry()
+        if registry.current_version() is None:
+            raise ConfigError(f"no model to serve: no --model and no current version in "
+                              f"{registry.root}",
+                              hint="train one (`router quickstart` or `router train --data "
+                                   "FILE --out models/demo`) then `router serve --model "
+                                   "models/demo`")
+    sock = bind_socket(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    if args.fake_upstream:
+        local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        settings = settings.model_copy(update={
+            "upstream_base_url": f"http://{local}:{port}{FAKE_UPSTREAM_PATH}/v1"})
+    elif settings.upstream_base_url is None:
+        missing = _missing_provider_keys(load_catalog(settings.catalog))
+        if missing:
+            log.warning("provider keys not set: %s; calls to those providers will fail. "
+                        "For a local try-out use --fake-upstream", ", ".join(missing))
+    service = load_initial_service(settings)
+    if service is None:
+        log.warning("the registry has no current version yet; routing answers 503 until one "
+                    "is promoted")
+    app = create_app(settings, model=service, reload=True)
+    if args.fake_upstream:
+        from router.fake_upstream import create_fake_upstream
+
+        app.mount(FAKE_UPSTREAM_PATH, create_fake_upstream(
+            catalog=load_catalog(settings.catalog), latency_ms=args.fake_latency_ms))
+        log.warning("fake upstream mounted at %s: answers are simulated",
+                    settings.upstream_base_url)
+    print(f"router on http://{settings.host}:{port} (Ctrl-C to stop)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="on",
+                                           timeout_graceful_shutdown=30))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0

@@ -1,0 +1,260 @@
+"""`/v1/chat/completions` through the router to a real fake upstream, over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from router.outcome_log import open_outcome_log
+from router.sse import SSEDecoder
+from tests.router.app_fixtures import router_factory  # noqa: F401  (fixture)
+
+REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("ROUTER_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def chat(model: str = "router", content: str = "hi", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def rows(server: Any) -> Any:
+    server.flush_log()
+    return open_outcome_log(server.ctx.settings.log_url).export_dataframe()
+
+
+def test_routed_completion_headers_body_and_log(router_factory: Any) -> None:
+    server = router_factory()
+    r = server.client.post("/v1/chat/completions", json=chat("router:0.8"))
+    assert r.status_code == 200
+    assert r.headers["x-router-model"] == "deepseek-v4-pro" == r.json()["model"]
+    body = r.json()
+    assert body["choices"][0]["message"]["content"].startswith("deepseek-v4-pro:")
+    usage = body["usage"]
+    row = rows(server).iloc[0]
+    assert row["request_id"] == r.headers["x-request-id"]
+    assert (row["chosen_model"], row["served_model"], row["quality_bar"], row["status"]) == (
+        "deepseek-v4-pro", "deepseek-v4-pro", 0.8, 200)
+    assert (row["input_tokens"], row["output_tokens"]) == (usage["prompt_tokens"],
+                                                           usage["completion_tokens"])
+    # Cost from the upstream's usage and catalog prices (0.55 / 2.20 USD per 1M).
+    assert row["cost_usd"] == pytest.approx((usage["prompt_tokens"] * 0.55
+                                             + usage["completion_tokens"] * 2.20) / 1e6)
+    assert row["propensity"] == 1.0 and not row["explored"] and not row["cache_hit"]
+    assert '"content":"hi"' in row["conversation"].replace(" ", "")
+    assert row["ttfb_ms"] > 0 and row["latency_ms"] >= row["ttfb_ms"]
+    assert row["model_version"] == "stub-1" and len(row["conversation_hash"]) == 64
+
+
+def test_pass_through_and_router_fields_are_not_forwarded(router_factory: Any,
+                                                          fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    server = router_factory(privacy_mode=True)
+    r = server.client.post("/v1/chat/completions", json=chat("gpt-4o", quality_bar=0.5))
+    assert r.status_code == 200 and r.headers["x-router-model"] == "gpt-4o"
+    assert [q["model"] for q in control.requests] == ["gpt-4o"]
+    row = rows(server).iloc[0]
+    assert row["conversation"] is None and row["chosen_model"] == "gpt-4o"
+
+
+def test_bad_chat_requests(router_factory: Any) -> None:
+    c = router_factory().client
+    r = c.post("/v1/chat/completions", json=chat("gpt-5"))
+    assert r.status_code == 404
+    assert r.json()["error"] == {
+        "message": "unknown model 'gpt-5': use `router`, `router:<bar>` or one of "
+                   "claude-3-haiku, claude-3-opus, claude-3-sonnet, deepseek-v4-flash, "
+                   "deepseek-v4-pro, glm-4-plus, gpt-4o, qwen3-32b",
+        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+    r = c.post("/v1/chat/completions", json=chat("router:1.5"))
+    assert r.status_code == 400 and r.json()["error"]["message"] == (
+        "model 'router:1.5': the quality bar after 'router:' must be a number in [0, 1], got "
+        "'1.5' (e.g. \"model\": \"router:0.8\")")
+    r = c.post("/v1/chat/completions", json={"model": "router", "messages": []})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and r.json()["error"]["message"] == \
+        "missing required field 'model'"
+
+
+def test_stream_is_passed_through_byte_for_byte(router_factory: Any,
+                                                fake_upstream_server: Any) -> None:
+    base_url, _ = fake_upstream_server
+    server = router_factory()
+    body = chat("gpt-4o", "tell me a story", stream=True,
+                stream_options={"include_usage": True})
+    with httpx.Client() as direct:
+        expected = direct.post(f"{base_url}/chat/completions", json=body).content
+    chunks = []
+    with server.client.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-router-model"] == "gpt-4o"
+        chunks = list(r.iter_raw())
+    assert b"".join(chunks) == expected
+    assert expected.endswith(b"data: [DONE]\n\n") and expected.count(b"data: ") > 5
+    row = rows(server).iloc[0]
+    assert row["stream"] and row["status"] == 200 and row["output_tokens"] > 0
+
+
+def test_stream_without_usage_request_drops_the_usage_chunk(router_factory: Any) -> None:
+    server = router_factory()
+    with server.client.stream("POST", "/v1/chat/completions",
+                              json=chat("router", stream=True)) as r:
+        events = [e for chunk in r.iter_raw() for e in SSEDecoder().feed(chunk)]
+    payloads = [e.json() for e in events if not e.is_done]
+    # Only the usage-only chunk the router asked for is held back; `usage: null` stays.
+    assert payloads and all(p.get("usage") is None for p in payloads)
+    row = rows(server).iloc[0]
+    assert row["output_tokens"] > 0 and row["cost_usd"] > 0  # counted from the upstream
+
+
+def test_stream_failing_midway_ends_with_an_error_event(router_factory: Any,
+                                                        fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    control.configure("gpt-4o", stream_fail_after=2)
+    server = router_factory()
+    with server.client.stream("POST", "/v1/chat/completions",
+                              json=chat("gpt-4o", stream=True)) as r:
+        assert r.status_code == 200
+        raw = b"".join(r.iter_raw())
+    events = list(SSEDecoder().feed(raw))
+    assert events[-1].is_done and "error" in events[-2].json()
+    assert "mid-stream" in events[-2].json()["error"]["message"]
+    row = rows(server).iloc[0]
+    # The connection drop is logged as the status the error maps to, with its message.
+    assert row["status"] == 503 and "peer closed connection" in row["error"]
+
+
+def test_fallback_when_the_chosen_model_fails(router_factory: Any,
+                                              fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    control.configure("deepseek-v4-pro", fail_status=503)
+    server = router_factory(max_retries=0)
+    r = server.client.post("/v1/chat/completions", json=chat("router:0.8"))
+    assert r.status_code == 200
+    # deepseek-v4-pro's catalog fallbacks are claude-3-sonnet, then gpt-4o.
+    assert r.headers["x-router-model"] == "claude-3-sonnet"
+    row = rows(server).iloc[0]
+    assert (row["chosen_model"], row["served_model"]) == ("deepseek-v4-pro", "claude-3-sonnet")
+    path = json.loads(row["fallback_path"])
+    assert [(a["model"], a["status"], a["error"]) for a in path] == [
+        ("deepseek-v4-pro", 503, "server_error"), ("claude-3-sonnet", 200, None)]
+    text = server.client.get("/metrics").text
+    assert ('router_fallbacks_total{from_model="deepseek-v4-pro",to_model="claude-3-sonnet"} '
+            '1.0') in text
+    assert 'router_upstream_attempts_total{model="deepseek-v4-pro",outcome="server_error"} 1.0' \
+        in text
+
+
+def test_whole_chain_failing_is_one_clear_error(router_factory: Any,
+                                                fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    control.configure(None, fail_status=503)
+    server = router_factory(max_retries=0)
+    r = server.client.post("/v1/chat/completions", json=chat("gpt-4o"))
+    assert r.status_code == 502
+    error = r.json()["error"]
+    assert error["type"] == "upstream_error" and "chain tried: gpt-4o (server_error)" in \
+        error["message"]
+    row = rows(server).iloc[0]
+    assert row["status"] == 502 and row["served_model"] is None
+
+
+def test_cooldown_skips_a_failing_model_then_recovers(router_factory: Any,
+                                                      fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    control.configure("gpt-4o", fail_status=500)
+    server = router_factory(max_retries=0, cooldown_failures=1, cooldown_s=0.5)
+    c = server.client
+    assert c.post("/v1/chat/completions", json=chat("gpt-4o")).headers[
+        "x-router-model"] == "claude-3-sonnet"
+    control.requests.clear()
+    # The breaker is open: gpt-4o is not even tried.
+    assert c.post("/v1/chat/completions", json=chat("gpt-4o")).headers[
+        "x-router-model"] == "claude-3-sonnet"
+    assert [q["model"] for q in control.requests] == ["claude-3-sonnet"]
+    assert 'router_cooldowns_total{model="gpt-4o"} 1.0' in c.get("/metrics").text
+    control.reset()
+    time.sleep(0.6)
+    assert c.post("/v1/chat/completions", json=chat("gpt-4o")).headers[
+        "x-router-model"] == "gpt-4o"
+
+
+def test_memory_cache_hits_and_bypass(router_factory: Any, fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    server = router_factory()
+    c = server.client
+    first = c.post("/v1/chat/completions", json=chat(temperature=0))
+    second = c.post("/v1/chat/completions", json=chat(temperature=0))
+    assert second.headers.get("x-router-cache") == "hit"
+    assert second.content == first.content
+    assert second.headers["x-request-id"] != first.headers["x-request-id"]
+    assert len(control.requests) == 1
+    third = c.post("/v1/chat/completions", json=chat(temperature=0),
+                   headers={"cache-control": "no-cache"})
+    assert "x-router-cache" not in third.headers and len(control.requests) == 2
+    c.post("/v1/chat/completions", json=chat(temperature=0.7))
+    c.post("/v1/chat/completions", json=chat(temperature=0.7))
+    assert len(control.requests) == 4  # sampled requests are never cached
+    text = c.get("/metrics").text
+    assert "router_cache_hits_total 1.0" in text and "router_cache_misses_total 1.0" in text
+    hit = rows(server).iloc[1]
+    assert hit["cache_hit"] and hit["cost_usd"] == 0.0
+
+
+@pytest.mark.redis
+def test_redis_cache_is_shared_by_replicas(router_factory: Any,
+                                           fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    one = router_factory(cache_url=REDIS_URL, cache_ttl_s=60)
+    two = router_factory(cache_url=REDIS_URL, cache_ttl_s=60)
+    body = chat(content=f"unique {uuid.uuid4().hex}", temperature=0)
+    first = one.client.post("/v1/chat/completions", json=body)
+    again = two.client.post("/v1/chat/completions", json=body)
+    assert again.headers.get("x-router-cache") == "hit" and again.content == first.content
+    assert len(control.requests) == 1
+
+
+def test_exploration_logs_exact_propensities(router_factory: Any) -> None:
+    server = router_factory(exploration=0.4, exploration_seed=3)
+    for _ in range(40):
+        assert server.client.post("/v1/chat/completions", json=chat("router:0.8")
+                                  ).status_code == 200
+    frame = rows(server)
+    eps, m = 0.4, 4
+    policy = frame["chosen_model"] == "deepseek-v4-pro"
+    assert frame.loc[policy, "propensity"].round(9).eq(round(1 - eps + eps / m, 9)).all()
+    assert frame.loc[~policy, "propensity"].round(9).eq(round(eps / m, 9)).all()
+    assert frame.loc[~policy, "explored"].all() and (~policy).sum() > 0
+    assert (frame["served_model"] == frame["chosen_model"]).all()
+
+
+@pytest.mark.postgres
+def test_postgres_outcome_log(router_factory: Any) -> None:
+    import asyncio
+
+    import psycopg
+
+    schema = f"test_app_{uuid.uuid4().hex[:12]}"
+    store = open_outcome_log(POSTGRES_URL, schema=schema, flush_interval_s=0.02)
+    try:
+        server = router_factory(store=store)
+        r = server.client.post("/v1/chat/completions", json=chat("router:0.8"))
+        rid = r.headers["x-request-id"]
+        assert server.client.post("/v1/feedback", json={"request_id": rid, "thumbs": "down"}
+                                  ).status_code == 202
+        server.flush_log()
+        frame = store.export_dataframe()
+        assert list(frame["request_id"]) == [rid]
+        assert frame.iloc[0]["served_model"] == "deepseek-v4-pro"
+        assert frame.iloc[0]["feedback_quality"] == 0.0
+    finally:
+        asyncio.run(store.close())
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -1,0 +1,176 @@
+"""`/v1/route`, auth, bad input, `/v1/models`, health, feedback and metrics over a real socket."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from router.outcome_log import open_outcome_log
+from tests.router.app_fixtures import StubModel, router_factory  # noqa: F401  (fixture)
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def error(status: int, message: str, *, param: str | None = None, code: str | None = None,
+          type: str = "invalid_request_error") -> tuple[int, dict[str, Any]]:
+    return status, {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def test_route_returns_cheapest_model_meeting_the_bar_with_every_candidate(
+        router_factory: Any) -> None:
+    server = router_factory()
+    r = server.client.post("/v1/route", json={"messages": MESSAGES, "quality_bar": 0.8})
+    assert r.status_code == 200
+    body = r.json()
+    # Stub quality: 0.548, 0.698, 0.848, 0.948 -> cheapest >= 0.8 is deepseek-v4-pro.
+    assert body["model"] == "deepseek-v4-pro" == r.headers["x-router-model"]
+    assert body["request_id"] == r.headers["x-request-id"]
+    assert body["quality_bar"] == 0.8 and body["model_version"] == "stub-1"
+    assert body["expected_quality"] == pytest.approx(0.848)
+    assert [c["model"] for c in body["candidates"]] == [
+        "glm-4-plus", "deepseek-v4-flash", "deepseek-v4-pro", "gpt-4o"]
+    # A lower bar picks a cheaper model; a model subset is respected; a prompt string works.
+    assert server.client.post("/v1/route", json={"messages": "hi", "quality_bar": 0.6}
+                              ).json()["model"] == "deepseek-v4-flash"
+    assert server.client.post("/v1/route", json={"messages": MESSAGES, "quality_bar": 0.8,
+                                                 "models": ["glm-4-plus", "gpt-4o"]}
+                              ).json()["model"] == "gpt-4o"
+    # Without a bar: the model's default_bar (0.8 for the stub).
+    assert server.client.post("/v1/route", json={"messages": MESSAGES}).json()[
+        "quality_bar"] == 0.8
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b"{bad json", error(400, "malformed JSON in the request body: Expecting property name "
+                              "enclosed in double quotes", code="invalid_json")),
+    (b"[]", error(400, "the request body must be a JSON object", code="invalid_body")),
+    (b'{"quality_bar": 0.5}', error(400, "missing required field 'messages'",
+                                    param="messages", code="missing_field")),
+    (b'{"messages": []}', error(400, 'request: messages is empty (send at least one '
+                                     '{"role": "user", "content": ...} message)',
+                                param="messages", code="invalid_messages")),
+    (b'{"messages": [{"role": "robot", "content": "x"}]}',
+     error(400, "request: message 0 has role 'robot' (use one of assistant, developer, "
+                "function, system, tool, user)", param="messages", code="invalid_messages")),
+    (b'{"messages": "hi", "quality_bar": 1.5}',
+     error(400, "quality_bar must be a number in [0, 1], got 1.5", param="quality_bar",
+           code="invalid_quality_bar")),
+    (b'{"messages": "hi", "quality_bar": "high"}',
+     error(400, "quality_bar: Input should be a valid number, unable to parse string as a "
+                "number, got 'high'", param="quality_bar", code="invalid_value")),
+    (b'{"messages": "hi", "models": ["gpt-5"]}',
+     error(400, "unknown model(s) in models: gpt-5 (routable models: glm-4-plus, "
+                "deepseek-v4-flash, deepseek-v4-pro, gpt-4o)", param="models",
+           code="invalid_models")),
+    (b'{"messages": "hi", "temperature": 0}',
+     error(400, "unknown field 'temperature'", param="temperature", code="unknown_field")),
+])
+def test_bad_route_requests_get_openai_shaped_errors(router_factory: Any, body: bytes,
+                                                     expected: tuple[int, Any]) -> None:
+    server = router_factory()
+    r = server.client.post("/v1/route", content=body,
+                           headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()) == expected
+
+
+def test_limits_on_body_size_and_message_count(router_factory: Any) -> None:
+    server = router_factory(max_body_bytes=2000, max_messages=3)
+    r = server.client.post("/v1/route", json={"messages": "x" * 5000})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "request_too_large"
+    assert "the limit is 2000 bytes" in r.json()["error"]["message"]
+    r = server.client.post("/v1/route", json={"messages": MESSAGES * 4})
+    assert (r.status_code, r.json()) == error(400, "messages has 4 entries; the limit is 3",
+                                              param="messages", code="too_many_messages")
+    # Chunked upload without Content-Length is counted while reading.
+    r = server.client.post("/v1/route", content=iter([b'{"messages": "', b"y" * 3000, b'"}']))
+    assert r.status_code == 413
+
+
+def test_client_keys(router_factory: Any) -> None:
+    hashed = hashlib.sha256(b"second-key-456").hexdigest()
+    server = router_factory(api_keys=f"first-key-123,sha256:{hashed}")
+    c = server.client
+    assert (c.post("/v1/route", json={"messages": "hi"}).status_code,
+            c.post("/v1/route", json={"messages": "hi"}).json()) == error(
+        401, "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+        code="missing_api_key")
+    wrong = c.post("/v1/route", json={"messages": "hi"},
+                   headers={"authorization": "Bearer first-key-124"})
+    assert (wrong.status_code, wrong.json()) == error(401, "invalid API key",
+                                                     code="invalid_api_key")
+    assert "first-key" not in wrong.text
+    ok = c.post("/v1/route", json={"messages": "hi"},
+                headers={"authorization": "Bearer first-key-123"})
+    assert ok.status_code == 200
+    assert c.post("/v1/route", json={"messages": "hi"},
+                  headers={"x-api-key": "second-key-456"}).status_code == 200
+    assert c.get("/v1/models").status_code == 401
+    assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+    server.flush_log()
+    rows = open_outcome_log(server.ctx.settings.log_url).export_dataframe()
+    assert set(rows["client_key_id"]) == {hashlib.sha256(b"first-key-123").hexdigest()[:12],
+                                          hashed[:12]}
+
+
+def test_models_health_and_unknown_paths(router_factory: Any) -> None:
+    server = router_factory()
+    ids = [m["id"] for m in server.client.get("/v1/models").json()["data"]]
+    assert ids[0] == "router" and {"gpt-4o", "glm-4-plus", "claude-3-haiku"} <= set(ids)
+    assert server.client.get("/healthz").json() == {"status": "ok"}
+    assert server.client.get("/readyz").json() == {
+        "status": "ready", "checks": {"model_loaded": True, "log_writable": True},
+        "model_version": "stub-1"}
+    r = server.client.get("/v1/nothing")
+    assert (r.status_code, r.json()) == error(404, "no such endpoint: GET /v1/nothing")
+
+
+def test_readyz_without_a_model(router_factory: Any, tmp_path: Any) -> None:
+    empty = tmp_path / "registry"
+    empty.mkdir()
+    server = router_factory(registry_dir=empty)
+    r = server.client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["model_loaded"] is False
+    r = server.client.post("/v1/route", json={"messages": "hi"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_loaded"
+
+
+def test_feedback_is_joined_by_request_id(router_factory: Any) -> None:
+    server = router_factory()
+    c = server.client
+    request_id = c.post("/v1/route", json={"messages": "hi"}).json()["request_id"]
+    r = c.post("/v1/feedback", json={"request_id": request_id, "quality": 0.25})
+    assert r.status_code == 202 and r.json()["status"] == "accepted"
+    assert c.post("/v1/feedback", json={"request_id": request_id, "thumbs": "up"}
+                  ).status_code == 202
+    r = c.post("/v1/feedback", json={"request_id": "req_nope", "thumbs": "down"})
+    assert (r.status_code, r.json()) == error(
+        404, "unknown request_id 'req_nope': no request with this id was routed here",
+        param="request_id", code="request_not_found")
+    r = c.post("/v1/feedback", json={"request_id": request_id, "quality": 1.5})
+    assert (r.status_code, r.json()) == error(400, "quality must be a number in [0, 1], got 1.5",
+                                              param="quality", code="invalid_feedback")
+    r = c.post("/v1/feedback", json={"request_id": request_id, "thumbs": "sideways"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "thumbs"
+    server.flush_log()
+    row = open_outcome_log(server.ctx.settings.log_url).export_dataframe().iloc[0]
+    assert (row["request_id"], row["feedback_count"]) == (request_id, 2)
+    assert row["feedback_quality"] == pytest.approx(0.625)
+
+
+def test_metrics_after_traffic(router_factory: Any) -> None:
+    server = router_factory()
+    c = server.client
+    for _ in range(3):
+        c.post("/v1/route", json={"messages": "hi", "quality_bar": 0.8})
+    c.post("/v1/route", json={"messages": []})
+    text = c.get("/metrics").text
+    assert 'router_requests_total{endpoint="route",model="deepseek-v4-pro",status="200"} 3.0' \
+        in text
+    assert 'router_requests_total{endpoint="route",model="none",status="400"} 1.0' in text
+    assert "router_route_decision_seconds_count 3.0" in text
+    assert 'router_model_info{version="stub-1"} 1.0' in text
+    assert 'router_request_duration_seconds_count{endpoint="route"} 3.0' in text
+    assert "router_log_dropped_total 0.0" in text
