@@ -1,0 +1,348 @@
+"""The cost/quality report behind `router report`: what the router spent, and what it saved.
+
+Read from the outcome log (`router.outcome_log`, SQLite or PostgreSQL) over a
+window, it answers the finance lead's question: requests, spend and mean
+feedback quality per model and per day; the share of traffic per model;
+fallback, cache-hit and error rates; and the spend had every request gone to
+
+- the **most expensive model the router considered** for it, and
+- the **single best model**: the one with the highest mean expected quality over
+  all logged candidates (or the `baseline` the user names),
+
+with the saving in USD and percent.
+
+The estimate used for those counterfactuals, stated in every report: a request's
+counterfactual cost is the router's own `expected_cost_usd` for that model,
+logged with the decision (input tokens counted, output tokens predicted, catalog
+prices). Requests that could not have been routed differently count at their
+actual cost in both columns: cache hits (the cache would have answered them
+whichever model was the default), failed requests (status >= 400), requests
+without candidates (pass-through of a named model), and, for the best-model
+column, requests whose candidates did not include that model (counted in
+`requests_without_estimate`). Actual spend is the logged `cost_usd` (from the
+provider's token counts). Quality is the mean of `/v1/feedback` scores, over the
+requests that have any; `rated` says how many.
+
+Fallback: the model that answered (`served_model`) is not the one the policy
+chose (`chosen_model`). Days are UTC calendar days.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from router.errors import ConfigError
+
+__all__ = [
+    "ESTIMATE_NOTE",
+    "parse_since",
+    "load_log",
+    "build_report",
+    "format_report",
+    "plot_report",
+]
+
+ESTIMATE_NOTE = (
+    "counterfactual spend = the router's expected cost of that model for each request "
+    "(logged at decision time: input tokens counted, output tokens predicted, catalog "
+    "prices); cache hits, errors and requests without candidates count at their actual cost")
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """`7d`, `36h`, `1h30m` (that long before `now`) or an ISO date/time (UTC if no zone)."""
+    from training.scheduler import parse_duration
+
+    now = now or datetime.now(UTC)
+    try:
+        return now - parse_duration(text, option="--since")
+    except ConfigError:
+        pass
+    try:
+        moment = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"--since: cannot read {text!r}",
+                          hint="use a duration such as 7d, 36h, 1h30m, or a date such as "
+                               "2025-01-31") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def load_log(url: str, *, since: datetime | None = None, until: datetime | None = None
+             ) -> pd.DataFrame:
+    """Requests of the outcome log at `url` with `since <= ts < until`, feedback joined."""
+    from router.outcome_log import open_outcome_log
+
+    return open_outcome_log(url).export_dataframe(since=since, until=until)
+
+
+def _candidates(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        value = json.loads(value) if value else []
+    return [c for c in (value or []) if isinstance(c, dict) and c.get("model")]
+
+
+def _pct(saving: float, base: float) -> float | None:
+    return 100.0 * saving / base if base > 0 else None
+
+
+def _mean(values: pd.Series) -> float | None:
+    values = values.dropna()
+    return float(values.mean()) if len(values) else None
+
+
+def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
+                 since: datetime | None = None, until: datetime | None = None,
+                 source: str = "") -> dict[str, Any]:
+    """Every figure of the report from `load_log`'s frame; JSON-able (see module docstring)."""
+    n = len(frame)
+    report: dict[str, Any] = {
+        "source": source,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "estimate": ESTIMATE_NOTE,
+        "requests": n,
+    }
+    if n == 0:
+        report.update(spend_usd=0.0, mean_feedback_quality=None, rated=0, models=[], days=[],
+                      counterfactuals={}, rates={})
+        return report
+
+    df = frame.copy()
+    df["model"] = df["served_model"].fillna(df["chosen_model"]).fillna("(none)")
+    df["cost"] = pd.to_numeric(df["cost_usd"], errors="coerce").fillna(0.0)
+    df["quality"] = pd.to_numeric(df["feedback_quality"], errors="coerce")
+    df["day"] = pd.to_datetime(df["ts"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+    cands = [_candidates(v) for v in df["candidates"]]
+    status = pd.to_numeric(df["status"], errors="coerce").fillna(0).to_numpy()
+    cache_hit = df["cache_hit"].astype(bool).to_numpy()
+    routable = (~cache_hit) & (status < 400) & np.array([bool(c) for c in cands])
+
+    # The best single model, by the router's own expectations over the window.
+    expected_q: dict[str, list[float]] = {}
+    for request in cands:
+        for c in request:
+            q = c.get("expected_quality")
+            if q is not None and not (isinstance(q, float) and math.isnan(q)):
+                expected_q.setdefault(str(c["model"]), []).append(float(q))
+    mean_q = {m: float(np.mean(v)) for m, v in expected_q.items()}
+    if baseline is not None:
+        best, how = baseline, "named with --baseline"
+        if baseline not in mean_q:
+            known = ", ".join(sorted(mean_q)) or "none"
+            raise ConfigError(f"--baseline {baseline!r} was never a candidate in this window",
+                              hint=f"models the router considered: {known}")
+    elif mean_q:
+        best = min(mean_q, key=lambda m: (-mean_q[m], m))
+        how = f"highest mean expected quality among candidates ({mean_q[best]:.3f})"
+    else:
+        best, how = None, "no candidates logged"
+
+    actual = df["cost"].to_numpy()
+    cf_max = actual.copy()
+    cf_best = actual.copy()
+    missing_best = 0
+    for i, request in enumerate(cands):
+        if not routable[i]:
+            continue
+        costs = {str(c["model"]): float(c.get("expected_cost_usd") or 0.0) for c in request}
+        cf_max[i] = max(costs.values())
+        if best in costs:
+            cf_best[i] = costs[best]
+        else:
+            missing_best += 1
+    df["cf_max"] = cf_max
+    df["cf_best"] = cf_best
+
+    spend = float(actual.sum())
+    counterfactuals = {
+        "most_expensive": {
+            "description": "every request to the most expensive model the router considered",
+            "spend_usd": float(cf_max.sum()),
+            "saving_usd": float(cf_max.sum()) - spend,
+            "saving_pct": _pct(float(cf_max.sum()) - spend, float(cf_max.sum())),
+        },
+        "best_model": {
+            "description": f"every request to {best}" if best else "no candidates logged",
+            "model": best, "chosen_by": how,
+            "spend_usd": float(cf_best.sum()),
+            "saving_usd": float(cf_best.sum()) - spend,
+            "saving_pct": _pct(float(cf_best.sum()) - spend, float(cf_best.sum())),
+            "requests_without_estimate": missing_best,
+        },
+    }
+
+    models = []
+    for model, part in df.groupby("model", sort=False):
+        models.append({
+            "model": model, "requests": int(len(part)), "share": len(part) / n,
+            "spend_usd": float(part["cost"].sum()),
+            "cost_per_request_usd": float(part["cost"].mean()),
+            "mean_feedback_quality": _mean(part["quality"]),
+            "rated": int(part["quality"].notna().sum()),
+        })
+    models.sort(key=lambda r: (-r["requests"], r["model"]))
+
+    days = []
+    for day, part in df.groupby("day", sort=True):
+        days.append({
+            "day": day, "requests": int(len(part)), "spend_usd": float(part["cost"].sum()),
+            "most_expensive_usd": float(part["cf_max"].sum()),
+            "best_model_usd": float(part["cf_best"].sum()),
+            "mean_feedback_quality": _mean(part["quality"]),
+            "rated": int(part["quality"].notna().sum()),
+            "quality_by_model": {str(m): _mean(p["quality"])
+                                 for m, p in part.groupby("model", sort=True)},
+        })
+
+    fallback = (df["served_model"].notna() & df["chosen_model"].notna()
+                & (df["served_model"] != df["chosen_model"]))
+    report.update(
+        spend_usd=spend,
+        mean_feedback_quality=_mean(df["quality"]),
+        rated=int(df["quality"].notna().sum()),
+        counterfactuals=counterfactuals,
+        models=models,
+        days=days,
+        rates={"fallback": float(fallback.mean()), "cache_hit": float(cache_hit.mean()),
+               "error": float((status >= 400).mean())},
+    )
+    return report
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
+def _opt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = [list(header), *map(list, rows)]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in lines]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as text: headline, savings, rates, then per-model and per-day tables."""
+    window = f"since {report['since']}" if report["since"] else "all time"
+    out = [f"outcome log {report['source']}, {window}: {report['requests']:,} requests"]
+    if not report["requests"]:
+        out.append("no requests in this window; widen --since or check --log")
+        return "\n".join(out)
+    q = report["mean_feedback_quality"]
+    out.append(f"spend {_usd(report['spend_usd'])}, mean feedback quality "
+               f"{_opt(q, '.3f')} ({report['rated']:,} rated)")
+    out.append("")
+    out.append("had every request gone to")
+    top, best = report["counterfactuals"]["most_expensive"], report["counterfactuals"][
+        "best_model"]
+    out.append(f"  the most expensive model considered: {_usd(top['spend_usd'])}; saving "
+               f"{_usd(top['saving_usd'])} ({_opt(top['saving_pct'], '.1f')}%)")
+    if best["model"]:
+        extra = (f"; {best['requests_without_estimate']} requests without an estimate for it "
+                 "count at actual cost" if best["requests_without_estimate"] else "")
+        out.append(f"  the best single model, {best['model']} ({best['chosen_by']}): "
+                   f"{_usd(best['spend_usd'])}; saving {_usd(best['saving_usd'])} "
+                   f"({_opt(best['saving_pct'], '.1f')}%){extra}")
+    out.append(f"  estimate: {report['estimate']}")
+    rates = report["rates"]
+    out.append("")
+    out.append(f"rates: fallback {100 * rates['fallback']:.1f}%, cache hit "
+               f"{100 * rates['cache_hit']:.1f}%, error {100 * rates['error']:.1f}%")
+    out.append("")
+    out.extend(_table(
+        ("model", "requests", "share", "spend", "cost/req", "quality", "rated"),
+        [(m["model"], f"{m['requests']:,}", f"{100 * m['share']:.1f}%", _usd(m["spend_usd"]),
+          f"${m['cost_per_request_usd']:.6f}", _opt(m["mean_feedback_quality"], ".3f"),
+          f"{m['rated']:,}") for m in report["models"]]))
+    out.append("")
+    best_name = f"if {best['model']}" if best["model"] else "if best"
+    out.extend(_table(
+        ("day (UTC)", "requests", "spend", "if most expensive", best_name, "quality"),
+        [(d["day"], f"{d['requests']:,}", _usd(d["spend_usd"]), _usd(d["most_expensive_usd"]),
+          _usd(d["best_model_usd"]), _opt(d["mean_feedback_quality"], ".3f"))
+         for d in report["days"]]))
+    return "\n".join(out)
+
+
+def _plain(text: str) -> str:
+    """Dollar signs shown as such, not read as matplotlib math delimiters."""
+    return text.replace("$", r"\$")
+
+
+def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Daily spend against the two counterfactuals, and feedback quality over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; set here, not at import, to leave callers alone
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    days = report.get("days") or []
+    if not days:
+        raise ConfigError("nothing to plot: no requests in this window",
+                          hint="widen --since or check --log")
+    x = [datetime.strptime(d["day"], "%Y-%m-%d") for d in days]
+    best = report["counterfactuals"]["best_model"]
+    top = report["counterfactuals"]["most_expensive"]
+    fig, (ax_cost, ax_q) = plt.subplots(2, 1, figsize=(10, 7.5), sharex=True,
+                                        gridspec_kw={"height_ratios": [3, 2]})
+    try:
+        ax_cost.plot(x, [d["most_expensive_usd"] for d in days], "s--", color="#d62728",
+                     label=_plain(f"if most expensive considered ({_usd(top['spend_usd'])})"))
+        if best["model"]:
+            ax_cost.plot(x, [d["best_model_usd"] for d in days], "^:", color="#ff7f0e",
+                         label=_plain(f"if all to {best['model']} ({_usd(best['spend_usd'])})"))
+        ax_cost.plot(x, [d["spend_usd"] for d in days], "o-", color="#1f77b4", linewidth=2.5,
+                     label=_plain(f"router, actual ({_usd(report['spend_usd'])})"))
+        ax_cost.set_ylabel("spend per day (USD)")
+        peak = max(max(d["most_expensive_usd"], d["best_model_usd"], d["spend_usd"])
+                   for d in days)
+        ax_cost.set_ylim(0, peak * 1.3 if peak > 0 else 1)  # headroom for the legend
+        ax_cost.grid(alpha=0.3)
+        ax_cost.legend(loc="upper center", fontsize=9, ncol=3, frameon=False)
+        saving = [f"saved {_usd(top['saving_usd'])} ({_opt(top['saving_pct'], '.1f')}%) vs "
+                  "most expensive"]
+        if best["model"]:
+            saving.append(f"{_usd(best['saving_usd'])} ({_opt(best['saving_pct'], '.1f')}%) "
+                          f"vs {best['model']}")
+        ax_cost.set_title(_plain(f"Router spend, {report['requests']:,} requests: "
+                                 + "; ".join(saving)), fontsize=11)
+
+        models = sorted({m for d in days for m in d["quality_by_model"]})
+        for model in models:
+            ys = [d["quality_by_model"].get(model) for d in days]
+            ys = [np.nan if y is None else y for y in ys]
+            if not all(np.isnan(ys)):
+                ax_q.plot(x, ys, ".-", alpha=0.6, linewidth=1, label=model)
+        overall = [np.nan if d["mean_feedback_quality"] is None else d["mean_feedback_quality"]
+                   for d in days]
+        ax_q.plot(x, overall, "o-", color="black", linewidth=2.5, label="all requests")
+        ax_q.set_ylabel("mean feedback quality")
+        ax_q.set_ylim(-0.02, 1.25)  # headroom for the legend above the 0-1 scale
+        ax_q.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax_q.grid(alpha=0.3)
+        ax_q.legend(loc="upper center", fontsize=8, ncol=min(5, len(models) + 1),
+                    frameon=False)
+        ax_q.set_xlabel("day (UTC)")
+        ax_q.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
+        ax_q.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=10))
+        if len(x) == 1:
+            ax_q.set_xlim(x[0] - timedelta(days=1), x[0] + timedelta(days=1))
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
