@@ -77,7 +77,13 @@ def plot_report(report: Any, path: str | os.PathLike[str], *, title: str | None 
                    s=220, color="tab:green", edgecolor="k", zorder=5, label="oracle")
 
         if log_x:
+            from matplotlib.ticker import FuncFormatter
+
             ax.set_xscale("log")
+            # Dollar labels on minor ticks too: a decade is often the whole range.
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:.2g}"))
+            ax.xaxis.set_minor_formatter(FuncFormatter(_minor_dollars))
+            ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlim(right=x_hi)
         ax.set_xlabel("mean cost per request (USD)" + (", log scale" if log_x else ""))
         ax.set_ylabel("mean quality")
@@ -96,11 +102,25 @@ def plot_report(report: Any, path: str | os.PathLike[str], *, title: str | None 
 
 
 def _flat_to(hull: np.ndarray, x_end: float) -> tuple[np.ndarray, np.ndarray]:
-    """Hull vertices extended flat to `x_end`, as AIQ integrates them."""
+    """The hull as AIQ integrates it: linear in cost between vertices, flat to `x_end`.
+
+    Segments are densified so that on a log axis they show their true (curved) shape
+    instead of a straight line between vertices, which would overstate the hull.
+    """
     x, y = hull[:, 0], hull[:, 1]
     if x_end > x[-1]:
         x, y = np.append(x, x_end), np.append(y, y[-1])
-    return x, y
+    if len(x) < 2:
+        return x, y
+    dense = np.concatenate([np.linspace(a, b, 40, endpoint=False)
+                            for a, b in zip(x[:-1], x[1:], strict=True)] + [x[-1:]])
+    return dense, np.interp(dense, x, y)
+
+
+def _minor_dollars(value: float, _: Any) -> str:
+    """Label the 2x and 5x minor ticks of a decade only, so labels never overlap."""
+    mantissa = round(value / 10 ** np.floor(np.log10(value)), 6) if value > 0 else 0
+    return f"${value:.2g}" if mantissa in (2.0, 5.0) else ""
 
 
 def _short(name: str) -> str:

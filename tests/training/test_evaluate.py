@@ -188,3 +188,81 @@ def test_plot_writes_a_png_from_the_report_or_its_json(tmp_path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = plot_report(json.loads(report.to_json()), tmp_path / "again.png")
     assert again.stat().st_size > 10_000
+
+
+# -- `router eval` end to end on an artifact trained in the test ----------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    from router.catalog import load_catalog
+    from training.data import write_outcomes
+    from training.demo_data import generate_demo
+    from training.train import train
+
+    root = tmp_path_factory.mktemp("eval_cli")
+    catalog = load_catalog()
+    table = generate_demo(240, 0, catalog)
+    data = write_outcomes(table, root / "demo.csv")
+    test = write_outcomes(generate_demo(120, 1, catalog), root / "test.csv")
+    from training.data import load_outcomes
+
+    train(load_outcomes(data, catalog=catalog), root / "model", catalog=catalog,
+          holdout_frac=0.25, seed=0, progress=False,
+          # One thread: on a shared 2-core box OpenMP oversubscription makes LightGBM
+          # 10x slower.
+          params={"num_threads": 1})
+    return {"root": root, "data": data, "test": test, "model": root / "model"}
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from router.cli import main
+
+    code = main(["eval", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_router_eval_json_on_held_out_data_with_plot(trained, capsys) -> None:
+    plot = trained["root"] / "eval.png"
+    code, out, err = _run_cli(["--model", str(trained["model"]), "--data", str(trained["test"]),
+                               "--json", "--plot", str(plot)], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["n_prompts"] == 120
+    assert data["aiq"] > 0 and data["zero_router_aiq"] > 0
+    assert data["knn"]["fitted_on"] == "cross-fit"
+    assert not any("in-sample" in n for n in data["notes"])
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_router_eval_says_when_the_data_are_the_training_data(trained, capsys) -> None:
+    code, out, err = _run_cli(["--model", str(trained["model"]), "--data", str(trained["data"])],
+                              capsys)
+    assert code == 0, err
+    assert "figures are in-sample and optimistic" in out
+    assert "add --holdout-only to score the 60 prompts it held out" in err
+    assert "AIQ: router" in out and "Zero router" in out
+
+
+def test_router_eval_holdout_only_scores_the_held_out_prompts(trained, capsys) -> None:
+    code, out, err = _run_cli(["--model", str(trained["model"]), "--data", str(trained["data"]),
+                               "--holdout-only", "--json", "--train-data", str(trained["data"])],
+                              capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["n_prompts"] == 60
+    assert data["notes"][0] == "evaluated on the 60 prompts the artifact held out"
+    # kNN is fitted on the training file minus the evaluated prompts: never in-sample.
+    assert data["knn"]["fitted_on"] == "train_table"
+
+
+def test_router_eval_bad_bars_and_missing_model_are_clear_errors(trained, capsys) -> None:
+    code, _, err = _run_cli(["--model", str(trained["model"]), "--data", str(trained["test"]),
+                             "--bars", "0.5,1.5"], capsys)
+    assert code == 1
+    assert "error: --bars: 1.5 is outside [0, 1]" in err
+    code, _, err = _run_cli(["--model", str(trained["root"] / "nope"), "--data",
+                             str(trained["test"])], capsys)
+    assert code == 1
+    assert "model folder not found" in err

@@ -1,0 +1,212 @@
+"""`router eval --model DIR --data FILE`: how good is a trained router, against baselines.
+
+Prints a table (or `--json`, one object), optionally a PNG (`--plot`). Rows are
+priced with the prices stored in the artifact, so the evaluation uses the costs the
+model was trained to trade off, unless `--prices` says otherwise.
+
+Evaluating on the training data gives optimistic, in-sample figures; the command
+compares the data's fingerprint with the artifact's training data hash and says so,
+and `--holdout-only` restricts the evaluation to the prompts the artifact held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from router.cli import add_command
+from router.errors import ConfigError, DataError
+
+__all__ = ["register", "format_report"]
+
+IN_SAMPLE_NOTE = "the data are the artifact's training data: figures are in-sample and optimistic"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        subparsers, "eval",
+        help="score a trained router on an outcome table against single models, random, "
+             "kNN and the oracle",
+        description="Sweep the quality bar over the prompts of an outcome table, route each "
+                    "prompt on the model's predictions and score it with the realised quality "
+                    "and cost. Reports AIQ against the Zero router (single models mixed at "
+                    "random), the random and kNN routers, the oracle, the cost to reach the "
+                    "best single model's quality, the quality at 10%% of its cost and, with two "
+                    "models, RouteLLM's APGR and CPT(50%%)/CPT(80%%).",
+        examples=[
+            "router eval --model models/demo --data demo_test.csv",
+            "router eval --model models/demo --data demo.csv --holdout-only --plot eval.png",
+            "router eval --model models/mmlu --data mmlu_test.csv.gz --prices prices.csv --json",
+            "router eval --model models/demo --data test.csv --train-data train.csv",
+        ],
+        handler=_run,
+    )
+    parser.add_argument("--model", required=True, metavar="DIR", help="trained artifact folder")
+    parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                        help="outcome table(s) to evaluate on (every model's outcome per prompt)")
+    parser.add_argument("--prices", metavar="FILE", default=None,
+                        help="prices.csv to price rows and predictions with (default: the "
+                             "prices stored in the artifact)")
+    parser.add_argument("--train-data", nargs="+", metavar="FILE", default=None,
+                        help="training outcomes for the kNN baseline (default: cross-fitted on "
+                             "the evaluated prompts)")
+    parser.add_argument("--holdout-only", action="store_true",
+                        help="evaluate only on the prompts the artifact held out in training")
+    parser.add_argument("--bars", metavar="LIST", default=None,
+                        help="comma-separated quality bars to sweep (default: quantiles of the "
+                             "predicted quality, plus 0 and 1)")
+    parser.add_argument("--knn-k", type=int, default=None, metavar="K",
+                        help="neighbours of the kNN baseline (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kNN cross-fit folds")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--plot", metavar="FILE.png", default=None,
+                        help="write the cost/quality figure to this PNG")
+
+
+def _parse_bars(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    bars = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ConfigError(f"--bars: {item!r} is not a number",
+                              hint="e.g. --bars 0.5,0.7,0.9") from None
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"--bars: {value} is outside [0, 1]",
+                              hint="quality bars are in [0, 1]")
+        bars.append(value)
+    return bars
+
+
+def _meta_get(meta: Mapping[str, Any], *keys: str) -> Any:
+    """First present key, also looking one level down (e.g. meta["training_data"]["hash"])."""
+    for key in keys:
+        node: Any = meta
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                node = None
+                break
+            node = node[part]
+        if node is not None:
+            return node
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from router.catalog import load_prices_csv
+    from router.predictor import QualityModel
+    from training.data import load_outcomes, table_fingerprint
+    from training.evaluate import DEFAULT_KNN_K, evaluate
+
+    bars = _parse_bars(args.bars)
+    k = DEFAULT_KNN_K if args.knn_k is None else args.knn_k
+    if k < 1:
+        raise ConfigError(f"--knn-k must be at least 1, got {k}")
+    if args.plot and not str(args.plot).lower().endswith(".png"):
+        raise ConfigError(f"--plot {args.plot}: the figure is written as PNG",
+                          hint="give a file name ending in .png")
+    model = QualityModel.load(args.model)
+    if args.prices:
+        # Realised and predicted costs must use the same prices, or the router is
+        # judged on a trade-off it was never asked to make.
+        model = model.with_prices(load_prices_csv(args.prices))
+    catalog = model.catalog_
+    table = load_outcomes(args.data, catalog=catalog)
+    train_table = (load_outcomes(args.train_data, catalog=catalog)
+                   if args.train_data else None)
+
+    meta: Mapping[str, Any] = getattr(model, "metadata", {}) or {}
+    notes: list[str] = []
+    prompt_ids = None
+    if args.holdout_only:
+        prompt_ids = _meta_get(meta, "holdout_prompt_ids", "holdout.prompt_ids",
+                               "heldout_prompt_ids")
+        if not prompt_ids:
+            raise DataError(f"{args.model}: the artifact does not record which prompts it held "
+                            f"out, so --holdout-only cannot be applied",
+                            hint="evaluate on a separate test file instead")
+        notes.append(f"evaluated on the {len(prompt_ids)} prompts the artifact held out")
+    else:
+        trained_on = _meta_get(meta, "training_data_hash", "training_data.hash", "data_hash")
+        if trained_on and trained_on == table_fingerprint(table):
+            held = _meta_get(meta, "holdout_prompt_ids") or []
+            fix = (f"add --holdout-only to score the {len(held)} prompts it held out" if held
+                   else "evaluate on outcomes it was not trained on")
+            notes.append(f"{IN_SAMPLE_NOTE} ({fix})")
+            print(f"warning: {IN_SAMPLE_NOTE} ({fix})", file=sys.stderr)
+
+    report = evaluate(model, table, train_table=train_table, prompt_ids=prompt_ids, bars=bars,
+                      seed=args.seed, knn_k=k, progress=sys.stderr.isatty())
+    report.notes[:0] = notes
+    if args.plot:
+        from training.plots import plot_report
+
+        plot_report(report, args.plot, title=f"{Path(args.model).name} on "
+                                             f"{', '.join(Path(d).name for d in args.data)}")
+    if args.json:
+        print(report.to_json(indent=2))
+    else:
+        print(format_report(report.to_dict(), model_dir=args.model))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def _usd(value: float) -> str:
+    return f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
+
+
+def _pct(value: float | None) -> str:
+    return "not reached" if value is None else f"{100 * value:.1f}%"
+
+
+def format_report(data: Mapping[str, Any], *, model_dir: str = "") -> str:
+    """The human-readable table of an `EvalReport.to_dict()`."""
+    lines = [f"router eval{' of ' + model_dir if model_dir else ''}: {data['n_prompts']} "
+             f"prompts, {len(data['models'])} models"]
+    lines += [f"note: {n}" for n in data["notes"]]
+    width = max(24, *(len(m["model"]) for m in data["single_models"]))
+    lines.append("")
+    lines.append(f"  {'':<{width}}  {'cost/request':>13}  {'quality':>7}")
+    for single in sorted(data["single_models"], key=lambda s: s["cost_usd"]):
+        lines.append(f"  {single['model']:<{width}}  {_usd(single['cost_usd']):>13}  "
+                     f"{single['quality']:>7.4f}")
+    lines.append(f"  {'oracle':<{width}}  {_usd(data['oracle']['cost_usd']):>13}  "
+                 f"{data['oracle']['quality']:>7.4f}")
+    lines.append("")
+    lines.append("  router curve (bar -> cost/request, quality):")
+    curve = data["curve"]
+    step = max(1, len(curve) // 10)
+    shown = curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else [])
+    for point in shown:
+        lines.append(f"    bar {point['bar']:.3f}  {_usd(point['cost_usd']):>13}  "
+                     f"{point['quality']:.4f}")
+    lines.append("")
+    gain = data["aiq"] - data["zero_router_aiq"]
+    parts = [f"router {data['aiq']:.4f}",
+             f"Zero router {data['zero_router_aiq']:.4f} (router {gain:+.4f})"]
+    if data.get("knn"):
+        parts.append(f"kNN {data['knn']['aiq']:.4f}")
+    parts.append(f"random {data['random']['aiq']:.4f}")
+    lines.append("  AIQ: " + ", ".join(parts))
+    lines.append(f"  cost to reach the best single model's quality ({data['best_single_model']}):"
+                 f" {_pct(data['cost_at_best_single_quality'])} of its cost")
+    q10 = data["quality_at_10pct_cost"]
+    lines.append("  quality at 10% of the best single model's cost: "
+                 + ("not reachable" if q10 is None else f"{q10:.4f}"))
+    tm = data.get("two_model")
+    if tm:
+        lines.append(f"  two models ({tm['weak']} weak, {tm['strong']} strong), strong-call "
+                     f"share needed:")
+        lines.append(f"    {'':<8} {'APGR':>6} {'CPT(50%)':>11} {'CPT(80%)':>11}")
+        for name in ("router", "knn", "random", "oracle"):
+            if name in tm:
+                row = tm[name]
+                lines.append(f"    {name:<8} {row['apgr']:>6.3f} {_pct(row['cpt50']):>11} "
+                             f"{_pct(row['cpt80']):>11}")
+    return "\n".join(lines)
