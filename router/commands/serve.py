@@ -92,29 +92,11 @@ def _missing_provider_keys(catalog: Any) -> list[str]:
                    if spec.api_key_env and not os.environ.get(spec.api_key_env)})
 
 
-def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
+def _build(args: argparse.Namespace, settings: Any, port: int) -> tuple[Any, Any]:
+    """The app for `settings` (with the fake upstream mounted if asked) and the settings."""
     from router.app import create_app, load_initial_service
     from router.catalog import load_catalog
-    from router.registry import Registry
-    from router.settings import load_settings
 
-    overrides = {"model_dir": args.model, "registry_dir": args.registry, "host": args.host,
-                 "port": args.port, "catalog": args.catalog,
-                 "upstream_base_url": args.upstream_base_url, "log_url": args.log_url,
-                 "cache_url": args.cache_url}
-    settings = load_settings(args.config, **overrides)
-    if settings.model_dir is None and settings.registry_dir is None:
-        registry = Registry()
-        if registry.current_version() is None:
-            raise ConfigError(f"no model to serve: no --model and no current version in "
-                              f"{registry.root}",
-                              hint="train one (`router quickstart` or `router train --data "
-                                   "FILE --out models/demo`) then `router serve --model "
-                                   "models/demo`")
-    sock = bind_socket(settings.host, settings.port)
-    port = sock.getsockname()[1]
     if args.fake_upstream:
         local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         settings = settings.model_copy(update={
@@ -136,10 +118,39 @@ def run(args: argparse.Namespace) -> int:
             catalog=load_catalog(settings.catalog), latency_ms=args.fake_latency_ms))
         log.warning("fake upstream mounted at %s: answers are simulated",
                     settings.upstream_base_url)
-    print(f"router on http://{settings.host}:{port} (Ctrl-C to stop)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="on",
-                                           timeout_graceful_shutdown=30))
+    return app, settings
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from router.registry import Registry
+    from router.settings import load_settings
+
+    overrides = {"model_dir": args.model, "registry_dir": args.registry, "host": args.host,
+                 "port": args.port, "catalog": args.catalog,
+                 "upstream_base_url": args.upstream_base_url, "log_url": args.log_url,
+                 "cache_url": args.cache_url}
+    settings = load_settings(args.config, **overrides)
+    if settings.model_dir is None and settings.registry_dir is None:
+        registry = Registry()
+        if registry.current_version() is None:
+            raise ConfigError(f"no model to serve: no --model and no current version in "
+                              f"{registry.root}",
+                              hint="train one (`router quickstart` or `router train --data "
+                                   "FILE --out models/demo`) then `router serve --model "
+                                   "models/demo`")
+    # httpx logs every upstream call at INFO; the router's own line per request is enough.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    sock = bind_socket(settings.host, settings.port)
     try:
+        app, settings = _build(args, settings, sock.getsockname()[1])
+        print(f"router on http://{settings.host}:{sock.getsockname()[1]} (Ctrl-C to stop)",
+              flush=True)
+        # One log line per routed request comes from the router itself; uvicorn's
+        # access log would double it and costs throughput.
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="on",
+                                               access_log=False, timeout_graceful_shutdown=30))
         server.run(sockets=[sock])
     finally:
         sock.close()

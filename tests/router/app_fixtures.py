@@ -203,18 +203,11 @@ def _synthetic_table(n_prompts: int = 80, seed: int = 0) -> Any:
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real `QualityModel` trained once per session on a small synthetic table."""
-    predictor = pytest.importorskip("router.predictor")
+    from router.predictor import QualityModel
+
     out = tmp_path_factory.mktemp("tiny-model") / "artifact"
-    model = predictor.QualityModel(**_tiny_params(predictor)).fit(_synthetic_table())
+    model = QualityModel(num_boost_round=20, n_components=8, min_valid_prompts=10_000,
+                         params={"num_leaves": 7, "min_data_in_leaf": 5})
+    model.fit(_synthetic_table(), catalog=load_catalog(DEFAULT_CATALOG_PATH))
     model.save(out)
     return out
-
-
-def _tiny_params(predictor: Any) -> dict[str, Any]:
-    """Small, fast settings for whatever the QualityModel constructor accepts."""
-    import inspect
-
-    wanted = {"n_estimators": 20, "num_leaves": 7, "n_components": 8, "random_state": 0,
-              "min_child_samples": 5}
-    accepted = inspect.signature(predictor.QualityModel).parameters
-    return {k: v for k, v in wanted.items() if k in accepted}

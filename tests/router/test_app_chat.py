@@ -13,7 +13,10 @@ import pytest
 
 from router.outcome_log import open_outcome_log
 from router.sse import SSEDecoder
-from tests.router.app_fixtures import router_factory  # noqa: F401  (fixture)
+from tests.router import app_fixtures
+
+# Fixtures shared by the app tests (pytest finds them as module attributes).
+router_factory = app_fixtures.router_factory
 
 REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("ROUTER_TEST_POSTGRES_URL",

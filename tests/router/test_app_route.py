@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from router.outcome_log import open_outcome_log
-from tests.router.app_fixtures import StubModel, router_factory  # noqa: F401  (fixture)
+from tests.router import app_fixtures
+
+# Fixtures shared by the app tests (pytest finds them as module attributes).
+router_factory = app_fixtures.router_factory
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -1,0 +1,104 @@
+"""`router serve`: clear start-up errors, a real process with the fake upstream, clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from router.cli import main
+from router.outcome_log import open_outcome_log
+from tests.router import app_fixtures
+
+# Fixtures shared by the app tests (pytest finds them as module attributes).
+tiny_artifact = app_fixtures.tiny_artifact
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_port_in_use_is_one_clear_error(tiny_artifact: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["serve", "--model", str(tiny_artifact), "--port", str(port),
+                     "--log-url", str(tmp_path / "log.db")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"error: port {port} on 127.0.0.1 is already in use" in err
+    assert "Traceback" not in err
+
+
+def test_nothing_to_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ROUTER_REGISTRY", str(tmp_path))
+    assert main(["serve", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "error: no model to serve: no --model and no current version in" in err
+    assert "hint: train one" in err
+
+
+def test_corrupt_model_stops_start_up(tiny_artifact: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_artifact, broken)
+    (broken / "quality.lgb").write_text("garbage")
+    assert main(["serve", "--model", str(broken), "--port", "0",
+                 "--log-url", str(tmp_path / "log.db")]) == 1
+    assert "error: " in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_with_fake_upstream_then_graceful_stop_flushes_the_log(
+        tiny_artifact: Path, tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "outcomes.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    # A long flush interval: only the graceful shutdown can have written the rows.
+    env["ROUTER_LOG_FLUSH_INTERVAL_S"] = "60"
+    env["ROUTER_LOG_BATCH_SIZE"] = "1000"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router.cli", "serve", "--model", str(tiny_artifact),
+         "--port", str(port), "--fake-upstream", "--log-url", str(log_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "router serve did not become ready"
+            time.sleep(0.1)
+        ids = []
+        for content in ("hi", "prove that 2 + 2 = 4", "write a poem"):
+            r = httpx.post(f"{url}/v1/chat/completions", timeout=10, json={
+                "model": "router", "messages": [{"role": "user", "content": content}]})
+            assert r.status_code == 200, r.text
+            ids.append(r.headers["x-request-id"])
+        assert open_outcome_log(log_path).export_dataframe().empty
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output: Any = proc.communicate(timeout=30)[0]
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output and "fake upstream mounted" in output
+    assert sorted(open_outcome_log(log_path).export_dataframe()["request_id"]) == sorted(ids)
