@@ -139,3 +139,58 @@ def test_the_first_model_is_promoted_without_a_champion(models_and_data) -> None
     report = run_gate(good, None, eval_table=table)
     assert report.passed is True and report.reason.startswith("no champion yet")
     assert report.sources[0].challenger_curve is not None
+
+
+# -- with real quality models ----------------------------------------------------------
+
+FAST = {"num_threads": 1, "num_leaves": 15}
+
+
+def demo_table(tmp_dir, n_prompts: int = 400, seed: int = 0) -> pd.DataFrame:
+    """The synthetic demo outcomes (every catalog model per prompt), loaded canonically."""
+    from router.catalog import load_catalog
+    from training.data import load_outcomes, write_outcomes
+    from training.demo_data import generate_demo
+
+    catalog = load_catalog()
+    path = tmp_dir / f"demo-{n_prompts}-{seed}.csv"
+    write_outcomes(generate_demo(n_prompts, seed=seed, catalog=catalog), path)
+    return load_outcomes([path], catalog=catalog)
+
+
+def fit_fast(table: pd.DataFrame, *, seed: int = 0):
+    from router.catalog import load_catalog
+    from router.predictor import QualityModel
+
+    return QualityModel(num_boost_round=60, n_components=16, params=FAST).fit(
+        table, catalog=load_catalog(), seed=seed)
+
+
+def shuffled_labels(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return table.assign(quality=rng.permutation(table["quality"].to_numpy()))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    table = demo_table(tmp_path_factory.mktemp("demo"))
+    ids = table["prompt_id"].unique()
+    held = set(ids[:120])
+    train, evaluation = table[~table["prompt_id"].isin(held)], table[table["prompt_id"].isin(held)]
+    return fit_fast(train), fit_fast(shuffled_labels(train)), evaluation
+
+
+def test_a_challenger_trained_on_shuffled_labels_is_refused(trained) -> None:
+    good, shuffled, evaluation = trained
+    report = run_gate(shuffled, good, eval_table=evaluation, tolerance=0.01)
+    assert report.passed is False
+    [source] = report.sources
+    assert source.status == "fail" and source.delta_quality < -0.05
+    assert source.challenger_aiq < source.champion_aiq
+
+
+def test_a_properly_trained_challenger_replaces_a_shuffled_champion(trained) -> None:
+    good, shuffled, evaluation = trained
+    report = run_gate(good, shuffled, eval_table=evaluation, tolerance=0.01)
+    assert report.passed is True
+    assert report.sources[0].delta_quality > 0.05
