@@ -454,10 +454,12 @@ class UpstreamStream:
     """A started stream: iterate it for SSE byte events (whole events, in order).
 
     The chain was already tried when you get one: `model` is the model that
-    answered; `attempts`, `ttfb_s`, `usage`, `error` and `finished` are filled in
-    as the stream is consumed. If the provider fails mid-stream the iterator
-    yields an SSE error event then `data: [DONE]` and sets `error`. Call
-    `aclose()` if you stop reading early (client went away).
+    answered; `attempts` and `ttfb_s` are set; `usage`, `latency_s` and `error`
+    are filled in when the stream ends. `finished` is True only when the stream
+    ran to its end (`[DONE]`, or the error event then `[DONE]`), False when it was
+    cut short on our side (the client went away). If the provider fails
+    mid-stream the iterator yields an SSE error event then `data: [DONE]` and sets
+    `error`. Call `aclose()` if you stop reading early.
     """
 
     def __init__(self, client: UpstreamClient, model: str, attempts: list[Attempt],
@@ -539,11 +541,15 @@ class UpstreamStream:
             else:
                 self._verdict = True
                 client.cooldowns.record_success(self.model)
-        finally:
             self.finished = True
-            self.latency_s = client.clock() - self._started
-            self._finish_usage()
+        finally:
+            self._settle()
             await self._response.aclose()
+
+    def _settle(self) -> None:
+        if self.latency_s is None:
+            self.latency_s = self._client.clock() - self._started
+            self._finish_usage()
 
     async def _drain(self) -> None:
         """Read the end of the HTTP body after `[DONE]` (the chunked-encoding
@@ -589,10 +595,7 @@ class UpstreamStream:
         """Stop early (the client went away): close the connection, no verdict on the model."""
         if self._iterator is not None:
             await self._iterator.aclose()
-        if not self.finished:
-            self.finished = True
-            self.latency_s = self._client.clock() - self._started
-            self._finish_usage()
+        self._settle()
         if not self._verdict:
             self._client.cooldowns.release(self.model)
         await self._response.aclose()

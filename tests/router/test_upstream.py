@@ -580,7 +580,7 @@ async def test_stream_closed_early_releases_the_connection_without_a_verdict(mak
         break  # the client went away
     await stream.aclose()
     assert closed == [True]
-    assert stream.finished and stream.error is None
+    assert not stream.finished and stream.error is None  # cut short, not failed
     assert stream.usage.completion_tokens == 1  # what was seen: "x"
     assert cooldowns.acquire("small")  # the trial slot is free again
 
