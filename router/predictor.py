@@ -150,13 +150,17 @@ class QualityModel:
     drive early stopping after `early_stopping_rounds` rounds without gain;
     `default_output_tokens` is the answer length assumed for a model with no
     known lengths; `n_components` is the text representation width when `fit`
-    builds the feature extractor itself.
+    builds the feature extractor itself. `n_jobs` is LightGBM's thread count for
+    fitting and batch prediction: 1 by default because OpenMP spin-waiting on an
+    oversubscribed machine (containers that see the host's cores, parallel test
+    runs) made 2 threads 7x slower than 1 here; raise it on a dedicated machine.
     """
 
     def __init__(self, *, params: Mapping[str, Any] | None = None,
                  num_boost_round: int = 1000, early_stopping_rounds: int = 50,
                  valid_frac: float = 0.1, min_valid_prompts: int = 50,
-                 default_output_tokens: float = 256.0, n_components: int = 64) -> None:
+                 default_output_tokens: float = 256.0, n_components: int = 64,
+                 n_jobs: int = 1) -> None:
         self.params = params
         self.num_boost_round = num_boost_round
         self.early_stopping_rounds = early_stopping_rounds
@@ -164,6 +168,7 @@ class QualityModel:
         self.min_valid_prompts = min_valid_prompts
         self.default_output_tokens = default_output_tokens
         self.n_components = n_components
+        self.n_jobs = n_jobs
         self.metadata: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ fit
@@ -230,7 +235,8 @@ class QualityModel:
         weight = table["weight"].to_numpy(dtype=np.float64)
         cat_col = len(names) - len(_DESCRIPTOR_NAMES) - 1
 
-        params = {**_DEFAULT_PARAMS, **(self.params or {}), "seed": seed,
+        params = {**_DEFAULT_PARAMS, "num_threads": self.n_jobs, **(self.params or {}),
+                  "seed": seed,
                   "deterministic": True, "force_row_wise": True}
         quality_booster, best_q = _train_booster(
             lgb, {**params, "objective": "cross_entropy"}, x, quality, weight, row_role,
@@ -284,6 +290,8 @@ class QualityModel:
             "params": {k: v for k, v in params.items() if not callable(v)},
             "default_bar": DEFAULT_BAR,
             "default_bar_source": "default (no held-out prompts)",
+            # So `router eval --holdout-only` can score exactly the unseen prompts.
+            "holdout_prompt_ids": [str(prompt_ids[i]) for i in np.sort(hold_prompts)],
         }
         if n_hold:
             self.metadata.update(self._evaluate_holdout(
@@ -296,11 +304,13 @@ class QualityModel:
                           known_out: np.ndarray, prompt_codes: np.ndarray,
                           hold_convs: list[Conversation],
                           hold_prompts: np.ndarray) -> dict[str, Any]:
-        metrics = holdout_metrics(quality[rows], self.quality_.predict(x[rows]))
+        metrics = holdout_metrics(quality[rows],
+                                  self.quality_.predict(x[rows], num_threads=self.n_jobs))
         metrics["rows"] = int(rows.sum())
         known = rows & np.isfinite(known_out)
         if known.any():
-            predicted = self._output_tokens_rows(x[known], model_codes[known])
+            predicted = self._output_tokens_rows(x[known], model_codes[known],
+                                                 threads=self.n_jobs)
             metrics["output_tokens_mae"] = float(np.mean(np.abs(predicted - known_out[known])))
         bar, source, routing = self._default_bar(table, rows, quality, model_codes,
                                                  prompt_codes, hold_convs, hold_prompts)
@@ -370,7 +380,7 @@ class QualityModel:
         model_codes = np.tile(codes, n)
         x = _rows(prompt_x, np.repeat(np.arange(n), m), model_codes, self.descriptors_)
         # One thread for a request: OpenMP start-up costs more than it saves.
-        threads = 1 if n * m <= 4096 else 0
+        threads = 1 if n * m <= 4096 else self.n_jobs
         quality = np.clip(self.quality_.predict(x, num_threads=threads), 0.0, 1.0)
         out_tokens = self._output_tokens_rows(x, model_codes, threads=threads)
         price_in = np.array([self.catalog_[mm].input_usd_per_mtok for mm in names])
@@ -380,7 +390,7 @@ class QualityModel:
         return Prediction(names, quality.reshape(n, m), out_tokens, cost, input_tokens)
 
     def _output_tokens_rows(self, x: np.ndarray, model_codes: np.ndarray, *,
-                            threads: int = 0) -> np.ndarray:
+                            threads: int) -> np.ndarray:
         fallback = np.array([self.default_output_tokens if v is None else v
                              for v in (self.output_medians_[mm] for mm in self.models_)])
         out = fallback[model_codes].astype(np.float64)

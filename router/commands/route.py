@@ -1,0 +1,84 @@
+"""`router route "text" --model DIR`: one routing decision, printed as /v1/route JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+
+from router.cli import add_command
+from router.errors import ArtifactError, ConfigError
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        subparsers, "route",
+        help="print which model the router picks for a prompt, and why",
+        description="Predict quality and cost of every model for one prompt (a string, or a "
+                    "JSON list of chat messages; '-' reads standard input) and print the "
+                    "decision in the shape of the HTTP POST /v1/route response: request_id, "
+                    "model, quality_bar, expected_quality, expected_cost_usd, candidates, "
+                    "model_version. Without --bar the artifact's default bar is used (the "
+                    "lowest bar that matched the best single model on held-out prompts, "
+                    "else 0.7). Without --model the registry's current version is used.",
+        examples=[
+            "router route 'Prove that sqrt(2) is irrational.' --model models/demo --bar 0.8",
+            "router route '[{\"role\": \"user\", \"content\": \"hi\"}]' --model models/demo "
+            "--models deepseek-v4-flash,gpt-4o --max-cost-usd 0.001",
+        ],
+        handler=_run,
+    )
+    parser.add_argument("prompt", metavar="TEXT",
+                        help="the prompt, a JSON messages list, or '-' for standard input")
+    parser.add_argument("--model", default=None, metavar="DIR",
+                        help="trained artifact folder (default: the registry's current "
+                             "version)")
+    parser.add_argument("--bar", type=float, default=None, metavar="B",
+                        help="quality bar in [0, 1] (default: the artifact's default bar)")
+    parser.add_argument("--max-cost-usd", type=float, default=None, metavar="X",
+                        help="drop candidates whose expected cost is above X USD")
+    parser.add_argument("--models", default=None, metavar="A,B",
+                        help="comma-separated models allowed (default: all the artifact's)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from router.conversation import parse_conversation
+    from router.policy import decide
+    from router.predictor import QualityModel
+    from router.registry import Registry
+
+    text = sys.stdin.read() if args.prompt == "-" else args.prompt
+    conversation = parse_conversation(text, where="prompt")
+    path = args.model
+    if path is None:
+        registry = Registry()
+        path = registry.current()
+        if path is None:
+            raise ArtifactError(f"no --model given and the registry {registry.root} has no "
+                                "current version",
+                                hint="pass --model DIR (a folder written by `router train`)")
+    model = QualityModel.load(path)
+    allowed = None
+    if args.models is not None:
+        allowed = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not allowed:
+            raise ConfigError("--models is empty", hint="e.g. --models gpt-4o,qwen3-32b")
+    bar = model.default_bar if args.bar is None else args.bar
+    pred = model.predict([conversation])
+    decision = decide(pred.models, pred.quality[0], pred.cost_usd[0], bar=bar,
+                      max_cost_usd=args.max_cost_usd, allowed_models=allowed)
+    print(json.dumps({
+        "request_id": "req_" + uuid.uuid4().hex,
+        "model": decision.model,
+        "quality_bar": decision.quality_bar,
+        "expected_quality": decision.expected_quality,
+        "expected_cost_usd": decision.expected_cost_usd,
+        "candidates": [{"model": c.model, "expected_quality": c.expected_quality,
+                        "expected_cost_usd": c.expected_cost_usd}
+                       for c in decision.candidates],
+        "model_version": model.version or str(path),
+    }, indent=2))
+    return 0

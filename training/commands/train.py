@@ -1,0 +1,101 @@
+"""`router train --data FILE... --out DIR`: fit the quality model and save its artifact."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from router.cli import add_command
+from router.errors import ConfigError
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        subparsers, "train",
+        help="train the LightGBM quality model on outcome tables and save an artifact",
+        description="Load one or more outcome tables (CSV, CSV.gz, Parquet, JSONL; one row per "
+                    "(prompt, model) with a quality in [0, 1]), fit the features and the "
+                    "quality and output-token models, evaluate them on held-out prompts and "
+                    "write the artifact folder (meta.json, catalog.json, features.joblib, "
+                    "quality.lgb, output_tokens.lgb). The artifact's default quality bar is "
+                    "the lowest bar at which routing the held-out prompts matches the best "
+                    "single model's quality (0.7 when that cannot be measured).",
+        examples=[
+            "router train --data demo.csv --out models/demo",
+            "router train --data ../shared/data/routellm_gsm8k.csv.gz "
+            "--prices ../shared/data/prices.csv --out models/gsm8k --holdout-frac 0.2",
+        ],
+        handler=_run,
+    )
+    parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                        help="outcome table(s) or folders of them")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="artifact folder to write (replaced if it holds an artifact)")
+    parser.add_argument("--prices", default=None, metavar="FILE",
+                        help="prices CSV (model,input_usd_per_mtok,output_usd_per_mtok"
+                             "[,context_tokens]) for models not in the catalog")
+    parser.add_argument("--catalog", default=None, metavar="FILE",
+                        help="model catalog TOML (default: $ROUTER_CATALOG or "
+                             "models/catalog.toml)")
+    parser.add_argument("--holdout-frac", type=float, default=0.1, metavar="F",
+                        help="share of prompts held out for metrics and the default bar "
+                             "(default 0.1; 0 trains on everything)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="random seed for the split and LightGBM (default 0)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from router.catalog import load_catalog, load_prices_csv
+    from training.data import load_outcomes
+    from training.train import train
+
+    if not 0.0 <= args.holdout_frac < 1.0:
+        raise ConfigError(f"--holdout-frac must be in [0, 1), got {args.holdout_frac}")
+    catalog = load_catalog(args.catalog)
+    prices = load_prices_csv(args.prices) if args.prices else None
+    if prices:
+        catalog = catalog.with_prices(prices)
+    table = load_outcomes(args.data, catalog=catalog)
+    model = train(table, args.out, catalog=catalog, holdout_frac=args.holdout_frac,
+                  seed=args.seed, progress=sys.stderr.isatty())
+    print(_summary(model, args.out))
+    return 0
+
+
+def _summary(model: Any, out: str) -> str:
+    meta = model.metadata
+    lines = [
+        f"trained on {meta['n_rows']:,} rows: {meta['n_prompts']:,} prompts x "
+        f"{len(meta['models'])} models ({', '.join(meta['models'])})",
+        f"prompts: {meta['n_train_prompts']:,} train, {meta['n_valid_prompts']:,} early-stopping"
+        f" validation, {meta['n_holdout_prompts']:,} held out; "
+        f"{meta['best_iteration']} boosting rounds",
+    ]
+    metrics = meta.get("metrics") or {}
+    if metrics:
+        parts = [f"log loss {metrics['log_loss']:.4f}", f"Brier {metrics['brier']:.4f}",
+                 f"ECE {metrics['ece']:.4f}"]
+        if "auc" in metrics:
+            parts.append(f"AUC {metrics['auc']:.4f}")
+        if "output_tokens_mae" in metrics:
+            parts.append(f"output-token MAE {metrics['output_tokens_mae']:.1f}")
+        lines.append("held out: " + ", ".join(parts))
+        if "best_single_model" in metrics:
+            routed = ""
+            if "routed_cost_usd_at_default_bar" in metrics:
+                share = (metrics["routed_cost_usd_at_default_bar"]
+                         / max(metrics["best_single_cost_usd"], 1e-12))
+                routed = (f"; routed at the default bar: quality "
+                          f"{metrics['routed_quality_at_default_bar']:.3f} at {share:.0%} of "
+                          "its cost")
+            lines.append(f"best single model {metrics['best_single_model']} quality "
+                         f"{metrics['best_single_quality']:.3f} at "
+                         f"${metrics['best_single_cost_usd']:.6f}/request{routed}")
+    else:
+        lines.append("held out: nothing (--holdout-frac 0), no metrics")
+    lines.append(f"default bar {meta['default_bar']:.2f} ({meta['default_bar_source']})")
+    lines.append(f"saved {meta['version_id']} to {out}")
+    return "\n".join(lines)
