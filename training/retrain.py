@@ -291,7 +291,6 @@ def retrain(
     tests can inject a deliberately bad trainer.
     """
     from router.predictor import QualityModel
-
     from training.data import load_outcomes
     from training.gate import run_gate
 
@@ -334,7 +333,8 @@ def retrain(
          f"({len(train_rows)} logged, {len(table) - len(train_rows)} base)")
     if fit is None:
         def fit(t: pd.DataFrame, cat: Any, s: int) -> Any:
-            return QualityModel().fit(t, catalog=cat, seed=s)
+            # 10% of prompts held out so the version's meta.json carries log loss / AUC.
+            return QualityModel().fit(t, catalog=cat, seed=s, holdout_frac=0.1, progress=True)
     challenger = fit(table, catalog, seed)
 
     champion, champion_id = None, registry.current_version()

@@ -127,3 +127,112 @@ def test_a_missing_log_is_a_clear_error(tmp_path: Path) -> None:
 def test_export_without_ids_is_refused() -> None:
     with pytest.raises(DataError, match="outcome log export: missing column 'request_id'"):
         build_training_rows(pd.DataFrame({"ts": [time.time()]}))
+
+
+# -- the full retrain: log -> challenger -> gate -> registry --------------------------
+
+def simulated_log(path: Path, table: pd.DataFrame, *, default: str, explore: float,
+                  seed: int = 0) -> str:
+    """Traffic over `table`'s prompts from an epsilon-greedy logging policy, with feedback."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    models = sorted(table["model"].unique())
+    by_key = table.set_index(["prompt_id", "model"])
+    records, feedback = [], []
+    t0 = NOW.timestamp() - 86400
+    for i, pid in enumerate(table["prompt_id"].unique()):
+        p = np.full(len(models), explore / len(models))
+        p[models.index(default)] += 1 - explore
+        j = int(rng.choice(len(models), p=p))
+        row = by_key.loc[(pid, models[j])]
+        rid = f"req-{i}"
+        records.append(RequestRecord(
+            rid, ts=t0 + i, conversation=row["messages"], chosen_model=models[j],
+            served_model=models[j], propensity=float(p[j]), explored=j != models.index(default),
+            input_tokens=int(row["input_tokens"]), output_tokens=int(row["output_tokens"]),
+            cost_usd=float(row["cost_usd"]), quality_bar=0.7))
+        feedback.append(FeedbackRecord(rid, quality=float(row["quality"]), ts=t0 + i + 0.5))
+    return write_log(path, records, feedback)
+
+
+@pytest.fixture(scope="module")
+def loop_data(tmp_path_factory):
+    from tests.training.test_gate import demo_table
+
+    folder = tmp_path_factory.mktemp("loop")
+    table = demo_table(folder, n_prompts=450, seed=3)
+    ids = table["prompt_id"].unique()
+    base_ids, traffic_ids, eval_ids = set(ids[:150]), set(ids[150:350]), set(ids[350:])
+    base_path = folder / "base.csv"
+    from training.data import write_outcomes
+
+    write_outcomes(table[table["prompt_id"].isin(base_ids)], base_path)
+    log_url = simulated_log(folder / "outcomes.db", table[table["prompt_id"].isin(traffic_ids)],
+                            default="deepseek-v4-flash", explore=0.5)
+    return log_url, base_path, table[table["prompt_id"].isin(eval_ids)]
+
+
+def test_retrain_promotes_a_first_model_then_refuses_a_shuffled_one(
+        loop_data, tmp_path: Path) -> None:
+    from router.catalog import load_catalog
+    from router.predictor import QualityModel
+    from router.registry import Registry
+    from tests.training.test_gate import fit_fast, shuffled_labels
+    from training.retrain import retrain
+
+    log_url, base_path, eval_table = loop_data
+    registry = Registry(tmp_path / "models")
+    printed: list[str] = []
+    first = retrain(registry=registry, log_url=log_url, since=timedelta(days=7), now=NOW,
+                    base=[base_path], eval_data=eval_table, catalog=load_catalog(),
+                    min_logged_rows=30, exploration=0.05,
+                    fit=lambda t, c, s: fit_fast(t, seed=s), echo=printed.append)
+    assert first.promoted and registry.current_version() == first.version_id
+    assert first.counts.used == 200 and first.holdout_rows == 40
+    assert first.train_rows == 160 + 150 * 8, "older logged rows + every base row"
+    meta = registry.show(first.version_id)["meta"]
+    assert meta["gate"]["passed"] is True and meta["exploration"] == 0.05
+    assert meta["retrain"]["log_rows"]["used"] == 200
+    assert printed[0] == "log: 200 of 200 logged requests used"
+    assert "\ndecision: PROMOTE: no champion yet" in "\n".join(printed)
+    QualityModel.load(registry.current())  # the registered artifact loads (checksums intact)
+
+    printed.clear()
+    second = retrain(registry=registry, log_url=log_url, since=timedelta(days=7), now=NOW,
+                     base=[base_path], eval_data=eval_table, catalog=load_catalog(),
+                     min_logged_rows=30,
+                     fit=lambda t, c, s: fit_fast(shuffled_labels(t), seed=s),
+                     echo=printed.append)
+    assert not second.promoted
+    assert registry.current_version() == first.version_id, "the champion keeps serving"
+    stored = registry.show(second.version_id)["meta"]["gate"]
+    assert stored["passed"] is False and stored["champion"] == first.version_id
+    assert [s["name"] for s in stored["sources"]] == ["eval table", "recent logs"]
+    assert stored["sources"][0]["status"] == "fail"
+    assert "\ndecision: REFUSE: worse than the champion" in "\n".join(printed)
+    assert printed[-1] == (f"kept {first.version_id}; {second.version_id} registered "
+                           "but not promoted")
+
+
+def test_retrain_with_nothing_to_learn_from_is_a_clear_error(tmp_path: Path) -> None:
+    from router.registry import Registry
+    from training.retrain import retrain
+
+    url = write_log(tmp_path / "empty.db", [RequestRecord("r1", conversation=_conv("hi"),
+                                                          served_model="cheap")], [])
+    with pytest.raises(DataError, match=r"no usable training rows \(0 of 1 logged requests "
+                                        r"used \(skipped: no feedback 1\)\)"):
+        retrain(registry=Registry(tmp_path / "models"), log_url=url, echo=lambda _: None)
+    assert not (tmp_path / "models" / "versions").exists(), "nothing registered"
+
+
+def test_retrain_cli_validates_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from router.cli import main
+
+    assert main(["retrain", "--base", "x.csv", "--every", "soon"]) == 1
+    assert "error: --every: cannot read duration 'soon'" in capsys.readouterr().err
+    assert main(["retrain", "--log", "x.db", "--cron", "0 3 * *"]) == 1
+    assert "error: --cron: invalid expression '0 3 * *'" in capsys.readouterr().err
+    assert main(["retrain"]) == 1
+    assert "error: nothing to train on" in capsys.readouterr().err
