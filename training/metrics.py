@@ -274,7 +274,8 @@ def apgr(strong_share: ArrayLike, quality: ArrayLike, q_weak: float, q_strong: f
     """Average PGR: the area under PGR over strong-call share (trapezoids), per unit share.
 
     As in RouteLLM, the area is divided by the range of shares covered, which is 1 for
-    a full 0%..100% sweep. A random router scores 0.5, a perfect one close to 1.
+    a full 0%..100% sweep. A random router scores 0.5. PGR, hence APGR, can exceed 1:
+    the oracle beats the strong model alone by using the weak one where only it is right.
     """
     x = np.asarray(strong_share, dtype=np.float64).ravel()
     y = pgr(np.asarray(quality, dtype=np.float64).ravel(), q_weak, q_strong)

@@ -266,3 +266,24 @@ def test_router_eval_bad_bars_and_missing_model_are_clear_errors(trained, capsys
                              str(trained["test"])], capsys)
     assert code == 1
     assert "model folder not found" in err
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_router_beats_random_on_held_out_gsm8k(shared_data) -> None:
+    """On real data (GSM8K, Mixtral vs GPT-4), trained on half, scored on the other half."""
+    from router.catalog import load_catalog, load_prices_csv
+    from router.predictor import QualityModel
+    from training.data import load_outcomes
+
+    catalog = load_catalog().with_prices(load_prices_csv(shared_data / "prices.csv"))
+    table = load_outcomes(shared_data / "routellm_gsm8k.csv.gz", catalog=catalog)
+    ids = table["prompt_id"].unique()
+    train_ids = set(np.random.default_rng(0).choice(ids, size=len(ids) // 2, replace=False))
+    in_train = table["prompt_id"].isin(train_ids)
+    model = QualityModel(params={"num_threads": 1}).fit(table[in_train], catalog=catalog)
+    report = evaluate(model, table[~in_train], train_table=table[in_train])
+    assert report.two_model["strong"] == "gpt-4-1106-preview"
+    assert report.apgr > 0.55  # random is 0.5
+    assert report.cpt50 < 0.45  # random needs 50% strong calls
+    assert report.two_model["oracle"]["cpt50"] < report.cpt50

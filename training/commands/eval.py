@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "prompt on the model's predictions and score it with the realised quality "
                     "and cost. Reports AIQ against the Zero router (single models mixed at "
                     "random), the random and kNN routers, the oracle, the cost to reach the "
-                    "best single model's quality, the quality at 10%% of its cost and, with two "
-                    "models, RouteLLM's APGR and CPT(50%%)/CPT(80%%).",
+                    "best single model's quality, the quality at 10% of its cost and, with two "
+                    "models, RouteLLM's APGR and CPT(50%)/CPT(80%).",
         examples=[
             "router eval --model models/demo --data demo_test.csv",
             "router eval --model models/demo --data demo.csv --holdout-only --plot eval.png",
