@@ -321,7 +321,8 @@ class QualityModel:
                      model_codes: np.ndarray, prompt_codes: np.ndarray,
                      hold_convs: list[Conversation],
                      hold_prompts: np.ndarray) -> tuple[float, str, dict[str, float]]:
-        """Lowest bar whose routed held-out quality reaches the best single model's.
+        """Lowest bar whose routed held-out quality reaches the best single model's
+        at no more than its cost.
 
         Only held-out prompts answered by every model count (a routed choice must
         have a known outcome). Falls back to `DEFAULT_BAR` when the router never
@@ -352,11 +353,14 @@ class QualityModel:
         for bar in np.round(np.arange(0.0, 1.0001, 0.01), 2):
             chosen = choose(pred.quality, pred.cost_usd, bar=float(bar))
             routed_q = float(aq[idx, chosen].mean())
-            if routed_q >= single_q[best] - 1e-12:
+            routed_c = float(ac[idx, chosen].mean())
+            # A default that costs more than always calling the best model is no saving.
+            if routed_q >= single_q[best] - 1e-12 and routed_c <= out["best_single_cost_usd"]:
                 out.update({"routed_quality_at_default_bar": routed_q,
-                            "routed_cost_usd_at_default_bar": float(ac[idx, chosen].mean())})
+                            "routed_cost_usd_at_default_bar": routed_c})
                 return float(bar), "held-out: lowest bar reaching the best single model", out
-        return DEFAULT_BAR, "default (held-out routing never reached the best single model)", out
+        return (DEFAULT_BAR, "default (held-out routing never matched the best single model "
+                "at or below its cost)", out)
 
     # -------------------------------------------------------------- predict
     def predict(self, conversations: Iterable[Any],
@@ -648,8 +652,8 @@ def _check_table(table: Any) -> Any:
     q = table["quality"].to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~(np.isfinite(q) & (q >= 0) & (q <= 1)))
     if len(bad):
-        raise DataError(f"outcome table row {int(bad[0]) + 1}: quality {q[bad[0]]!r} is not "
-                        "in [0, 1]", hint="rescale scores to [0, 1]")
+        raise DataError(f"outcome table row {int(bad[0]) + 1}: quality {float(q[bad[0]])!r} "
+                        "is not in [0, 1]", hint="rescale scores to [0, 1]")
     table = table.reset_index(drop=True)
     extra = {}
     if "weight" not in table:

@@ -9,9 +9,10 @@ quality bar and the library versions.
 
 The default bar stored in the artifact (used when a request gives none) is the
 lowest bar at which routing the held-out prompts reaches the best single
-model's held-out quality: the cheapest setting that loses nothing against
-always calling the best model. When the held-out prompts cannot show that
-(too few, or routing never gets there) it is 0.7.
+model's held-out quality at no more than its cost: the cheapest setting that
+loses nothing against always calling the best model. When the held-out prompts
+cannot show that (too few complete prompts, or routing never gets there) it is
+0.7.
 """
 
 from __future__ import annotations

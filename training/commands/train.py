@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "write the artifact folder (meta.json, catalog.json, features.joblib, "
                     "quality.lgb, output_tokens.lgb). The artifact's default quality bar is "
                     "the lowest bar at which routing the held-out prompts matches the best "
-                    "single model's quality (0.7 when that cannot be measured).",
+                    "single model's quality at no more than its cost (0.7 when that cannot be "
+                    "measured).",
         examples=[
             "router train --data demo.csv --out models/demo",
             "router train --data ../shared/data/routellm_gsm8k.csv.gz "

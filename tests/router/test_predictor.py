@@ -1,0 +1,223 @@
+"""The quality model: learns a planted signal, is calibrated, and its artifact is safe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from router.catalog import Catalog, ModelSpec
+from router.errors import ArtifactError, DataError, NotFittedError, PolicyError
+from router.predictor import (
+    ARTIFACT_FORMAT_VERSION,
+    QualityModel,
+    expected_calibration_error,
+)
+
+CATALOG = Catalog({"cheap": ModelSpec("cheap", 0.1, 0.4, 16_000),
+                   "strong": ModelSpec("strong", 5.0, 15.0, 128_000)})
+TOPICS = ["python code", "a poem", "history essay", "an equation", "french translation",
+          "a summary"]
+
+
+def planted_table(n_prompts: int = 600, seed: int = 0) -> pd.DataFrame:
+    """Prompts with the word "hard" fail on the cheap model 80% of the time; the strong
+    model succeeds 95% of the time everywhere. Output tokens: ~50 cheap, ~200 strong."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_prompts):
+        hard = rng.random() < 0.4
+        text = (f"{'hard ' if hard else ''}question {i} about {TOPICS[i % len(TOPICS)]}"
+                f"{' with details' * int(rng.integers(0, 4))}")
+        messages = json.dumps([{"role": "user", "content": text}])
+        for model, p_success, tokens in (("cheap", 0.2 if hard else 0.9, 50),
+                                         ("strong", 0.95, 200)):
+            rows.append({"prompt_id": f"p{i}", "messages": messages, "model": model,
+                         "quality": float(rng.random() < p_success), "input_tokens": 20.0,
+                         "output_tokens": float(tokens + rng.integers(0, 10)),
+                         "cost_usd": np.nan, "weight": 1.0})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def model() -> QualityModel:
+    return QualityModel().fit(planted_table(), catalog=CATALOG, holdout_frac=0.2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def saved(model: QualityModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return model.save(tmp_path_factory.mktemp("artifact") / "model")
+
+
+def test_learns_that_hard_prompts_fail_on_the_cheap_model(model: QualityModel) -> None:
+    pred = model.predict(["hard question 9001 about python code with details",
+                          "question 9002 about python code with details"])
+    assert pred.models == ("cheap", "strong")
+    hard, easy = pred.quality
+    assert hard[0] < 0.4 < 0.75 < easy[0]
+    assert hard[1] > 0.85 and easy[1] > 0.85
+
+
+def test_held_out_metrics_show_a_calibrated_model(model: QualityModel) -> None:
+    metrics = model.metadata["metrics"]
+    assert model.metadata["n_holdout_prompts"] == 120
+    assert metrics["rows"] == 240
+    assert metrics["ece"] < 0.08
+    assert metrics["auc"] > 0.75
+    assert 0 < metrics["brier"] < 0.2 and metrics["log_loss"] < 0.5
+    assert metrics["output_tokens_mae"] < 15
+    assert len(model.metadata["holdout_prompt_ids"]) == 120
+    # Routing the held-out prompts at the default bar matches the strong model cheaper.
+    assert 0.0 <= model.default_bar <= 1.0
+    assert metrics["best_single_model"] == "strong"
+
+
+def test_cost_is_input_plus_predicted_output_tokens_at_catalog_prices(
+        model: QualityModel) -> None:
+    pred = model.predict(["question 5 about a poem"])
+    assert 40 < pred.output_tokens[0, 0] < 65 and 185 < pred.output_tokens[0, 1] < 215
+    tokens_in = pred.input_tokens[0]
+    expected = (tokens_in * np.array([0.1, 5.0]) + pred.output_tokens[0] * [0.4, 15.0]) / 1e6
+    assert np.allclose(pred.cost_usd[0], expected)
+
+
+def test_models_argument_selects_and_orders_columns(model: QualityModel) -> None:
+    both = model.predict(["question 1 about a poem"])
+    strong = model.predict(["question 1 about a poem"], models=["strong"])
+    assert strong.models == ("strong",)
+    assert strong.quality[0, 0] == both.quality[0, 1]
+    with pytest.raises(PolicyError, match="unknown model.*gpt-9") as info:
+        model.predict(["hi"], models=["gpt-9"])
+    assert "cheap, strong" in (info.value.hint or "")
+
+
+def test_with_prices_changes_cost_not_quality(model: QualityModel) -> None:
+    repriced = model.with_prices({"cheap": (1.0, 4.0, None), "strong": (5.0, 15.0, None)})
+    a, b = model.predict(["question 2"]), repriced.predict(["question 2"])
+    assert np.array_equal(a.quality, b.quality)
+    assert b.cost_usd[0, 0] > 5 * a.cost_usd[0, 0]
+
+
+def test_save_load_round_trip_gives_identical_predictions(model: QualityModel,
+                                                          saved: Path) -> None:
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "catalog.json", "features.joblib", "meta.json", "output_tokens.lgb", "quality.lgb"]
+    loaded = QualityModel.load(saved)
+    prompts = ["hard question 1 about a poem", "question 2 about an equation", "hello"]
+    a, b = model.predict(prompts), loaded.predict(prompts)
+    assert np.array_equal(a.quality, b.quality)
+    assert np.array_equal(a.cost_usd, b.cost_usd)
+    meta = json.loads((saved / "meta.json").read_text())
+    assert meta["format_version"] == ARTIFACT_FORMAT_VERSION
+    assert set(meta["files"]) == {"catalog.json", "features.joblib", "quality.lgb",
+                                  "output_tokens.lgb"}
+    assert loaded.version == meta["version_id"]
+    assert loaded.catalog_["strong"].input_usd_per_mtok == 5
+    assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(saved, target)
+    return target
+
+
+def test_corrupt_file_is_named(saved: Path, tmp_path: Path) -> None:
+    art = _copy(saved, tmp_path)
+    with (art / "quality.lgb").open("a") as handle:
+        handle.write("tampered\n")
+    with pytest.raises(ArtifactError, match=r"quality\.lgb: corrupt \(sha256") as info:
+        QualityModel.load(art)
+    assert "router train" in (info.value.hint or "")
+
+
+def test_missing_file_is_named(saved: Path, tmp_path: Path) -> None:
+    art = _copy(saved, tmp_path)
+    (art / "features.joblib").unlink()
+    with pytest.raises(ArtifactError, match=r"features\.joblib: missing"):
+        QualityModel.load(art)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("format_version", 99, "artifact format version 99, this router reads version 1"),
+    ("feature_schema_version", 0, "feature schema version 0"),
+])
+def test_incompatible_versions_are_refused(saved: Path, tmp_path: Path, key: str,
+                                           value: int, message: str) -> None:
+    art = _copy(saved, tmp_path)
+    meta = json.loads((art / "meta.json").read_text())
+    meta[key] = value
+    (art / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=message):
+        QualityModel.load(art)
+
+
+def test_not_an_artifact(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="model folder not found"):
+        QualityModel.load(tmp_path / "nope")
+    with pytest.raises(ArtifactError, match="meta.json: missing"):
+        QualityModel.load(tmp_path)
+    (tmp_path / "meta.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt, not valid JSON"):
+        QualityModel.load(tmp_path)
+
+
+def test_save_refuses_to_replace_a_folder_that_is_not_an_artifact(
+        model: QualityModel, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ArtifactError, match="not a model artifact; refusing"):
+        model.save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_save_replaces_an_older_artifact(model: QualityModel, saved: Path,
+                                         tmp_path: Path) -> None:
+    art = _copy(saved, tmp_path)
+    (art / "quality.lgb").write_text("old")
+    model.save(art)
+    assert QualityModel.load(art).models_ == ("cheap", "strong")
+
+
+def test_unfitted_model_says_to_fit_or_load() -> None:
+    with pytest.raises(NotFittedError, match="not fitted") as info:
+        QualityModel().predict(["hi"])
+    assert "QualityModel.load" in (info.value.hint or "")
+
+
+def test_bad_tables_are_refused_with_the_row() -> None:
+    table = planted_table(20)
+    table.loc[3, "quality"] = 1.5
+    with pytest.raises(DataError, match="row 4: quality 1.5 is not in"):
+        QualityModel().fit(table, catalog=CATALOG)
+    with pytest.raises(DataError, match="missing column.*quality"):
+        QualityModel().fit(table.drop(columns="quality"), catalog=CATALOG)
+
+
+def test_unpriced_model_is_named() -> None:
+    table = planted_table(20)
+    table.loc[table["model"] == "cheap", "model"] = "mystery"
+    with pytest.raises(Exception, match="mystery"):
+        QualityModel().fit(table, catalog=CATALOG)
+
+
+def test_graded_labels_and_no_output_tokens_use_medians_or_cost() -> None:
+    table = planted_table(80)
+    table["quality"] = np.where(table["quality"] > 0, 0.8, 0.3)
+    table["output_tokens"] = np.nan
+    table["cost_usd"] = table["input_tokens"] * np.where(table["model"] == "cheap", 0.1, 5) / 1e6
+    fitted = QualityModel().fit(table, catalog=CATALOG)
+    pred = fitted.predict(["question 3 about a poem"])
+    assert ((pred.quality > 0.25) & (pred.quality < 0.85)).all()
+    # Priced on input only in the table, so no output tokens are predicted either.
+    assert np.allclose(pred.output_tokens, 0.0)
+
+
+def test_ece_of_a_perfectly_calibrated_predictor_is_zero() -> None:
+    y = np.array([0, 1, 0, 1, 1, 1, 0, 0])
+    assert expected_calibration_error(y, np.full(8, 0.5)) == 0.0
+    assert expected_calibration_error(np.ones(4), np.zeros(4)) == 1.0
