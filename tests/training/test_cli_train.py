@@ -1,0 +1,151 @@
+"""`router train`, `router predict` and `router route` end to end on a small table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from router.catalog import load_catalog
+from router.cli import main
+from training.data import write_outcomes
+from training.demo_data import generate_demo
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    write_outcomes(generate_demo(200, 1, load_catalog()), root / "demo.csv")
+    return root
+
+
+@pytest.fixture(scope="module")
+def artifact(workdir: Path) -> Path:
+    code = main(["train", "--data", str(workdir / "demo.csv"), "--out",
+                 str(workdir / "model"), "--holdout-frac", "0.2", "--seed", "1"])
+    assert code == 0
+    return workdir / "model"
+
+
+def test_train_prints_a_summary(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--data", str(workdir / "demo.csv"), "--out",
+                 str(workdir / "again"), "--holdout-frac", "0.25"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "trained on 1,600 rows: 200 prompts x 8 models" in out
+    assert "50 held out" in out and "held out: log loss" in out and "ECE" in out
+    assert "default bar" in out and f"to {workdir / 'again'}" in out
+    assert (workdir / "again" / "meta.json").is_file()
+
+
+def test_predict_writes_one_decision_per_prompt_and_bar(
+        artifact: Path, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, scores_path = workdir / "routes.csv", workdir / "scores.csv"
+    code = main(["predict", "--model", str(artifact), "--data", str(workdir / "demo.csv"),
+                 "--bars", "0.5,0.9", "--out", str(out), "--scores", str(scores_path)])
+    assert code == 0
+    assert "wrote 400 decisions (200 prompts x 2 bars, 8 candidate models)" in \
+        capsys.readouterr().out
+    routes = pd.read_csv(out, dtype={"prompt_id": str})
+    assert list(routes.columns) == ["prompt_id", "bar", "model", "expected_quality",
+                                    "expected_cost_usd"]
+    assert len(routes) == 400 and routes.groupby("prompt_id").size().eq(2).all()
+    assert list(routes["bar"][:2]) == [0.5, 0.9]
+    scores = pd.read_csv(scores_path, dtype={"prompt_id": str})
+    assert list(scores.columns) == ["prompt_id", "model", "expected_quality",
+                                    "expected_cost_usd"]
+    assert len(scores) == 1600
+    # Every decision is the policy's: cheapest model meeting the bar, else the best.
+    for (pid, bar), row in routes.set_index(["prompt_id", "bar"]).iterrows():
+        cands = scores[scores["prompt_id"] == pid]
+        meets = cands[cands["expected_quality"] >= bar]
+        expected = (meets.loc[meets["expected_cost_usd"].idxmin(), "model"] if len(meets)
+                    else cands.loc[cands["expected_quality"].idxmax(), "model"])
+        assert row["model"] == expected
+    # A higher bar never buys a cheaper answer on average.
+    mean_cost = routes.groupby("bar")["expected_cost_usd"].mean()
+    assert mean_cost[0.9] >= mean_cost[0.5] > 0
+
+
+def test_predict_reads_a_prompts_only_table_and_other_prices(
+        artifact: Path, workdir: Path) -> None:
+    prompts = workdir / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt_id": f"q{i}", "prompt": text})
+                                 for i, text in enumerate(["Say hi.", "Prove 1+1=2."])) + "\n")
+    models = json.loads((artifact / "meta.json").read_text())["models"]
+    prices = workdir / "prices.csv"
+    prices.write_text("model,input_usd_per_mtok,output_usd_per_mtok\n"
+                      + "".join(f"{m},100,100\n" for m in models))
+    base, dear = workdir / "base.csv", workdir / "dear.csv"
+    assert main(["predict", "--model", str(artifact), "--data", str(prompts), "--bars", "0",
+                 "--out", str(base)]) == 0
+    assert main(["predict", "--model", str(artifact), "--data", str(prompts), "--bars", "0",
+                 "--out", str(dear), "--prices", str(prices)]) == 0
+    a, b = pd.read_csv(base), pd.read_csv(dear)
+    assert list(a["prompt_id"]) == ["q0", "q1"]
+    assert (b["expected_cost_usd"] > a["expected_cost_usd"]).all()
+
+
+def test_predict_names_a_model_the_artifact_does_not_know(
+        artifact: Path, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = pd.read_csv(workdir / "demo.csv").head(16)
+    table.loc[0, "model"] = "gpt-9"
+    bad = workdir / "bad.csv"
+    table.to_csv(bad, index=False)
+    code = main(["predict", "--model", str(artifact), "--data", str(bad), "--bars", "0.5",
+                 "--out", str(workdir / "never.csv")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "gpt-9 are not in the artifact" in err and "hint:" in err
+    assert not (workdir / "never.csv").exists()
+
+
+def test_predict_refuses_a_bad_bar(artifact: Path, workdir: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["predict", "--model", str(artifact), "--data", str(workdir / "demo.csv"),
+                 "--bars", "0.5,1.5", "--out", str(workdir / "x.csv")])
+    assert code == 1
+    assert "'1.5' is not a quality bar in [0, 1]" in capsys.readouterr().err
+
+
+def test_route_prints_the_http_decision_shape(artifact: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["route", "Prove that sqrt(2) is irrational.", "--model", str(artifact),
+                 "--bar", "0.8"])
+    assert code == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert set(decision) == {"request_id", "model", "quality_bar", "expected_quality",
+                             "expected_cost_usd", "candidates", "model_version"}
+    assert decision["quality_bar"] == 0.8
+    meta = json.loads((artifact / "meta.json").read_text())
+    assert decision["model_version"] == meta["version_id"]
+    cands = decision["candidates"]
+    assert [c["model"] for c in cands] == meta["models"]
+    meeting = [c for c in cands if c["expected_quality"] >= 0.8]
+    best = (min(meeting, key=lambda c: c["expected_cost_usd"]) if meeting
+            else max(cands, key=lambda c: c["expected_quality"]))
+    assert decision["model"] == best["model"]
+
+
+def test_route_uses_the_default_bar_and_limits(artifact: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    meta = json.loads((artifact / "meta.json").read_text())
+    two = meta["models"][-2:]
+    code = main(["route", json.dumps([{"role": "user", "content": "hi"}]), "--model",
+                 str(artifact), "--models", ",".join(two)])
+    assert code == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["quality_bar"] == meta["default_bar"]
+    assert [c["model"] for c in decision["candidates"]] == two
+    assert np.isfinite(decision["expected_cost_usd"])
+
+
+def test_route_names_unknown_models_and_missing_artifacts(
+        artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", "hi", "--model", str(artifact), "--models", "gpt-9"]) == 1
+    assert "unknown model(s) in models: gpt-9" in capsys.readouterr().err
+    assert main(["route", "hi", "--model", str(tmp_path / "none")]) == 1
+    assert "model folder not found" in capsys.readouterr().err
