@@ -1,0 +1,94 @@
+"""Training time and peak memory at 100k, 300k and 1M rows (target: 1M in < 5 min, < 6 GB).
+
+Each size runs in a fresh child process (peak RSS from `resource.getrusage`
+`ru_maxrss`; tracemalloc misses numpy and LightGBM buffers). Rows are synthetic
+demo outcomes (`training.demo_data.generate_demo`, one row per prompt x catalog
+model), written to Parquet and read back with `load_outcomes` as `router train`
+does. Printed per size: rows, prompts, seconds to generate (not counted),
+load, fit features + boosters + held-out evaluation (holdout 10%), total, peak
+RSS. The baseline in the same run is the LightGBM fit alone on the finished design
+matrix (`--baseline`), i.e. what the pipeline costs over bare gradient boosting.
+
+Run: python bench/train_scale.py [--sizes 100000,300000,1000000] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def child(rows: int, threads: int) -> dict[str, float]:
+    import numpy as np
+
+    from router.catalog import load_catalog
+    from router.predictor import QualityModel
+    from training.data import load_outcomes, write_outcomes
+    from training.demo_data import generate_demo
+
+    catalog = load_catalog()
+    n_prompts = max(1, rows // len(catalog))
+    t0 = time.perf_counter()
+    demo = generate_demo(n_prompts, 0, catalog)
+    t1 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_outcomes(demo, Path(tmp) / "demo.parquet")
+        del demo
+        t2 = time.perf_counter()
+        table = load_outcomes(path, catalog=catalog)
+    t3 = time.perf_counter()
+    model = QualityModel(n_jobs=threads).fit(table, catalog=catalog, holdout_frac=0.1)
+    t4 = time.perf_counter()
+
+    # Baseline: bare LightGBM on a matrix of the same shape, same rounds.
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    width = len(model.feature_names_)
+    x = rng.random((len(table), width), dtype=np.float32)
+    y = table["quality"].to_numpy()
+    t5 = time.perf_counter()
+    lgb.train({"objective": "cross_entropy", "verbosity": -1, "num_threads": threads,
+               "force_row_wise": True}, lgb.Dataset(x, y),
+              num_boost_round=model.metadata["best_iteration"])
+    t6 = time.perf_counter()
+    return {"rows": len(table), "prompts": model.metadata["n_prompts"],
+            "generate_s": t1 - t0, "load_s": t3 - t2, "fit_s": t4 - t3,
+            "rounds": model.metadata["best_iteration"], "bare_lgbm_s": t6 - t5,
+            "log_loss": model.metadata["metrics"]["log_loss"],
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="100000,300000,1000000")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.threads)))
+        return
+    print(f"{'rows':>9s} {'prompts':>8s} {'gen s':>7s} {'load s':>7s} {'fit s':>7s} "
+          f"{'rounds':>6s} {'bare lgbm s':>11s} {'train s':>8s} {'peak GB':>8s} {'logloss':>8s}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        proc = subprocess.run([sys.executable, __file__, "--child", str(size),
+                               "--threads", str(args.threads)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(f"{size:>9d} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{r['rows']:>9d} {r['prompts']:>8d} {r['generate_s']:7.1f} {r['load_s']:7.1f} "
+              f"{r['fit_s']:7.1f} {r['rounds']:>6d} {r['bare_lgbm_s']:11.1f} "
+              f"{r['load_s'] + r['fit_s']:8.1f} {r['peak_rss_gb']:8.2f} {r['log_loss']:8.4f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
