@@ -80,7 +80,7 @@ _DEFAULT_PARAMS: dict[str, Any] = {
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "lambda_l2": 1.0,
-    "max_bin": 255,
+    "max_bin": 63,
     "max_cat_to_onehot": 8,
     "verbosity": -1,
 }
@@ -263,7 +263,9 @@ class QualityModel:
         fit_rows = has_target & (row_role != 2)
         if fit_rows.sum() >= _MIN_OUTPUT_ROWS and np.ptp(target[fit_rows]) > 0:
             output_booster, _ = _train_booster(
-                lgb, {**params, "objective": "regression"}, x[has_target],
+                # Lengths need less precision than quality: coarser steps, fewer rounds.
+                lgb, {**params, "objective": "regression",
+                      "learning_rate": max(params["learning_rate"], 0.1)}, x[has_target],
                 np.log1p(target[has_target]), weight[has_target], row_role[has_target],
                 names, cat_col, self.num_boost_round, self.early_stopping_rounds,
                 progress=progress, desc="output-token model")
