@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    # Driver messages (psycopg, redis) span lines; the contract is one `error:` line.
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -107,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RouterError as exc:
         if debug:
             raise
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {_one_line(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {_one_line(exc.hint)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -118,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Unexpected but common: a path that is not there, a port in use.
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         print("hint: run again with --debug for the full traceback", file=sys.stderr)
         return 1
 

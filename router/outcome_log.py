@@ -664,7 +664,7 @@ class SQLiteOutcomeLog(OutcomeLog):
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the outcome log at {self.path}: {exc}",
                               hint="check the path is a writable file location "
-                                   "(ROUTER_OUTCOME_LOG)") from exc
+                                   "(ROUTER_LOG_URL)") from exc
 
     def _open_writer(self) -> None:
         conn = self._connect()
@@ -678,7 +678,7 @@ class SQLiteOutcomeLog(OutcomeLog):
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise ConfigError(f"{self.path} is not a usable outcome log: {exc}",
-                              hint="point ROUTER_OUTCOME_LOG at a new file") from exc
+                              hint="point ROUTER_LOG_URL at a new file") from exc
         except BaseException:
             conn.close()
             raise
@@ -802,7 +802,7 @@ class PostgresOutcomeLog(OutcomeLog):
             raise ConfigError(
                 f"cannot connect to the outcome log at {redact_url(self.url)}: "
                 f"{str(exc).strip() or type(exc).__name__}",
-                hint="check host, port, database and user in the URL (ROUTER_OUTCOME_LOG) "
+                hint="check host, port, database and user in the URL (ROUTER_LOG_URL) "
                      "and that PostgreSQL is running") from exc
 
     def _open_writer(self) -> None:
@@ -927,7 +927,7 @@ def open_outcome_log(url_or_path: str | Path, **options: Any) -> OutcomeLog:
     text = str(url_or_path).strip()
     if not text:
         raise ConfigError("the outcome log URL is empty",
-                          hint="set ROUTER_OUTCOME_LOG to a file path or postgresql://... URL")
+                          hint="set ROUTER_LOG_URL to a file path or postgresql://... URL")
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         options.pop("path", None)

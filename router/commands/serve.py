@@ -22,7 +22,7 @@ from typing import Any
 from router.cli import add_command
 from router.errors import ConfigError
 
-__all__ = ["register", "run", "FAKE_UPSTREAM_PATH", "bind_socket"]
+__all__ = ["register", "run", "FAKE_UPSTREAM_PATH", "bind_socket", "preflight"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,47 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """A mistyped --model/--registry is named as the flag the user typed."""
+    from pathlib import Path
+
+    if args.model and not Path(args.model).is_dir():
+        raise ConfigError(f"--model {args.model}: no such folder",
+                          hint="pass the folder written by `router train --out DIR`, or "
+                               "--registry DIR to serve a registry's current version")
+    if args.registry and not Path(args.registry).is_dir():
+        raise ConfigError(f"--registry {args.registry}: no such folder",
+                          hint="pass a registry root (the folder holding versions/ and "
+                               "CURRENT), e.g. the one `router quickstart` printed")
+
+
+def preflight(settings: Any) -> None:
+    """Open and close the outcome log and the cache once before serving.
+
+    An unreachable PostgreSQL or Redis URL then stops `router serve` with the
+    store's one-line `ConfigError` and its hint, instead of a uvicorn lifespan
+    traceback. It costs one connection each at start-up.
+    """
+    import asyncio
+
+    from router.cache import open_cache
+    from router.outcome_log import open_outcome_log
+
+    async def check() -> None:
+        store = open_outcome_log(settings.log_url, batch_size=settings.log_batch_size,
+                                 flush_interval_s=settings.log_flush_interval_s)
+        await store.start()
+        await store.close()
+        if settings.cache_url and settings.cache_ttl_s > 0:
+            cache = open_cache(settings.cache_url, ttl_s=settings.cache_ttl_s)
+            try:
+                await cache.start()
+            finally:
+                await cache.close()
+
+    asyncio.run(check())
+
+
 def _missing_provider_keys(catalog: Any) -> list[str]:
     import os
 
@@ -127,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     from router.registry import Registry
     from router.settings import load_settings
 
+    _check_paths(args)
     overrides = {"model_dir": args.model, "registry_dir": args.registry, "host": args.host,
                  "port": args.port, "catalog": args.catalog,
                  "upstream_base_url": args.upstream_base_url, "log_url": args.log_url,
@@ -144,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     sock = bind_socket(settings.host, settings.port)
     try:
+        preflight(settings)
         app, settings = _build(args, settings, sock.getsockname()[1])
         print(f"router on http://{settings.host}:{sock.getsockname()[1]} (Ctrl-C to stop)",
               flush=True)

@@ -67,8 +67,17 @@ def _run(args: argparse.Namespace) -> int:
         options["questions"] = args.questions
     elif args.questions:
         raise ConfigError("--questions applies to the mtbench format only")
-    table = import_benchmark(args.format, args.src, **options)
-    path = write_outcomes(table, args.out)
+    # Two coarse steps (read + convert, write): a large RouterBench pickle takes a
+    # while and the user should see which half it is in. Quiet when not a terminal.
+    from tqdm import tqdm
+
+    with tqdm(total=2, desc=f"import {args.format}", unit="step",
+              disable=not sys.stderr.isatty()) as bar:
+        table = import_benchmark(args.format, args.src, **options)
+        bar.update()
+        bar.set_description(f"writing {args.out}")
+        path = write_outcomes(table, args.out)
+        bar.update()
     print(f"wrote {len(table)} rows ({table['prompt_id'].nunique()} prompts x "
           f"{table['model'].nunique()} models, mean quality {table['quality'].mean():.3f}) "
           f"to {path}", file=sys.stdout)
