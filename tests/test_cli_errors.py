@@ -1,0 +1,176 @@
+"""The common mistakes a newcomer makes end in one `error:` line and one `hint:` line.
+
+Each case checks the exact first line (or its stable prefix where a driver message
+follows), that a hint follows, the exit code 1, and that no traceback is printed;
+`--debug` brings the traceback back. Offline commands run in-process through
+`router.cli.main`; `serve` and `fake-upstream` run as real subprocesses, since
+binding ports and starting servers is what they get wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return code, _error_lines(err)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    # Log records (warnings with a timestamp) may precede the error; the error is ours.
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("error: ")), None)
+    assert start is not None, f"no `error:` line in:\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+    return lines[start:]
+
+
+def _assert_two_lines(lines: list[str], first: str, *, exact: bool = True) -> None:
+    assert (lines[0] == first) if exact else lines[0].startswith(first), lines
+    assert len(lines) == 2 and lines[1].startswith("hint: "), lines
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for var in [v for v in os.environ if v.startswith("ROUTER_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("ROUTER_REGISTRY", str(tmp_path / "registry"))
+    return tmp_path
+
+
+def test_wrong_path(in_tmp, capsys):
+    code, lines = _cli(capsys, "train", "--data", "nope.csv", "--out", "model")
+    assert code == 1
+    _assert_two_lines(lines, "error: nope.csv: file not found")
+    assert not (in_tmp / "model").exists()
+
+
+def test_wrong_format(in_tmp, capsys):
+    (in_tmp / "notes.txt").write_text("prompt_id,prompt,model,quality\n")
+    code, lines = _cli(capsys, "train", "--data", "notes.txt", "--out", "model")
+    assert code == 1
+    _assert_two_lines(lines, "error: notes.txt: unknown file type")
+    assert lines[1] == "hint: use one of .csv, .csv.gz, .parquet, .pq, .jsonl, .jsonl.gz, .ndjson"
+
+
+def test_wrong_output_format(in_tmp, capsys):
+    code, lines = _cli(capsys, "demo-data", "--out", "demo.txt", "--prompts", "5")
+    assert code == 1
+    _assert_two_lines(lines, "error: demo.txt: unknown output file type")
+    assert not (in_tmp / "demo.txt").exists()
+
+
+def test_missing_prices(in_tmp, capsys):
+    (in_tmp / "outcomes.csv").write_text("prompt_id,prompt,model,quality\n"
+                                         "p1,hi,mystery-model,1\np1,hi,gpt-4o,0\n")
+    code, lines = _cli(capsys, "train", "--data", "outcomes.csv", "--out", "model")
+    assert code == 1
+    _assert_two_lines(lines, "error: outcomes.csv, row 1: model 'mystery-model' has no price "
+                             "and the row has no cost_usd")
+    assert "--prices FILE" in lines[1]
+
+
+def test_model_folder_not_found(in_tmp, capsys):
+    code, lines = _cli(capsys, "route", "hello", "--model", "nope")
+    assert code == 1
+    _assert_two_lines(lines, "error: nope: model folder not found")
+
+
+def test_outcome_log_not_found(in_tmp, capsys):
+    code, lines = _cli(capsys, "report", "--log", "nope.db")
+    assert code == 1
+    _assert_two_lines(lines, "error: no outcome log at nope.db")
+    assert not (in_tmp / "nope.db").exists()
+
+
+def test_unreachable_postgres_for_retrain(in_tmp, capsys):
+    code, lines = _cli(capsys, "retrain", "--log", "postgresql://127.0.0.1:1/x")
+    assert code == 1
+    _assert_two_lines(lines, "error: cannot connect to the outcome log at "
+                             "postgresql://127.0.0.1:1/x: ", exact=False)
+    assert "ROUTER_LOG_URL" in lines[1]
+
+
+def test_debug_shows_the_traceback(in_tmp, capsys):
+    from router.errors import DataError
+
+    with pytest.raises(DataError, match="file not found"):
+        main(["--debug", "train", "--data", "nope.csv", "--out", "model"])
+
+
+# --- servers: real subprocesses --------------------------------------------------------
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def _router(tmp_path: Path, *argv: str) -> tuple[int, list[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    env["ROUTER_REGISTRY"] = str(tmp_path / "registry")
+    done = subprocess.run(["router", *argv], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    return done.returncode, _error_lines(done.stderr)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> str:
+    (tmp_path / "registry").mkdir()
+    return str(tmp_path / "registry")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_port_in_use(tmp_path, registry, busy_port):
+    code, lines = _router(tmp_path, "serve", "--registry", registry, "--port", str(busy_port))
+    assert code == 1
+    _assert_two_lines(lines, f"error: port {busy_port} on 127.0.0.1 is already in use")
+
+
+def test_fake_upstream_port_in_use(tmp_path, busy_port):
+    code, lines = _router(tmp_path, "fake-upstream", "--port", str(busy_port))
+    assert code == 1
+    _assert_two_lines(lines, f"error: port {busy_port} on 127.0.0.1 is already in use")
+
+
+def test_serve_model_folder_not_found(tmp_path):
+    code, lines = _router(tmp_path, "serve", "--model", "nope")
+    assert code == 1
+    _assert_two_lines(lines, "error: --model nope: no such folder")
+
+
+def test_serve_unreachable_redis(tmp_path, registry):
+    code, lines = _router(tmp_path, "serve", "--registry", registry, "--port", str(_free_port()),
+                          "--cache-url", "redis://127.0.0.1:1/0")
+    assert code == 1
+    _assert_two_lines(lines, "error: cannot reach the Redis cache at redis://127.0.0.1:1/0: ",
+                      exact=False)
+    assert "ROUTER_CACHE_URL" in lines[1]
+
+
+def test_serve_unreachable_postgres(tmp_path, registry):
+    code, lines = _router(tmp_path, "serve", "--registry", registry, "--port", str(_free_port()),
+                          "--log-url", "postgresql://127.0.0.1:1/x")
+    assert code == 1
+    _assert_two_lines(lines, "error: cannot connect to the outcome log at "
+                             "postgresql://127.0.0.1:1/x: ", exact=False)
+    assert "ROUTER_LOG_URL" in lines[1]
