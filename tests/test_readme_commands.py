@@ -144,3 +144,13 @@ def _wait_ready(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError("router serve did not become ready within 60 s")
+
+
+def test_every_file_the_readme_names_exists():
+    text = README.read_text()
+    named = set(re.findall(r"`((?:deploy|bench|notebooks|models|tests|training|router)/"
+                           r"[\w./-]+\.(?:py|yaml|yml|json|toml|md))", text))
+    named |= {"Dockerfile", ".dockerignore"}
+    missing = sorted(p for p in named if not (REPO_ROOT / p).exists())
+    assert not missing, f"README names files that do not exist: {missing}"
+    assert len(named) > 15
