@@ -681,7 +681,7 @@ def format_result(result: SimulationResult) -> str:
         f"Zero router (single models mixed): AIQ {result.zero_router_aiq:.4f}; oracle quality "
         f"{result.oracle_quality:.4f}",
         f"AIQ is measured on {result.n_eval_prompts} held-out prompts never sent as traffic; "
-        f"quality and cost are the served traffic's means.",
+        "quality and cost are the served traffic's means (exploration included).",
         f"work folder: {result.workdir}",
     ]
     return "\n".join(lines)
