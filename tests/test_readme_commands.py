@@ -127,6 +127,7 @@ def test_readme_commands_work_as_written(tmp_path):
     assert "* v" in joined  # `router models list` marks the current version
     assert 'router_requests_total{endpoint="chat"' in joined
     assert "had every request gone to" in joined
+    assert '"full_data_aiq"' in joined and (tmp_path / "tour" / "loop.png").is_file()
     routes = (tmp_path / "tour" / "routes.csv").read_text().splitlines()
     assert routes[0] == "prompt_id,bar,model,expected_quality,expected_cost_usd"
     assert len(routes) == 1 + 2 * 250
