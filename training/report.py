@@ -141,7 +141,7 @@ def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
                               hint=f"models the router considered: {known}")
     elif mean_q:
         best = min(mean_q, key=lambda m: (-mean_q[m], m))
-        how = f"highest mean expected quality among candidates ({mean_q[best]:.3f})"
+        how = f"highest mean expected quality among candidates, {mean_q[best]:.3f}"
     else:
         best, how = None, "no candidates logged"
 

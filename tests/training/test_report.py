@@ -79,7 +79,7 @@ def test_every_number_of_the_report(log_path):
     assert top["saving_pct"] == pytest.approx(100 * 0.0232 / 0.054)
     best = report["counterfactuals"]["best_model"]
     assert best["model"] == "strong"
-    assert best["chosen_by"] == "highest mean expected quality among candidates (0.900)"
+    assert best["chosen_by"] == "highest mean expected quality among candidates, 0.900"
     assert best["requests_without_estimate"] == 1  # r8 never considered strong
     assert best["spend_usd"] == pytest.approx(0.0511)
     assert best["saving_usd"] == pytest.approx(0.0203)
@@ -140,8 +140,8 @@ def test_text_report_states_savings_and_the_estimate(log_path):
     assert f"outcome log {log_path}, since {since.isoformat()}: 8 requests" in text
     assert "spend $0.0308, mean feedback quality 0.562 (4 rated)" in text
     assert ("the most expensive model considered: $0.0540; saving $0.0232 (43.0%)" in text)
-    assert ("the best single model, strong (highest mean expected quality among candidates "
-            "(0.900)): $0.0511; saving $0.0203 (39.7%); 1 requests without an estimate for "
+    assert ("the best single model, strong (highest mean expected quality among candidates, "
+            "0.900): $0.0511; saving $0.0203 (39.7%); 1 requests without an estimate for "
             "it count at actual cost") in text
     assert "estimate: counterfactual spend = the router's expected cost" in text
     assert "rates: fallback 12.5%, cache hit 12.5%, error 12.5%" in text

@@ -194,8 +194,10 @@ def format_report(data: Mapping[str, Any], *, model_dir: str = "") -> str:
         parts.append(f"kNN {data['knn']['aiq']:.4f}")
     parts.append(f"random {data['random']['aiq']:.4f}")
     lines.append("  AIQ: " + ", ".join(parts))
-    lines.append(f"  cost to reach the best single model's quality ({data['best_single_model']}):"
-                 f" {_pct(data['cost_at_best_single_quality'])} of its cost")
+    reach = data["cost_at_best_single_quality"]
+    lines.append(f"  cost to reach the best single model's quality ({data['best_single_model']}): "
+                 + ("not reached on this curve" if reach is None
+                    else f"{_pct(reach)} of its cost"))
     q10 = data["quality_at_10pct_cost"]
     lines.append("  quality at 10% of the best single model's cost: "
                  + ("not reachable" if q10 is None else f"{q10:.4f}"))
