@@ -77,7 +77,10 @@ class AppContext:
         return service
 
 
-def get_ctx(request: Request) -> AppContext:
+# Dependencies are `async def` although they never await: FastAPI runs a plain
+# `def` dependency in its thread pool, and two thread hops per request (plus the
+# GIL hand-offs they cause) cost more than the whole routing decision.
+async def get_ctx(request: Request) -> AppContext:
     return request.app.state.ctx
 
 
@@ -85,7 +88,7 @@ def new_request_id() -> str:
     return "req_" + uuid.uuid4().hex
 
 
-def client_key(request: Request) -> str | None:
+async def client_key(request: Request) -> str | None:
     """The caller's key id (for the log), or None when auth is off.
 
     Accepts `Authorization: Bearer <key>` or `x-api-key: <key>`; 401 in OpenAI's
