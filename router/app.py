@@ -204,7 +204,8 @@ class Reloader:
         s = self.ctx.settings
         return load_service(path, self.ctx.catalog, default_bar=s.default_quality_bar,
                             exploration=s.exploration,
-                            proxy_all=s.upstream_base_url is not None)
+                            proxy_all=s.upstream_base_url is not None,
+                            decision_cache_size=s.decision_cache_size)
 
     async def load_initial(self) -> None:
         """Load the first model (errors propagate: a corrupt start-up model stops start-up)."""
@@ -264,7 +265,8 @@ def load_initial_service(settings: Settings) -> RoutingService | None:
     return load_service(path, load_catalog(settings.catalog),
                         default_bar=settings.default_quality_bar,
                         exploration=settings.exploration,
-                        proxy_all=settings.upstream_base_url is not None)
+                        proxy_all=settings.upstream_base_url is not None,
+                        decision_cache_size=settings.decision_cache_size)
 
 
 def _source_for(settings: Settings) -> ModelSource:
@@ -313,7 +315,8 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
     if model is not None:
         service = model if isinstance(model, RoutingService) else RoutingService.build(
             model, catalog, default_bar=settings.default_quality_bar,
-            exploration=settings.exploration, proxy_all=settings.upstream_base_url is not None)
+            exploration=settings.exploration, proxy_all=settings.upstream_base_url is not None,
+            decision_cache_size=settings.decision_cache_size)
         ctx.service = service
         metrics.set_model_version(service.version)
 

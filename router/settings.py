@@ -103,6 +103,9 @@ class Settings(BaseSettings):
         "also answer near-duplicate prompts (same intent) from the cache"))
     semantic_threshold: float = Field(0.97, description=(
         "cosine similarity in (0, 1] a near duplicate must reach"))
+    decision_cache_size: int = Field(10_000, description=(
+        "routing decisions remembered per model (by conversation and limits) so a repeated "
+        "prompt skips prediction; 0 turns it off"))
     privacy_mode: bool = Field(False, description=(
         "log only the conversation hash, never its text"))
     max_body_bytes: int = Field(1_048_576, description="larger request bodies get 413")
@@ -225,7 +228,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("cache_ttl_s", "backoff_s", "max_retry_after_s", "cooldown_s",
-                     "reload_interval_s", "max_retries")
+                     "reload_interval_s", "max_retries", "decision_cache_size")
     @classmethod
     def _non_negative(cls, value: float) -> float:
         if value < 0:
