@@ -58,10 +58,10 @@ def test_demo_notebook_trains_evaluates_and_plots():
     out = run_notebook("01_demo_train_evaluate.py")
     router, zero = number(r"AIQ router ([\d.]+)", out), number(r"AIQ Zero router ([\d.]+)", out)
     random, oracle = number(r"AIQ random ([\d.]+)", out), number(r"oracle quality ([\d.]+)", out)
-    # A trained router is far above mixing the cheapest and best models at random, near the
+    # A trained router is far above mixing the cheapest and best models at random, above the
     # Zero router, and below the per-prompt oracle.
     assert router > random + 0.05
-    assert abs(router - zero) < 0.05
+    assert router > zero
     assert oracle > router
     assert number(r"router minus Zero router ([-+][\d.]+)", out) == pytest.approx(
         router - zero, abs=2e-4)

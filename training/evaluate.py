@@ -7,6 +7,12 @@ realised quality and cost per prompt), `evaluate` computes:
   each bar routes every prompt with `router.policy.choose` on the *predicted*
   quality and cost, and the point is scored with the *realised* quality and cost of
   the chosen models (mean per request). AIQ is the area under its hull.
+* **utility mode**: the same, sweeping lambda in argmax q - lambda * c (DESIGN.md's
+  second rule) over a geometric grid scaled to the table's costs. The router's
+  `aiq`, `cost_at_best_single_quality` and `quality_at_10pct_cost` are read off
+  the hull of *all* its operating points (bars and lambdas), since a deployment
+  picks whichever setting it likes; `aiq_threshold` and `aiq_utility` give each
+  rule alone. The kNN baseline gets exactly the same two sweeps.
 * **single models** and the **Zero router** (the hull over the single models, i.e.
   mixing them at random), which a router must beat to be worth anything.
 * **random**: RouterBench's random router, calling the best single model with
@@ -43,7 +49,8 @@ from training import metrics
 from training.data import conversations
 
 __all__ = ["DEFAULT_KNN_K", "EvalReport", "KnnPrediction", "evaluate", "knn_quality",
-           "outcome_matrices", "report_from_predictions", "sweep_bars"]
+           "outcome_matrices", "report_from_predictions", "sweep_bars", "sweep_lambdas",
+           "utility_lambdas"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +87,9 @@ class EvalReport:
     cost_at_best_single_quality: float | None
     quality_at_10pct_cost: float | None
     knn: dict[str, Any] | None = None
+    utility_curve: list[dict[str, float]] = field(default_factory=list)
+    aiq_threshold: float | None = None
+    aiq_utility: float | None = None
     apgr: float | None = None
     cpt50: float | None = None
     cpt80: float | None = None
@@ -150,6 +160,31 @@ def knn_quality(train_vectors: np.ndarray, train_quality: np.ndarray,
         else:
             nearest = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
         out[start:start + chunk] = train_quality[nearest].mean(axis=1)
+    return out
+
+
+def utility_lambdas(cost: np.ndarray, n: int = 60) -> list[float]:
+    """0 (best quality at any price) then a geometric grid spanning the cost scale.
+
+    lambda is quality per USD: from 1e-3 / (dearest mean cost), where cost barely
+    matters, to 10 / (cheapest mean cost), where only cost does.
+    """
+    mean_cost = np.asarray(cost, dtype=np.float64).mean(axis=0)
+    positive = mean_cost[mean_cost > 0]
+    if positive.size == 0:
+        return [0.0]
+    low, high = 1e-3 / positive.max(), 10.0 / positive.min()
+    return [0.0, *np.geomspace(low, high, n).tolist()]
+
+
+def sweep_lambdas(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
+                  cost: np.ndarray, lambdas: Sequence[float]) -> np.ndarray:
+    """(lambda, mean realised cost, mean realised quality) per utility weight."""
+    rows = np.arange(quality.shape[0])
+    out = np.empty((len(lambdas), 3))
+    for i, lam in enumerate(lambdas):
+        idx = choose(pred_quality, pred_cost, utility_lambda=float(lam))
+        out[i] = (lam, cost[rows, idx].mean(), quality[rows, idx].mean())
     return out
 
 
@@ -281,6 +316,8 @@ def report_from_predictions(
     notes = list(notes or [])
     bar_list = list(bars) if bars is not None else _default_bars(pred_quality)
     router_pts = sweep_bars(pred_quality, pred_cost, quality, cost, bar_list)
+    lambdas = utility_lambdas(cost)
+    utility_pts = sweep_lambdas(pred_quality, pred_cost, quality, cost, lambdas)
     single_cost, single_quality = cost.mean(axis=0), quality.mean(axis=0)
     c_max = float(single_cost.max())
     # Best single: highest quality, the cheaper one among ties.
@@ -300,10 +337,14 @@ def report_from_predictions(
     knn_report = None
     if knn is not None:
         knn_pts = sweep_bars(knn.quality, knn.cost_usd, quality, cost, bar_list)
+        knn_util = sweep_lambdas(knn.quality, knn.cost_usd, quality, cost, lambdas)
+        knn_xy = np.vstack([knn_pts[:, 1:], knn_util[:, 1:]])
         knn_report = {"k": knn.k, "fitted_on": knn.fitted_on, "curve": _curve_dicts(knn_pts),
-                      "aiq": metrics.aiq(knn_pts[:, 1], knn_pts[:, 2], c_max)}
+                      "aiq": metrics.aiq(knn_xy[:, 0], knn_xy[:, 1], c_max),
+                      "aiq_threshold": metrics.aiq(knn_pts[:, 1], knn_pts[:, 2], c_max),
+                      "aiq_utility": metrics.aiq(knn_util[:, 1], knn_util[:, 2], c_max)}
 
-    router_xy = router_pts[:, 1:]
+    router_xy = np.vstack([router_pts[:, 1:], utility_pts[:, 1:]])
     report = EvalReport(
         n_prompts=int(quality.shape[0]),
         models=models,
@@ -312,7 +353,7 @@ def report_from_predictions(
         single_models=[{"model": m, "cost_usd": float(c), "quality": float(q)}
                        for m, c, q in zip(models, single_cost, single_quality, strict=True)],
         c_max=c_max,
-        aiq=metrics.aiq(router_pts[:, 1], router_pts[:, 2], c_max),
+        aiq=metrics.aiq(router_xy[:, 0], router_xy[:, 1], c_max),
         zero_router_aiq=metrics.zero_router_aiq(single_cost, single_quality, c_max),
         random=random,
         oracle={"cost_usd": orc.cost_usd, "quality": orc.quality},
@@ -322,6 +363,10 @@ def report_from_predictions(
         if best_cost > 0 else None,
         quality_at_10pct_cost=metrics.quality_at_cost(router_xy, 0.1 * best_cost),
         knn=knn_report,
+        utility_curve=[{"lambda": float(lam), "cost_usd": float(c), "quality": float(q)}
+                       for lam, c, q in utility_pts],
+        aiq_threshold=metrics.aiq(router_pts[:, 1], router_pts[:, 2], c_max),
+        aiq_utility=metrics.aiq(utility_pts[:, 1], utility_pts[:, 2], c_max),
         notes=notes,
     )
     if len(models) == 2:

@@ -287,3 +287,15 @@ def test_router_beats_random_on_held_out_gsm8k(shared_data) -> None:
     assert report.apgr > 0.55  # random is 0.5
     assert report.cpt50 < 0.45  # random needs 50% strong calls
     assert report.two_model["oracle"]["cpt50"] < report.cpt50
+
+
+def test_utility_rule_is_swept_and_the_router_aiq_covers_both_rules() -> None:
+    # Blurred predictions: "mid" and "dear" look alike on hard prompts, which is where the
+    # threshold rule pays for "dear" and the utility rule can decline to.
+    report = evaluate(StubModel(blur=0.4), make_table(300, seed=2))
+    lambdas = [p["lambda"] for p in report.utility_curve]
+    assert lambdas[0] == 0.0 and lambdas == sorted(lambdas)
+    # lambda = 0 is "best predicted quality at any price"; the largest lambda is "cheapest".
+    assert report.utility_curve[-1]["cost_usd"] == pytest.approx(COST["cheap"])
+    assert report.aiq >= report.aiq_threshold and report.aiq >= report.aiq_utility
+    assert {"aiq", "aiq_threshold", "aiq_utility"} <= set(report.knn)

@@ -188,7 +188,11 @@ def format_report(data: Mapping[str, Any], *, model_dir: str = "") -> str:
                      f"{point['quality']:.4f}")
     lines.append("")
     gain = data["aiq"] - data["zero_router_aiq"]
-    parts = [f"router {data['aiq']:.4f}",
+    rules = ""
+    if data.get("aiq_utility") is not None:
+        rules = (f" [threshold rule {data['aiq_threshold']:.4f}, "
+                 f"utility rule {data['aiq_utility']:.4f}]")
+    parts = [f"router {data['aiq']:.4f}{rules}",
              f"Zero router {data['zero_router_aiq']:.4f} (router {gain:+.4f})"]
     if data.get("knn"):
         parts.append(f"kNN {data['knn']['aiq']:.4f}")
