@@ -443,6 +443,25 @@ def _delta_text(payload: Any) -> str:
     return "".join(parts)
 
 
+def _needs_parse(data: str) -> bool:
+    """Whether an event's JSON may hold an error or a (non-null) usage.
+
+    Inside JSON strings quotes are escaped, so `"error"` and `"usage"` unescaped
+    can only be keys (or whole string values, which merely cost a parse).
+    """
+    if '"error"' in data:
+        return True
+    usages = data.count('"usage"')
+    return usages > 0 and usages != data.count('"usage":null') + data.count('"usage": null')
+
+
+def _loads(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
 class _Retry(Exception):
     """Internal: move on (next try or next model) after `error`."""
 
@@ -451,7 +470,8 @@ class _Retry(Exception):
 
 
 class UpstreamStream:
-    """A started stream: iterate it for SSE byte events (whole events, in order).
+    """A started stream: iterate it for SSE byte events (whole events, in order),
+    or `batches()` for the same bytes grouped per network read (what a proxy sends).
 
     The chain was already tried when you get one: `model` is the model that
     answered; `attempts` and `ttfb_s` are set; `usage`, `latency_s` and `error`
@@ -484,7 +504,7 @@ class UpstreamStream:
         self._url = url
         self._secret = secret
         self._forward_usage = forward_usage
-        self._text: list[str] = []
+        self._text: list[tuple[bool, str]] = []  # (still raw JSON, text)
         self._upstream_usage: tuple[int, int] | None = None
         self._iterator: Any = None
         self._verdict = False  # whether the breaker was told how this stream went
@@ -494,36 +514,62 @@ class UpstreamStream:
         return len({a.model for a in self.attempts if a.model != self.model})
 
     def __aiter__(self) -> AsyncIterator[bytes]:
+        """Whole SSE events, one per item."""
         if self._iterator is None:
-            self._iterator = self._iterate()
+            self._iterator = self._events()
         return self._iterator
 
-    async def _iterate(self) -> AsyncIterator[bytes]:
+    def batches(self) -> AsyncIterator[bytes]:
+        """Whole SSE events, joined per network read: what a proxy should forward.
+
+        One ASGI send and one socket write per upstream read instead of per event,
+        with the same bytes. Use either this or plain iteration, not both.
+        """
+        if self._iterator is None:
+            self._iterator = self._joined()
+        return self._iterator
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        batches = self._batches()
+        try:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+        finally:
+            await batches.aclose()
+
+    async def _joined(self) -> AsyncIterator[bytes]:
+        batches = self._batches()
+        try:
+            async for batch in batches:
+                yield batch[0] if len(batch) == 1 else b"".join(batch)
+        finally:
+            await batches.aclose()
+
+    async def _batches(self) -> AsyncIterator[list[bytes]]:
+        # Events are grouped as they arrived (one network read) and only whole.
         client = self._client
+        batch: list[bytes] = []
         try:
             try:
-                saw_done = False
-                for event in self._pending:
-                    out = self._observe(event)
-                    if out is not None:
-                        yield out
-                    saw_done = saw_done or event.is_done
+                saw_done = self._take(self._pending, batch)
                 self._pending = []
+                if batch:
+                    out, batch = batch, []
+                    yield out
                 if not saw_done:
                     async for chunk in self._chunks:
-                        for event in self._decoder.feed(chunk):
-                            out = self._observe(event)
-                            if out is not None:
-                                yield out
-                            saw_done = saw_done or event.is_done
+                        saw_done = self._take(self._decoder.feed(chunk), batch)
+                        if batch:
+                            out, batch = batch, []
+                            yield out
                         if saw_done:
                             break
                 if not saw_done:
-                    for event in self._decoder.flush():
-                        out = self._observe(event)
-                        if out is not None:
-                            yield out
-                        saw_done = saw_done or event.is_done
+                    saw_done = self._take(self._decoder.flush(), batch)
+                    if batch:
+                        out, batch = batch, []
+                        yield out
                 if not saw_done:
                     raise _Retry(UpstreamServerError(
                         f"upstream {self.model} ({self._url}) ended the stream without "
@@ -535,9 +581,10 @@ class UpstreamStream:
             if self.error is None:
                 await self._drain()
             if self.error is not None:
-                yield error_event(f"the upstream failed mid-stream: {self.error.message}",
-                                  code=self.error.kind, status=self.error.status_code)
-                yield DONE
+                # Whole events that came before the failure, then the error, then DONE.
+                yield [*batch, error_event(
+                    f"the upstream failed mid-stream: {self.error.message}",
+                    code=self.error.kind, status=self.error.status_code), DONE]
             else:
                 self._verdict = True
                 client.cooldowns.record_success(self.model)
@@ -545,6 +592,16 @@ class UpstreamStream:
         finally:
             self._settle()
             await self._response.aclose()
+
+    def _take(self, events: Iterable[Any], batch: list[bytes]) -> bool:
+        """Observe `events`, append what to forward to `batch`; True once `[DONE]` was seen."""
+        saw_done = False
+        for event in events:
+            out = self._observe(event)
+            if out is not None:
+                batch.append(out)
+            saw_done = saw_done or event.is_done
+        return saw_done
 
     def _settle(self) -> None:
         if self.latency_s is None:
@@ -562,6 +619,13 @@ class UpstreamStream:
                     pass
 
     def _observe(self, event: Any) -> bytes | None:
+        data = event.data
+        if data is None or not _needs_parse(data):
+            # Most chunks are plain deltas: keep their text for a token count the
+            # upstream may never send, and parse it only then (`_finish_usage`).
+            if data is not None:
+                self._text.append((True, data))
+            return event.raw
         payload = event.json()
         if isinstance(payload, dict):
             if "error" in payload:
@@ -570,7 +634,7 @@ class UpstreamStream:
                     f"upstream {self.model} ({self._url}) sent an error event: "
                     f"{_redact(message, self._secret)}", model=self.model, url=self._url,
                     code=code))
-            self._text.append(_delta_text(payload))
+            self._text.append((False, _delta_text(payload)))
             usage = _usage_from(payload)
             if usage is not None:
                 self._upstream_usage = usage
@@ -588,8 +652,10 @@ class UpstreamStream:
         if self._upstream_usage is not None:
             self.usage = Usage(*self._upstream_usage)
         else:
-            self.usage = Usage(self._prompt_tokens, estimate_tokens("".join(self._text))
-                               if any(self._text) else 0, estimated=True)
+            text = "".join(_delta_text(_loads(part)) if raw else part
+                           for raw, part in self._text)
+            self.usage = Usage(self._prompt_tokens, estimate_tokens(text) if text else 0,
+                               estimated=True)
 
     async def aclose(self) -> None:
         """Stop early (the client went away): close the connection, no verdict on the model."""

@@ -200,8 +200,8 @@ async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            async for event in stream:
-                yield event
+            async for chunk in stream.batches():  # whole events, one send per upstream read
+                yield chunk
         finally:
             # Runs on normal end, on upstream failure (already turned into an error
             # event) and when the client goes away; logging first, it cannot block.

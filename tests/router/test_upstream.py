@@ -541,6 +541,50 @@ async def test_stream_failing_mid_way_ends_with_an_error_event_and_done(make_cli
     assert isinstance(stream.error, UpstreamUnavailable)
 
 
+class Pieces(httpx.AsyncByteStream):
+    """Sends each of `reads` as one network read."""
+
+    def __init__(self, *reads: bytes) -> None:
+        self.reads = reads
+
+    async def __aiter__(self):
+        for piece in self.reads:
+            yield piece
+
+
+async def test_stream_batches_forward_whole_events_one_chunk_per_read(make_client):
+    one, two, three = sse(delta("a"), done=False), sse(delta("b"), done=False), sse(delta("c"))
+    # Read 1: event one and half of event two; read 2: the rest of two and three (+DONE).
+    cut = len(two) // 2
+    upstream = Upstream(small=httpx.Response(200, stream=Pieces(one + two[:cut],
+                                                                two[cut:] + three)))
+    stream = await make_client(upstream).stream({**BODY, "stream": True}, ["small"])
+    chunks = [chunk async for chunk in stream.batches()]
+    assert chunks == [one, two + three]  # same bytes, never half an event
+    assert stream.finished and stream.usage.completion_tokens == estimate_tokens("abc")
+
+
+async def test_stream_batches_end_with_the_error_event_after_whole_events(make_client):
+    head = sse(delta("Hel"), delta("lo"), done=False) + b"data: {\"cho"
+    upstream = Upstream(small=httpx.Response(200, stream=Broken(head)))
+    stream = await make_client(upstream).stream({**BODY, "stream": True}, ["small", "mid"])
+    chunks = [chunk async for chunk in stream.batches()]
+    assert chunks[0] == sse(delta("Hel"), delta("lo"), done=False)
+    assert chunks[-1].startswith(b"data: {\"error\"")
+    assert chunks[-1].endswith(b"\n\ndata: [DONE]\n\n") and len(chunks) == 2
+    assert isinstance(stream.error, UpstreamUnavailable)
+
+
+async def test_stream_usage_in_a_chunk_is_read_even_among_null_usages(make_client):
+    nulls = {**delta("x"), "usage": None}
+    usage = {**USAGE_CHUNK, "usage": {**USAGE_CHUNK["usage"], "completion_tokens": 41}}
+    upstream = Upstream(small=streaming(sse(nulls, nulls, usage)))
+    stream = await make_client(upstream).stream({**BODY, "stream": True}, ["small"])
+    body = b"".join([chunk async for chunk in stream.batches()])
+    assert body == sse(nulls, nulls)  # usage-only chunk not asked for: not forwarded
+    assert stream.usage.completion_tokens == 41 and not stream.usage.estimated
+
+
 async def test_stream_without_done_is_reported_not_cut_silently(make_client):
     upstream = Upstream(small=streaming(sse(delta("Hel"), done=False)))
     stream = await make_client(upstream).stream({**BODY, "stream": True}, ["small"])
