@@ -294,6 +294,32 @@ def _messages_column(df: pd.DataFrame, path: Path) -> tuple[np.ndarray, np.ndarr
     return out, tokens
 
 
+def _drop_unanswered(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Skip rows that `router collect` recorded without an outcome, saying how many.
+
+    Its output keeps failed calls (`status` "error") and answers the grader could not
+    score (`grade_error` set, quality empty) so a rerun can retry them; they carry no
+    quality to learn from. Any other row without a quality is still an error.
+    """
+    skip = np.zeros(len(raw), dtype=bool)
+    if "status" in raw.columns:
+        failed = (raw["status"].astype(str) == "error").to_numpy()
+        if failed.any():
+            log.warning("%s: skipped %d row(s) whose call failed (status=error); rerun "
+                        "`router collect --retry-errors` to fill them", path, failed.sum())
+        skip |= failed
+    if "grade_error" in raw.columns:
+        ungraded = (raw["grade_error"].notna() & raw["quality"].isna()).to_numpy() & ~skip
+        if ungraded.any():
+            log.warning("%s: skipped %d row(s) the grader could not score (grade_error)",
+                        path, ungraded.sum())
+        skip |= ungraded
+    if skip.all():
+        raise DataError(f"{path}: no row has an outcome ({len(raw)} failed or ungraded)",
+                        hint="check the upstream and the grader, then rerun `router collect`")
+    return raw[~skip].reset_index(drop=True) if skip.any() else raw
+
+
 def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
     raw = read_table(path)
     if len(raw) == 0:
@@ -309,6 +335,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
             f"{', '.join(map(str, raw.columns)) or 'no columns'}",
             hint="required: prompt_id, prompt or messages, model, quality; rename the "
                  "columns, or convert a benchmark with `router import FORMAT SRC --out FILE`")
+    raw = _drop_unanswered(raw, path)
     n = len(raw)
     df = raw.copy()
     for column in ("prompt_id", "model"):

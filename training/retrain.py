@@ -6,7 +6,8 @@ a biased sample of (request, model) pairs: cheap models are seen on easy
 requests, strong models on hard ones. Each row is therefore weighted by the
 inverse of the logged propensity (clipped, so a handful of rare exploration
 rows cannot dominate), which makes the weighted sample look as if models had
-been assigned at random. The exploration share of the serving policy is what
+been assigned at random. The exploration share of the serving policy (the
+`ROUTER_EXPLORATION` setting of `router serve`) is what
 keeps those propensities away from zero.
 
 Rows used (and the others counted, so an operator sees why a log gave few rows):
@@ -277,7 +278,6 @@ def retrain(
     max_weight: float = DEFAULT_MAX_WEIGHT,
     min_rows: int = 50,
     min_logged_rows: int = 200,
-    exploration: float | None = None,
     seed: int = 0,
     now: datetime | None = None,
     fit: Callable[[pd.DataFrame, Any, int], Any] | None = None,
@@ -358,8 +358,6 @@ def retrain(
                         "since": str(since) if since else None, "base": [str(b) for b in base],
                         "max_weight": max_weight, "tolerance": tolerance},
         }
-        if exploration is not None:
-            extra["exploration"] = exploration
         registry.add(artifact, version_id=version_id, move=True, extra_meta=extra)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -298,3 +298,32 @@ def test_writing_the_same_table_twice_gives_the_same_bytes(basic: Path, tmp_path
     first = write_outcomes(raw, tmp_path / "1" / f"t{suffix}").read_bytes()
     second = write_outcomes(raw, tmp_path / "2" / f"t{suffix}").read_bytes()
     assert first == second
+
+
+def test_collect_output_skips_failed_and_ungraded_pairs_and_says_so(tmp_path: Path, caplog):
+    rows = [
+        {"prompt_id": "p1", "prompt": "2+2?", "model": "cheap", "quality": 1.0, "status": "ok",
+         "grade_error": None, "cost_usd": 0.001},
+        {"prompt_id": "p1", "prompt": "2+2?", "model": "strong", "quality": None, "status": "error",
+         "grade_error": None, "cost_usd": None},
+        {"prompt_id": "p2", "prompt": "3+3?", "model": "cheap", "quality": None, "status": "ok",
+         "grade_error": "judge gave no score", "cost_usd": 0.001},
+        {"prompt_id": "p2", "prompt": "3+3?", "model": "strong", "quality": 0.0, "status": "ok",
+         "grade_error": None, "cost_usd": 0.002},
+    ]
+    path = tmp_path / "collected.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        table = load_outcomes(path, catalog=CATALOG)
+    assert sorted(zip(table["prompt_id"], table["model"], strict=True)) == [("p1", "cheap"),
+                                                                            ("p2", "strong")]
+    assert "skipped 1 row(s) whose call failed (status=error)" in caplog.text
+    assert "skipped 1 row(s) the grader could not score" in caplog.text
+
+
+def test_collect_output_with_no_outcome_at_all_is_refused(tmp_path: Path):
+    path = tmp_path / "collected.jsonl"
+    path.write_text(json.dumps({"prompt_id": "p1", "prompt": "x", "model": "cheap",
+                                "quality": None, "status": "error"}) + "\n")
+    with pytest.raises(DataError, match="no row has an outcome \\(1 failed or ungraded\\)"):
+        load_outcomes(path, catalog=CATALOG)

@@ -186,13 +186,13 @@ def test_retrain_promotes_a_first_model_then_refuses_a_shuffled_one(
     printed: list[str] = []
     first = retrain(registry=registry, log_url=log_url, since=timedelta(days=7), now=NOW,
                     base=[base_path], eval_data=eval_table, catalog=load_catalog(),
-                    min_logged_rows=30, exploration=0.05,
+                    min_logged_rows=30,
                     fit=lambda t, c, s: fit_fast(t, seed=s), echo=printed.append)
     assert first.promoted and registry.current_version() == first.version_id
     assert first.counts.used == 200 and first.holdout_rows == 40
     assert first.train_rows == 160 + 150 * 8, "older logged rows + every base row"
     meta = registry.show(first.version_id)["meta"]
-    assert meta["gate"]["passed"] is True and meta["exploration"] == 0.05
+    assert meta["gate"]["passed"] is True
     assert meta["retrain"]["log_rows"]["used"] == 200
     assert printed[0] == "log: 200 of 200 logged requests used"
     assert "\ndecision: PROMOTE: no champion yet" in "\n".join(printed)

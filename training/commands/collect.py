@@ -133,7 +133,7 @@ async def _run(args: argparse.Namespace) -> int:
               "to try them again")
     if result.grade_errors:
         print(f"{result.grade_errors} answers could not be graded (quality left empty, reason "
-              "in grade_error); `router train` needs rows with a quality: drop those rows")
+              "in grade_error); `router train` skips those rows and says how many")
     if result.stopped_at_cap:
         print(f"stopped at the cost cap: ${result.spent_usd:.6f} spent of "
               f"${result.max_cost_usd:g}; {result.remaining} pairs remain; rerun with a "

@@ -67,9 +67,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="clip inverse-propensity weights at W (default 20)")
     parser.add_argument("--min-rows", metavar="N", type=int, default=50,
                         help="refuse to train on fewer rows (default 50)")
-    parser.add_argument("--exploration", metavar="SHARE", type=float, default=None,
-                        help="exploration share recorded in the new version's metadata for "
-                             "the server (e.g. 0.05)")
     parser.add_argument("--seed", type=int, default=0)
     schedule = parser.add_mutually_exclusive_group()
     schedule.add_argument("--every", metavar="DURATION", default=None,
@@ -96,8 +93,6 @@ def _run(args: argparse.Namespace) -> int:
                           hint="e.g. router retrain --log sqlite:///outcomes.db --since 7d")
     if args.min_tolerance < 0:
         raise ConfigError(f"--min-tolerance must be >= 0, got {args.min_tolerance!r}")
-    if args.exploration is not None and not 0 <= args.exploration < 1:
-        raise ConfigError(f"--exploration must be in [0, 1), got {args.exploration!r}")
     registry = Registry(args.registry)
 
     def once() -> dict:
@@ -108,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
             registry=registry, log_url=args.log, since=since, base=args.base,
             eval_data=args.eval_data, catalog=catalog, tolerance=args.min_tolerance,
             holdout_frac=args.holdout, max_weight=args.max_weight, min_rows=args.min_rows,
-            exploration=args.exploration, seed=args.seed, now=datetime.now(UTC),
+            seed=args.seed, now=datetime.now(UTC),
             echo=(lambda _text: None) if args.json else print,
         )
         summary = {"version_id": result.version_id, "promoted": result.promoted,
