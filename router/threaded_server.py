@@ -1,4 +1,8 @@
-"""Run an ASGI app with uvicorn on a free loopback port, in a background thread.
+"""Listening sockets for uvicorn, and an ASGI app served in a background thread.
+
+`bind_socket` is how every server of this project binds (`router serve`,
+`router fake-upstream`, `serve_in_thread`): before uvicorn does, so a busy port
+is one clear error, not a traceback.
 
 For in-process integration work over a real socket: the closed-loop simulation
 (`router simulate`) runs the fake provider and the router this way, and tests
@@ -7,12 +11,13 @@ its signals).
 
 The socket is bound here, before uvicorn starts, with port 0, so the kernel
 picks a free port and there is no race between "find a port" and "bind it". It
-is created with `IPPROTO_TCP` because asyncio only sets `TCP_NODELAY` on sockets
+is created with `IPPROTO_TCP` (by `bind_socket`) because asyncio only sets `TCP_NODELAY` on sockets
 that say so; without it every small response waits ~40 ms on Nagle + delayed ACK.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -20,9 +25,33 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from router.errors import RouterError
+from router.errors import ConfigError, RouterError
 
-__all__ = ["serve_in_thread"]
+__all__ = ["bind_socket", "serve_in_thread"]
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port); port 0 lets the kernel pick a free one.
+
+    Raises `ConfigError` naming the address when the port is taken or the host
+    cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that
+    # say so, and without it every response waits ~40 ms on Nagle + delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use",
+                              hint="pick another --port, or stop the process listening "
+                                   "there") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                          hint="check --host and --port") from None
+    return sock
 
 
 @contextmanager
@@ -39,13 +68,7 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", lifespan: str = "on",
     """
     import uvicorn  # heavy; only when a server is actually started
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.bind((host, 0))
-    except OSError as exc:
-        sock.close()
-        raise RouterError(f"cannot bind a free port on {host}: {exc}",
-                          hint="use a local address such as 127.0.0.1") from None
+    sock = bind_socket(host, 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan=lifespan,
                                            access_log=False))

@@ -547,7 +547,7 @@ class Simulation:
         result = retrain(
             registry=self.registry, log_url=self.log_url, since=since,
             base=[self.initial_path], eval_data=self.eval_table, catalog=self.catalog,
-            tolerance=cfg.tolerance, exploration=cfg.exploration, seed=cfg.seed + number,
+            tolerance=cfg.tolerance, seed=cfg.seed + number,
             now=now, fit=lambda table, _catalog, seed: self._fit(table, seed),
             echo=lines.append)
         for line in lines:

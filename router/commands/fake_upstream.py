@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import socket
 
 from router.cli import add_command
 from router.errors import ConfigError
+from router.threaded_server import bind_socket
 
 __all__ = ["register", "run"]
 
@@ -60,26 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for injected errors")
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind before uvicorn does, so a busy port is one clear error, not a traceback."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that
-    # say so, and without it every response waits ~40 ms on Nagle + delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"port {port} on {host} is already in use",
-                              hint="pick another --port, or stop the process listening there"
-                              ) from None
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                          hint="check --host and --port") from None
-    return sock
-
-
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -103,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         retry_after_s=args.retry_after, outcomes=args.outcomes, catalog=catalog,
         judge_models=args.judge, judge_scale=args.judge_scale, seed=args.seed,
     )
-    sock = _bind(args.host, args.port)
+    sock = bind_socket(args.host, args.port)
     print(f"fake upstream on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     try:

@@ -14,15 +14,14 @@ key and no second process. Never use it in production: answers are made up.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import socket
 from typing import Any
 
 from router.cli import add_command
 from router.errors import ConfigError
+from router.threaded_server import bind_socket
 
-__all__ = ["register", "run", "FAKE_UPSTREAM_PATH", "bind_socket", "preflight"]
+__all__ = ["register", "run", "FAKE_UPSTREAM_PATH", "preflight"]
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"{FAKE_UPSTREAM_PATH} and route every model to it")
     parser.add_argument("--fake-latency-ms", type=float, default=0.0,
                         help="with --fake-upstream: its delay before each answer")
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind before uvicorn does, so a busy port is one clear error, not a traceback."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"port {port} on {host} is already in use",
-                              hint="pick another --port (or ROUTER_PORT), or stop the process "
-                                   "listening there") from None
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                          hint="check --host and --port") from None
-    return sock
 
 
 def _check_paths(args: argparse.Namespace) -> None:

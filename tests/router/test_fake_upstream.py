@@ -381,11 +381,12 @@ def test_cli_port_in_use_is_one_clear_error(capsys):
     assert "Traceback" not in err
 
 
-def test_cli_socket_is_tcp_so_asyncio_sets_nodelay():
+def test_server_sockets_are_tcp_so_asyncio_sets_nodelay():
     # Without IPPROTO_TCP asyncio skips TCP_NODELAY and each answer waits ~40 ms.
-    from router.commands.fake_upstream import _bind
+    # `router serve`, `router fake-upstream` and serve_in_thread all bind with this.
+    from router.threaded_server import bind_socket
 
-    sock = _bind("127.0.0.1", 0)
+    sock = bind_socket("127.0.0.1", 0)
     try:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
