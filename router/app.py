@@ -327,7 +327,8 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 log.warning("no client API keys configured (ROUTER_API_KEYS): every caller is "
                             "accepted; set keys before exposing the router")
             if ctx.upstream is None:
-                shards = settings.upstream_pool_shards
+                # Never more pools than connections: the total stays within the limit.
+                shards = min(settings.upstream_pool_shards, settings.upstream_max_connections)
                 http = ShardedHTTP([httpx.AsyncClient(
                     limits=httpx.Limits(
                         max_connections=max(1, settings.upstream_max_connections // shards),

