@@ -9,14 +9,26 @@ client's own cost stays far below the server's (httpx costs ~10x more per reques
     the same run with the same client: a bare FastAPI app whose `POST /v1/route`
     parses the JSON body and returns a constant decision.
     Targets: >= 1,500 requests/s and >= 50% of the bare endpoint.
+    Also with every prompt distinct, so the router's decision cache never hits
+    (the cost of a full prediction per request).
 (b) Proxy overhead: 100 concurrent streaming chat completions, first straight to the
     fake upstream, then through the router (pass-through model and `router`); the
-    overhead is the difference of the latency percentiles, same run.
-    Targets: p50 <= 2 ms, p99 <= 10 ms.
+    overhead is the difference of the latency percentiles (time to the response
+    head, and to the end of the stream), same run. Streams last as LLM streams do,
+    longer than their first byte: 20 ms to the first event, then `--chunk-delay-ms`
+    between chunks (default 100 ms, ~1 s per stream), so 100 concurrent streams are
+    ~110 streams/s. Targets: p50 <= 2 ms, p99 <= 10 ms.
+    Then the same with no delay between chunks: a closed loop as fast as the
+    servers go, which saturates the 2 cores the fake, the router and the client
+    share. Its latency is queueing, not overhead; what it measures is streams/s
+    through the router against the fake alone.
 (c) Outcome-log write throughput (SQLite), with `bench/outcome_log.py`'s harness.
 
-    python bench/serve.py                       # everything, ~1 minute
-    python bench/serve.py --duration 10 --loop uvloop
+Every line also gives the server's CPU time per request (from /proc), which
+depends far less on other load on the machine than requests/s and latency do.
+
+    python bench/serve.py                       # everything, ~1.5 minutes
+    python bench/serve.py --duration 10 --loop asyncio
     python bench/serve.py --model models/demo --skip-log
 """
 
@@ -67,8 +79,10 @@ def _uvicorn(app: Any, port: int, loop: str) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.WARNING)
+    # "auto" is what `router serve` runs: uvloop and httptools when installed.
+    http = {"auto": "auto", "uvloop": "httptools", "asyncio": "h11"}[loop]
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                loop=loop, http="httptools" if loop == "uvloop" else "h11")
+                loop=loop, http=http)
 
 
 def serve_bare(port: int, loop: str) -> None:
@@ -124,14 +138,24 @@ def wait_ready(port: int, path: str = "/healthz", timeout: float = 60.0) -> None
 # --------------------------------------------------------------------------- load
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` so far (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _request(path: str, body: dict[str, Any]) -> bytes:
     data = json.dumps(body).encode()
     return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n").encode() + data
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader, marks: list[float]) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
+    marks.append(time.perf_counter())
     status = int(head[9:12])
     lower = head.lower()
     if b"transfer-encoding: chunked" in lower:
@@ -149,6 +173,7 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 async def _load(port: int, requests: list[bytes], concurrency: int, duration: float,
                 warmup: float) -> dict[str, Any]:
     latencies: list[float] = []
+    heads: list[float] = []
     errors = 0
     start_at = time.perf_counter() + warmup
     stop_at = start_at + duration
@@ -163,15 +188,17 @@ async def _load(port: int, requests: list[bytes], concurrency: int, duration: fl
                 break
             writer.write(requests[i % len(requests)])
             i += concurrency
-            status = await _read_response(reader)
+            marks: list[float] = []
+            status = await _read_response(reader, marks)
             t1 = time.perf_counter()
             if t0 >= start_at:
                 latencies.append(t1 - t0)
+                heads.append(marks[0] - t0)
                 errors += status >= 400
         writer.close()
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return {"latencies": latencies, "errors": errors, "duration": duration}
+    return {"latencies": latencies, "heads": heads, "errors": errors, "duration": duration}
 
 
 def loadgen(port: int, requests: list[bytes], concurrency: int, duration: float,
@@ -180,25 +207,38 @@ def loadgen(port: int, requests: list[bytes], concurrency: int, duration: float,
 
 
 def run_load(port: int, requests: list[bytes], concurrency: int, duration: float,
-             warmup: float = 1.0) -> dict[str, float]:
+             warmup: float = 1.0, server_pid: int | None = None) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=loadgen, args=(port, requests, concurrency, duration, warmup,
                                              queue))
     proc.start()
+    cpu0 = cpu_seconds(server_pid) if server_pid else None
     result = queue.get(timeout=duration + warmup + 120)
+    cpu1 = cpu_seconds(server_pid) if server_pid else None
     proc.join()
     lat = sorted(result["latencies"])
+    heads = sorted(result["heads"])
     if not lat:
         raise RuntimeError("no request completed")
-    return {"rps": len(lat) / result["duration"], "n": len(lat), "errors": result["errors"],
-            "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
-            "mean_ms": 1000 * statistics.fmean(lat)}
+    out = {"rps": len(lat) / result["duration"], "n": len(lat), "errors": result["errors"],
+           "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+           "head_p50_ms": 1000 * heads[len(heads) // 2],
+           "head_p99_ms": 1000 * heads[int(len(heads) * 0.99)],
+           "mean_ms": 1000 * statistics.fmean(lat), "cpu_ms": float("nan")}
+    if cpu0 is not None and cpu1 is not None:
+        # Warm-up requests used CPU too: spread it over everything served meanwhile.
+        served = len(lat) * (duration + warmup) / duration
+        out["cpu_ms"] = 1000 * (cpu1 - cpu0) / served
+    return out
 
 
-def show(name: str, r: dict[str, float]) -> None:
-    print(f"  {name:<34} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-          f"p99 {r['p99_ms']:7.2f} ms  (n={r['n']}, errors={r['errors']})", flush=True)
+def show(name: str, r: dict[str, float], *, heads: bool = False) -> None:
+    head = (f"  head p50 {r['head_p50_ms']:7.2f} p99 {r['head_p99_ms']:7.2f}" if heads
+            else "")
+    print(f"  {name:<36} {r['rps']:>7.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+          f"p99 {r['p99_ms']:7.2f} ms{head}  server CPU {r['cpu_ms']:.3f} ms/req  "
+          f"(n={r['n']}, errors={r['errors']})", flush=True)
 
 
 # --------------------------------------------------------------------------- model
@@ -245,57 +285,98 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--upstream-latency-ms", type=float, default=20.0)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                        help="server event loop (uvloop also switches to httptools)")
+    parser.add_argument("--chunk-delay-ms", type=float, default=100.0,
+                        help="fake upstream's delay between stream chunks in (b)'s overhead "
+                             "measurement")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                        help="server event loop: auto (what `router serve` runs: uvloop and "
+                             "httptools when installed), asyncio (+h11), uvloop (+httptools)")
     parser.add_argument("--skip-log", action="store_true", help="skip (c)")
     args = parser.parse_args(argv)
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         parser.error("--loop uvloop needs `pip install uvloop httptools`")
+    loop = args.loop
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     model_dir = Path(args.model) if args.model else train_model(tmp / "model")
-    print(f"bench/serve.py on {os.cpu_count()} cores, server loop {args.loop}, model "
-          f"{model_dir}", flush=True)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"bench/serve.py on {os.cpu_count()} cores (load average {load[0]:.2f} "
+          f"{load[1]:.2f} {load[2]:.2f}), server loop {loop}, model {model_dir}", flush=True)
     procs: list[mp.Process] = []
     try:
         fake_port, router_port, bare_port = free_port(), free_port(), free_port()
-        procs.append(start(serve_fake, fake_port, args.loop, args.upstream_latency_ms))
-        procs.append(start(serve_router, router_port, args.loop, str(model_dir),
+        procs.append(start(serve_fake, fake_port, loop, args.upstream_latency_ms))
+        procs.append(start(serve_router, router_port, loop, str(model_dir),
                            f"http://127.0.0.1:{fake_port}/v1", f"sqlite:///{tmp}/log.db"))
-        procs.append(start(serve_bare, bare_port, args.loop))
+        procs.append(start(serve_bare, bare_port, loop))
+        fake_pid, router_pid, bare_pid = (p.pid for p in procs)
         for port in (fake_port, router_port, bare_port):
             wait_ready(port, "/v1/models" if port == fake_port else "/healthz")
 
-        texts = prompts()
-        route_reqs = [_request("/v1/route", {"messages": [{"role": "user", "content": t}],
-                                             "quality_bar": 0.7}) for t in texts]
-        print(f"\n(a) POST /v1/route, concurrency {args.concurrency}, {args.duration:g} s each")
-        bare = run_load(bare_port, route_reqs, args.concurrency, args.duration)
-        show("bare FastAPI endpoint (ceiling)", bare)
-        routed = run_load(router_port, route_reqs, args.concurrency, args.duration)
-        show("router /v1/route", routed)
-        share = routed["rps"] / bare["rps"]
-        print(f"  -> {routed['rps']:.0f} req/s (target >= 1500), {100 * share:.0f}% of the bare "
-              f"endpoint (target >= 50%)")
+        def route_requests(texts: list[str]) -> list[bytes]:
+            return [_request("/v1/route", {"messages": [{"role": "user", "content": t}],
+                                           "quality_bar": 0.7}) for t in texts]
 
-        print(f"\n(b) streaming chat, {args.streams} concurrent streams, upstream latency "
-              f"{args.upstream_latency_ms:g} ms")
+        print(f"\n(a) POST /v1/route, concurrency {args.concurrency}, {args.duration:g} s each")
+        bare = run_load(bare_port, route_requests(prompts()), args.concurrency, args.duration,
+                        server_pid=bare_pid)
+        show("bare FastAPI endpoint (ceiling)", bare)
+        routed = run_load(router_port, route_requests(prompts()), args.concurrency,
+                          args.duration, server_pid=router_pid)
+        show("router /v1/route (256 prompts)", routed)
+        # Distinct prompts beyond what the run can send: every decision is predicted.
+        unique = run_load(router_port, route_requests(
+            [f"{t} #{k}" for k, t in enumerate(prompts(40_000))]), args.concurrency,
+            args.duration, server_pid=router_pid)
+        show("router /v1/route (all distinct)", unique)
+        for name, r in (("256 prompts", routed), ("all distinct", unique)):
+            print(f"  -> {name}: {r['rps']:.0f} req/s (target >= 1500), "
+                  f"{100 * r['rps'] / bare['rps']:.0f}% of the bare endpoint (target >= 50%)")
 
         def chat(model: str) -> list[bytes]:
             return [_request("/v1/chat/completions", {
                 "model": model, "stream": True,
-                "messages": [{"role": "user", "content": t}]}) for t in texts]
+                "messages": [{"role": "user", "content": t}]}) for t in prompts()]
 
-        # The fake answers only /v1/...; the router proxies to it under the same path.
-        direct = run_load(fake_port, chat("gpt-4o"), args.streams, args.duration)
-        show("straight to the fake upstream", direct)
-        proxied = run_load(router_port, chat("gpt-4o"), args.streams, args.duration)
-        show("through the router (pass-through)", proxied)
-        routed_chat = run_load(router_port, chat("router:0.7"), args.streams, args.duration)
-        show("through the router (model router)", routed_chat)
+        def control(**changes: Any) -> None:
+            import httpx
+
+            httpx.post(f"http://127.0.0.1:{fake_port}/_control", json=changes).raise_for_status()
+
+        def streams(title: str) -> tuple[dict[str, float], ...]:
+            print(title)
+            # The fake answers only /v1/...; the router proxies to it under the same path.
+            direct = run_load(fake_port, chat("gpt-4o"), args.streams, args.duration,
+                              server_pid=fake_pid)
+            show("straight to the fake upstream", direct, heads=True)
+            proxied = run_load(router_port, chat("gpt-4o"), args.streams, args.duration,
+                               server_pid=router_pid)
+            show("through the router (pass-through)", proxied, heads=True)
+            routed_chat = run_load(router_port, chat("router:0.7"), args.streams,
+                                   args.duration, server_pid=router_pid)
+            show("through the router (model router)", routed_chat, heads=True)
+            return direct, proxied, routed_chat
+
+        control(chunk_delay_ms=args.chunk_delay_ms)
+        direct, proxied, routed_chat = streams(
+            f"\n(b) streaming chat, {args.streams} concurrent streams, upstream latency "
+            f"{args.upstream_latency_ms:g} ms, {args.chunk_delay_ms:g} ms between chunks")
         for name, r in (("pass-through", proxied), ("routed", routed_chat)):
             print(f"  -> overhead {name}: p50 {r['p50_ms'] - direct['p50_ms']:+.2f} ms "
-                  f"(target <= 2), p99 {r['p99_ms'] - direct['p99_ms']:+.2f} ms (target <= 10)")
+                  f"(target <= 2), p99 {r['p99_ms'] - direct['p99_ms']:+.2f} ms "
+                  f"(target <= 10); first byte p50 "
+                  f"{r['head_p50_ms'] - direct['head_p50_ms']:+.2f} ms, p99 "
+                  f"{r['head_p99_ms'] - direct['head_p99_ms']:+.2f} ms")
+        control(chunk_delay_ms=0)
+        direct, proxied, routed_chat = streams(
+            f"\n(b') the same, no delay between chunks: saturated closed loop (latency here is "
+            f"queueing on {os.cpu_count()} shared cores)")
+        for name, r in (("pass-through", proxied), ("routed", routed_chat)):
+            print(f"  -> {name}: {r['rps']:.0f} streams/s, "
+                  f"{100 * r['rps'] / direct['rps']:.0f}% of the fake alone; router CPU "
+                  f"{r['cpu_ms']:.2f} ms/stream (the fake's: {direct['cpu_ms']:.2f})")
     finally:
         for proc in procs:
             proc.terminate()
