@@ -18,6 +18,14 @@ What it measures (definitions in training/metrics.py, DESIGN.md "Metrics"):
   (fraction of its cost), and in-process decision latency (predict + policy for
   one request, p50/p99) with the policy alone as the baseline.
 
+The shipped quality model blends the LightGBM booster with a per-model logistic
+regression on TF-IDF (`QualityModel(linear_weight=0.5)`). Each fold's model is
+fitted once and also scored with the head's weight set to 0 (booster only) and 1
+(logistic regression only): the booster and the head are fitted independently,
+so this equals fitting three models. A length-only router (score = input
+tokens, longer prompts go to the strong model) is the trivial baseline. The
+first table is issue 3's target table; the second lists every baseline.
+
 Skips with a message (exit 0) when ../shared/data (or $ROUTER_SHARED_DATA) is absent.
 """
 
@@ -46,6 +54,8 @@ PUBLISHED = {
 
 
 THREADS = {"num_threads": 1}
+# Head weight of each variant scored from one fitted model (see the docstring).
+VARIANTS = {"blend": 0.5, "booster": 0.0, "linear": 1.0}
 
 
 def _fit(table: pd.DataFrame, catalog: Any, seed: int) -> Any:
@@ -70,6 +80,14 @@ def _matrices(table: pd.DataFrame, models: list[str]) -> tuple[list[str], list[A
             [c for c, g in zip(convs, ok, strict=True) if g], quality[ok], cost[ok])
 
 
+def _variant(model: Any, weight: float) -> Any:
+    """The fitted model with its linear-head weight set to `weight` (a shallow copy)."""
+    clone = object.__new__(type(model))
+    clone.__dict__.update(model.__dict__)
+    clone.linear_weight = weight
+    return clone
+
+
 def _predict(model: Any, convs: list[Any], models: list[str]) -> tuple[np.ndarray, np.ndarray]:
     pred = model.predict(convs)
     names = [str(m) for m in pred.models]
@@ -90,7 +108,16 @@ def _knn(model: Any, train_convs: list[Any], train_q: np.ndarray, train_c: np.nd
 def cross_validate(table: pd.DataFrame, catalog: Any, *, folds: int, seed: int,
                    fractions: tuple[float, ...] = (1.0,), knn_k: int = 20,
                    progress: bool = False) -> dict[float, Any]:
-    """Pooled out-of-fold EvalReports, one per training fraction.
+    """Pooled out-of-fold EvalReports of the shipped model, one per training fraction."""
+    return cross_validate_variants(table, catalog, folds=folds, seed=seed,
+                                   fractions=fractions, knn_k=knn_k, progress=progress)[0]
+
+
+def cross_validate_variants(table: pd.DataFrame, catalog: Any, *, folds: int, seed: int,
+                            fractions: tuple[float, ...] = (1.0,), knn_k: int = 20,
+                            progress: bool = False) -> tuple[dict[float, Any], dict[str, Any]]:
+    """Pooled out-of-fold EvalReports: (shipped model per training fraction,
+    variant name -> report at the full fraction, `VARIANTS`).
 
     Folds are by prompt; for each fold and fraction a fresh model is fitted on that
     fraction of the other folds' prompts (all of their rows), then predicts the fold.
@@ -110,6 +137,7 @@ def cross_validate(table: pd.DataFrame, catalog: Any, *, folds: int, seed: int,
     out_pc = {f: np.empty_like(quality) for f in fractions}
     out_kq = {f: np.empty_like(quality) for f in fractions}
     out_kc = {f: np.empty_like(quality) for f in fractions}
+    var_pq = {v: np.empty_like(quality) for v in VARIANTS if v != "blend"}
     bar = tqdm(total=folds * len(fractions), desc="cv fits", disable=not progress)
     for fold in range(folds):
         test = np.flatnonzero(fold_of == fold)
@@ -122,14 +150,38 @@ def cross_validate(table: pd.DataFrame, catalog: Any, *, folds: int, seed: int,
             train_ids = {ids[i] for i in train}
             model = _fit(table[pid.isin(train_ids)], catalog, seed + fold)
             out_pq[frac][test], out_pc[frac][test] = _predict(model, test_convs, models)
+            if frac == 1.0:
+                for v in var_pq:
+                    var_pq[v][test] = _predict(_variant(model, VARIANTS[v]), test_convs,
+                                               models)[0]
             out_kq[frac][test], out_kc[frac][test] = _knn(
                 model, [convs[i] for i in train], quality[train], cost[train], test_convs, knn_k)
             bar.update()
     bar.close()
-    return {frac: report_from_predictions(
+    reports = {frac: report_from_predictions(
         models, quality, cost, out_pq[frac], out_pc[frac],
         knn=KnnPrediction(out_kq[frac], out_kc[frac], knn_k, f"{folds}-fold out-of-fold"))
         for frac in fractions}
+    variants = {v: report_from_predictions(models, quality, cost, pq, out_pc[1.0])
+                for v, pq in var_pq.items()} if 1.0 in fractions else {}
+    if 1.0 in fractions:
+        variants["blend"] = reports[1.0]
+        variants["input_tokens"] = np.array([c.input_tokens for c in convs], dtype=np.float64)
+    return reports, variants
+
+
+def length_only(report: Any, quality: np.ndarray, models: list[str],
+                input_tokens: np.ndarray) -> dict[str, Any]:
+    """Two-model APGR/CPT of routing by length: longer prompts go to the strong model."""
+    from training import metrics
+
+    tm = report.two_model
+    strong, weak = models.index(tm["strong"]), models.index(tm["weak"])
+    shares, quals = metrics.two_model_curve(input_tokens, quality[:, weak], quality[:, strong])
+    q_w, q_s = tm["q_weak"], tm["q_strong"]
+    return {"apgr": metrics.apgr(shares, quals, q_w, q_s),
+            "cpt50": metrics.cpt(shares, quals, q_w, q_s, 0.5),
+            "cpt80": metrics.cpt(shares, quals, q_w, q_s, 0.8)}
 
 
 def out_of_domain(source: pd.DataFrame, target: pd.DataFrame, catalog: Any, *, seed: int,
@@ -199,13 +251,18 @@ def run(quick: bool, seed: int, progress: bool) -> dict[str, Any]:
             table = _subsample(table, 3000, seed)
         tables[name] = table
         t0 = time.perf_counter()
-        reports = cross_validate(table, catalog, folds=folds, seed=seed, fractions=fractions,
-                                 progress=progress)
+        reports, variants = cross_validate_variants(table, catalog, folds=folds, seed=seed,
+                                           fractions=fractions, progress=progress)
         full = reports[1.0]
+        models = sorted(table["model"].astype(str).unique())
+        _, _, quality, _ = _matrices(table, models)
         results[name] = {
             "n_prompts": full.n_prompts,
             **_two(full),
             "published": PUBLISHED[name],
+            "booster": _two(variants["booster"])["router"],
+            "linear": _two(variants["linear"])["router"],
+            "length": length_only(full, quality, models, variants["input_tokens"]),
             "learning_curve": [{"fraction": f, **{k: r.two_model["router"][k]
                                                   for k in ("apgr", "cpt50", "cpt80")},
                                 "knn_apgr": r.two_model["knn"]["apgr"]}
@@ -218,7 +275,9 @@ def run(quick: bool, seed: int, progress: bool) -> dict[str, Any]:
 
     arena = load_outcomes(DATA / "arena_bench_v1.csv.gz", catalog=catalog)
     t0 = time.perf_counter()
-    report = cross_validate(arena, catalog, folds=folds, seed=seed, progress=progress)[1.0]
+    reports, variants = cross_validate_variants(arena, catalog, folds=folds, seed=seed,
+                                       progress=progress)
+    report = reports[1.0]
     models = sorted(arena["model"].astype(str).unique())
     model = _fit(arena, catalog, seed)
     _, convs, _, _ = _matrices(arena, models)
@@ -233,7 +292,12 @@ def run(quick: bool, seed: int, progress: bool) -> dict[str, Any]:
         "oracle": report.oracle,
         "cost_at_best_single_quality": report.cost_at_best_single_quality,
         "quality_at_10pct_cost": report.quality_at_10pct_cost,
+        "variants": {v: {"aiq_minus_zero": variants[v].aiq - variants[v].zero_router_aiq,
+                         "cost_at_best_single_quality":
+                             variants[v].cost_at_best_single_quality}
+                     for v in ("booster", "linear")},
         "latency": decision_latency(model, convs, models),
+        "latency_booster_only": decision_latency(_variant(model, 0.0), convs, models),
         "seconds": time.perf_counter() - t0,
     }
     return results
@@ -243,9 +307,82 @@ def _pct(v: float | None) -> str:
     return "  never" if v is None else f"{100 * v:6.1f}%"
 
 
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def target_table(r: dict[str, Any]) -> list[str]:
+    """Issue 3's target table: our value (shipped blend), target, reference, met."""
+    rows = []
+    refs = {"routellm_mmlu": "RouteLLM ~35%; TF-IDF+LR ~36%; oracle 6%",
+            "routellm_gsm8k": "RouteLLM ~34%; oracle 11%"}
+    for name in ("routellm_mmlu", "routellm_gsm8k"):
+        d = r[name]["router"]
+        orc = r[name]["oracle"]
+        rows.append((f"{name} APGR", f"{d['apgr']:.3f}", ">= 0.70",
+                     f"oracle here {orc['apgr']:.3f}", _met(d["apgr"] >= 0.70)))
+        rows.append((f"{name} CPT(50%)", _pct(d["cpt50"]).strip(), "<= 25%",
+                     f"{refs[name]} (oracle here {_pct(orc['cpt50']).strip()})",
+                     _met(d["cpt50"] is not None and d["cpt50"] <= 0.25)))
+    a = r["arena_bench_v1"]
+    rows.append(("arena AIQ - Zero AIQ", f"{a['aiq_minus_zero']:+.4f}", ">= +0.03",
+                 f"kNN {a['knn_aiq'] - a['zero_router_aiq']:+.4f}, random "
+                 f"{a['random_aiq'] - a['zero_router_aiq']:+.4f}",
+                 _met(a["aiq_minus_zero"] >= 0.03)))
+    c = a["cost_at_best_single_quality"]
+    rows.append(("arena cost at best single quality",
+                 "never" if c is None else f"{100 * c:.1f}%", "<= 50%",
+                 f"best single: {a['best_single_model']}",
+                 _met(c is not None and c <= 0.5)))
+    lat = a["latency"]
+    rows.append(("decision latency p99", f"{lat['p99_ms']:.2f} ms", "<= 1 ms",
+                 f"booster only {a['latency_booster_only']['p99_ms']:.2f} ms; policy alone "
+                 f"{lat['policy_p99_ms']:.3f} ms", _met(lat["p99_ms"] <= 1.0)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    head = ("metric", "ours", "target", "reference", "")
+    widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
+    w0, w1, w2, w3 = widths[:4]
+    return [f"  {c0:<{w0}}  {c1:>{w1}}  {c2:<{w2}}  {c3:<{w3}}  {c4}"
+            for c0, c1, c2, c3, c4 in (head, *rows)]
+
+
+def baseline_table(r: dict[str, Any]) -> list[str]:
+    """Every method of the run: MMLU / GSM8K APGR and CPT(50%), arena AIQ - Zero, cost."""
+    a = r["arena_bench_v1"]
+    zero = a["zero_router_aiq"]
+    lines = [f"  {'method':<30} {'MMLU APGR':>9} {'CPT50':>7} {'GSM8K APGR':>10} {'CPT50':>7} "
+             f"{'arena AIQ-Zero':>14} {'cost@best':>9}"]
+
+    def arena_cost(v: float | None) -> str:
+        return "never" if v is None else f"{100 * v:.1f}%"
+
+    methods = (
+        ("random", "random", f"{a['random_aiq'] - zero:+.4f}", "-"),
+        ("kNN router (k=20)", "knn", f"{a['knn_aiq'] - zero:+.4f}", "-"),
+        ("length only (input tokens)", "length", "-", "-"),
+        ("booster only (weight 0)", "booster",
+         f"{a['variants']['booster']['aiq_minus_zero']:+.4f}",
+         arena_cost(a["variants"]["booster"]["cost_at_best_single_quality"])),
+        ("TF-IDF LR only (weight 1)", "linear",
+         f"{a['variants']['linear']['aiq_minus_zero']:+.4f}",
+         arena_cost(a["variants"]["linear"]["cost_at_best_single_quality"])),
+        ("blend 0.5 (shipped default)", "router", f"{a['aiq_minus_zero']:+.4f}",
+         arena_cost(a["cost_at_best_single_quality"])),
+        ("oracle", "oracle", "-", "-"),
+    )
+    for label, key, aiq, cost in methods:
+        mm, gg = r["routellm_mmlu"][key], r["routellm_gsm8k"][key]
+        lines.append(f"  {label:<30} {mm['apgr']:>9.3f} {_pct(mm['cpt50']):>7} "
+                     f"{gg['apgr']:>10.3f} {_pct(gg['cpt50']):>7} {aiq:>14} {cost:>9}")
+    return lines
+
+
 def format_results(r: dict[str, Any]) -> str:
     lines = [f"bench/quality.py: {r['folds']}-fold CV by prompt, seed {r['seed']}"
-             f"{' (--quick: MMLU subsampled to 3000 prompts)' if r['quick'] else ''}", ""]
+             f"{' (--quick: MMLU subsampled to 3000 prompts)' if r['quick'] else ''}", "",
+             "issue 3 targets (ours = shipped default, booster + TF-IDF LR blend 0.5):",
+             *target_table(r), "",
+             "baselines, same folds, same run:", *baseline_table(r), ""]
     for name in ("routellm_mmlu", "routellm_gsm8k"):
         d = r[name]
         lines.append(f"{name}: {d['n_prompts']} prompts, weak quality {d['q_weak']:.3f}, "
@@ -253,7 +390,7 @@ def format_results(r: dict[str, Any]) -> str:
         lines.append(f"  {'method':<26} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9}")
         for method in ("router", "knn", "random", "oracle"):
             m = d[method]
-            label = {"router": "our router (LightGBM)", "knn": "kNN router",
+            label = {"router": "our router (blend)", "knn": "kNN router",
                      "random": "random", "oracle": "oracle"}[method]
             lines.append(f"  {label:<26} {m['apgr']:>6.3f} {_pct(m['cpt50']):>9} "
                          f"{_pct(m['cpt80']):>9}")

@@ -14,7 +14,9 @@
   extract/classify) and of constraint words ("must", "exactly", "at least", ...);
 * a learned text representation: hashed word 1-2-grams -> TF-IDF (idf fitted) ->
   truncated SVD with `n_components` dimensions. `embed` returns it alone,
-  L2-normalised (the kNN baseline and the semantic cache use it).
+  L2-normalised (the kNN baseline and the semantic cache use it);
+  `transform_with_tfidf` also returns each prompt's sparse TF-IDF row (the SVD's
+  input, training-seen buckets only), which the linear quality head reads.
 
 Why the hashing is done here rather than by sklearn's `HashingVectorizer`: serving
 transforms one conversation per request and the sklearn pipeline costs about
@@ -258,12 +260,40 @@ class FeatureExtractor:
 
     def transform(self, conversations: Iterable[Any]) -> np.ndarray:
         """float32 matrix (n, len(feature_names_)); same rows whatever the batch."""
+        return self._transform(conversations, None)
+
+    def transform_with_tfidf(self, conversations: Iterable[Any]
+                             ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """`transform` plus each prompt's sparse TF-IDF row, from one tokenisation.
+
+        The rows are `(positions, values)`: positions index `buckets_` (only
+        training-seen hash buckets), values are float32 `tf * idf / norm` (hashed
+        word 1-2-grams, tf = 1 + log(count), smoothed idf, L2 norm counting unseen
+        buckets too). This is the vector the linear quality head reads, at fit
+        time (`tfidf_matrix`) and at serve time, so the two cannot disagree.
+        """
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        return self._transform(conversations, rows), rows
+
+    def tfidf_matrix(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+        """scipy CSR float32 matrix (len(rows), len(buckets_)) of `transform_with_tfidf` rows."""
+        from scipy import sparse
+
+        self._check_fitted()
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(p) for p, _ in rows])
+        cols = (np.concatenate([p for p, _ in rows]) if rows else np.zeros(0, np.int32))
+        vals = (np.concatenate([v for _, v in rows]) if rows else np.zeros(0, np.float32))
+        return sparse.csr_matrix((vals, cols, indptr), shape=(len(rows), len(self.buckets_)))
+
+    def _transform(self, conversations: Iterable[Any],
+                   rows: list[tuple[np.ndarray, np.ndarray]] | None) -> np.ndarray:
         self._check_fitted()
         convs = _as_conversations(conversations)
         width = len(_CONV_NAMES) + len(_STAT_NAMES) + len(_KW_NAMES) + self.n_components
         out = np.empty((len(convs), width), dtype=np.float32)
         for i, conv in enumerate(convs):
-            out[i] = self._one(conv)
+            out[i] = self._one(conv, rows)
         return out
 
     def fit_transform(self, conversations: Iterable[Any]) -> np.ndarray:
@@ -277,7 +307,7 @@ class FeatureExtractor:
         convs = _as_conversations(conversations)
         out = np.zeros((len(convs), self.n_components), dtype=np.float32)
         for i, conv in enumerate(convs):
-            z = self._project(_TOKEN.findall(self._rep_text(conv)))
+            z = self._project(self._tfidf_row(_TOKEN.findall(self._rep_text(conv))))
             norm = float(np.sqrt(np.dot(z, z)))
             if norm > 0:
                 out[i] = z / norm
@@ -319,23 +349,31 @@ class FeatureExtractor:
         idx, counts = np.unique(allh, return_counts=True)
         return idx, counts
 
-    def _project(self, tokens: list[str]) -> np.ndarray:
+    def _tfidf_row(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+        """(positions among `buckets_`, tf of those buckets, norm) of one prompt.
+
+        The TF-IDF row is `tf * idf_[pos] / norm`; unseen buckets carry the largest
+        idf and count in the norm, as in sklearn's TfidfTransformer, so a prompt of
+        mostly new words has small weights. norm 0 means an all-zero row.
+        """
         idx, counts = self._hash_counts(tokens)
-        k = self.n_components
         if len(idx) == 0:
-            return np.zeros(k, dtype=np.float32)
+            return np.zeros(0, np.int32), np.zeros(0, np.float32), 0.0
         pos = self._positions()[idx]
         tf = (1.0 + np.log(counts)).astype(np.float32)
         known = pos >= 0
+        seen_tf = tf[known]
         pos = pos[known]
-        # Unseen buckets carry the largest idf and count in the norm, as in sklearn's
-        # TfidfTransformer, so a prompt of mostly new words has a small projection.
-        seen_w = tf[known] * self.idf_[pos]
+        seen_w = seen_tf * self.idf_[pos]
         unseen_w = tf[~known] * np.float32(self.unseen_idf_)
         norm = float(np.sqrt(np.dot(seen_w, seen_w) + np.dot(unseen_w, unseen_w)))
+        return pos, seen_tf, norm
+
+    def _project(self, row: tuple[np.ndarray, np.ndarray, float]) -> np.ndarray:
+        pos, tf, norm = row
         if len(pos) == 0 or norm == 0.0:
-            return np.zeros(k, dtype=np.float32)
-        return (tf[known] @ self.projection_[pos]) / np.float32(norm)
+            return np.zeros(self.n_components, dtype=np.float32)
+        return (tf @ self.projection_[pos]) / np.float32(norm)
 
     def _positions(self) -> np.ndarray:
         pos = self.__dict__.get("_bucket_pos")
@@ -345,7 +383,8 @@ class FeatureExtractor:
             self._bucket_pos = pos
         return pos
 
-    def _one(self, conv: Conversation) -> np.ndarray:
+    def _one(self, conv: Conversation,
+             rows: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
         self._runtime()
         text = self._rep_text(conv)
         tokens = _TOKEN.findall(text)
@@ -356,7 +395,10 @@ class FeatureExtractor:
                 user_chars, assistant_chars, conv.input_tokens]
         stats = self._stats(conv.last_user)
         keywords = self._keywords(tokens, text)
-        z = self._project(tokens)
+        row = self._tfidf_row(tokens)
+        if rows is not None:
+            rows.append(_sparse_row(row, self.idf_))
+        z = self._project(row)
         return np.concatenate((np.asarray(head + stats + keywords, dtype=np.float32), z))
 
     def _stats(self, text: str) -> list[float]:
@@ -408,6 +450,14 @@ class FeatureExtractor:
         for phrase, g in self._kw_phrases:
             counts[g] += text.count(phrase)
         return counts
+
+
+def _sparse_row(row: tuple[np.ndarray, np.ndarray, float],
+                idf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pos, tf, norm = row
+    if len(pos) == 0 or norm == 0.0:
+        return np.zeros(0, np.int32), np.zeros(0, np.float32)
+    return pos, tf * idf[pos] / np.float32(norm)
 
 
 def _as_conversations(values: Iterable[Any]) -> list[Conversation]:

@@ -122,3 +122,28 @@ def test_conversation_objects_and_messages_agree(fitted: FeatureExtractor) -> No
     conv = parse_conversation(CORPUS[8])
     assert np.array_equal(fitted.transform([conv]), fitted.transform([CORPUS[8]]))
     assert isinstance(FEATURE_SCHEMA_VERSION, int)
+
+
+def test_tfidf_rows_match_sklearn_and_the_svd_input(fitted: FeatureExtractor) -> None:
+    from sklearn.preprocessing import normalize
+
+    x, rows = fitted.transform_with_tfidf(CORPUS[:9])
+    assert np.array_equal(x, fitted.transform(CORPUS[:9]))  # same vector, one pass
+    matrix = fitted.tfidf_matrix(rows)
+    assert matrix.shape == (9, len(fitted.buckets_)) and matrix.dtype == np.float32
+    # Every word of a training prompt was seen: each row is a unit TF-IDF vector ...
+    assert np.allclose(np.sqrt(matrix.multiply(matrix).sum(axis=1)).A1, 1.0, atol=1e-5)
+    # ... and the SVD text features are that vector times the components.
+    components = fitted.projection_ / fitted.idf_[:, None]
+    svd = x[:, -fitted.n_components:]
+    assert np.allclose(matrix @ components, svd, atol=1e-5)
+    assert np.allclose(normalize(matrix).toarray(), matrix.toarray(), atol=1e-6)
+
+
+def test_tfidf_row_of_unseen_words_is_down_weighted(fitted: FeatureExtractor) -> None:
+    _, rows = fitted.transform_with_tfidf(["python function zzqx wwpq vvkr", "", "zzqx"])
+    pos, vals = rows[0]
+    assert 0 < len(pos) < 9 and 0 < float(np.dot(vals, vals)) < 1.0  # unseen count in the norm
+    assert len(rows[1][0]) == 0 and len(rows[2][0]) == 0
+    single = fitted.transform_with_tfidf(["python function zzqx wwpq vvkr"])[1][0]
+    assert np.array_equal(single[0], pos) and np.array_equal(single[1], vals)

@@ -104,7 +104,8 @@ def test_with_prices_changes_cost_not_quality(model: QualityModel) -> None:
 def test_save_load_round_trip_gives_identical_predictions(model: QualityModel,
                                                           saved: Path) -> None:
     assert sorted(p.name for p in saved.iterdir()) == [
-        "catalog.json", "features.joblib", "meta.json", "output_tokens.lgb", "quality.lgb"]
+        "catalog.json", "features.joblib", "linear.npz", "meta.json", "output_tokens.lgb",
+        "quality.lgb"]
     loaded = QualityModel.load(saved)
     prompts = ["hard question 1 about a poem", "question 2 about an equation", "hello"]
     a, b = model.predict(prompts), loaded.predict(prompts)
@@ -113,7 +114,8 @@ def test_save_load_round_trip_gives_identical_predictions(model: QualityModel,
     meta = json.loads((saved / "meta.json").read_text())
     assert meta["format_version"] == ARTIFACT_FORMAT_VERSION
     assert set(meta["files"]) == {"catalog.json", "features.joblib", "quality.lgb",
-                                  "output_tokens.lgb"}
+                                  "output_tokens.lgb", "linear.npz"}
+    assert meta["linear_weight"] == 0.5
     assert loaded.version == meta["version_id"]
     assert loaded.catalog_["strong"].input_usd_per_mtok == 5
     assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]  # no temp left
@@ -144,7 +146,12 @@ def test_missing_file_is_named(saved: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("format_version", 99, "artifact format version 99, this router reads version 1"),
+    ("format_version", 99,
+     f"artifact format version 99, this router reads version {ARTIFACT_FORMAT_VERSION}"),
+    # Version 1 artifacts (booster only, before the linear head) are refused, not
+    # silently served without the head.
+    ("format_version", 1,
+     f"artifact format version 1, this router reads version {ARTIFACT_FORMAT_VERSION}"),
     ("feature_schema_version", 0, "feature schema version 0"),
 ])
 def test_incompatible_versions_are_refused(saved: Path, tmp_path: Path, key: str,
@@ -221,3 +228,55 @@ def test_ece_of_a_perfectly_calibrated_predictor_is_zero() -> None:
     y = np.array([0, 1, 0, 1, 1, 1, 0, 0])
     assert expected_calibration_error(y, np.full(8, 0.5)) == 0.0
     assert expected_calibration_error(np.ones(4), np.zeros(4)) == 1.0
+
+
+def test_linear_head_is_blended_half_and_half_by_default(model: QualityModel) -> None:
+    prompts = ["hard question 9001 about python code", "question 9002 about a poem"]
+    blend = model.predict(prompts).quality
+    booster_only = _with_weight(model, 0.0).predict(prompts).quality
+    linear_only = _with_weight(model, 1.0).predict(prompts).quality
+    assert np.allclose(blend, 0.5 * booster_only + 0.5 * linear_only)
+    # The linear head alone also learned the planted word.
+    assert linear_only[0, 0] < 0.5 < linear_only[1, 0]
+
+
+def _with_weight(model: QualityModel, weight: float) -> QualityModel:
+    clone = object.__new__(QualityModel)
+    clone.__dict__.update(model.__dict__)
+    clone.linear_weight = weight
+    return clone
+
+
+def test_linear_weight_zero_fits_and_saves_no_head(tmp_path: Path) -> None:
+    fitted = QualityModel(linear_weight=0.0).fit(planted_table(200), catalog=CATALOG)
+    assert fitted.linear_coef_ is None
+    art = fitted.save(tmp_path / "m")
+    assert not (art / "linear.npz").exists()
+    loaded = QualityModel.load(art)
+    assert loaded.linear_weight == 0.0
+    prompts = ["hard question 1 about a poem", "question 2"]
+    assert np.array_equal(loaded.predict(prompts).quality, fitted.predict(prompts).quality)
+
+
+def test_linear_head_round_trips_and_a_corrupt_head_is_named(
+        model: QualityModel, saved: Path, tmp_path: Path) -> None:
+    loaded = QualityModel.load(saved)
+    assert loaded.linear_coef_.dtype == np.float32
+    assert loaded.linear_coef_.shape == (len(model.features_.buckets_), 2)
+    assert np.array_equal(loaded.linear_coef_, model.linear_coef_)
+    art = _copy(saved, tmp_path)
+    (art / "linear.npz").unlink()
+    with pytest.raises(ArtifactError, match=r"linear\.npz: missing"):
+        QualityModel.load(art)
+
+
+def test_graded_labels_train_the_linear_head_on_soft_labels() -> None:
+    table = planted_table(200)
+    # Graded: the cheap model scores 0.1 on "hard" prompts, 0.9 elsewhere.
+    hard = table["messages"].str.contains("hard")
+    table["quality"] = np.where(table["model"] == "cheap", np.where(hard, 0.1, 0.9), 0.7)
+    fitted = QualityModel(linear_weight=1.0).fit(table, catalog=CATALOG)
+    pred = fitted.predict(["hard question 1 about a poem", "question 2 about a poem"])
+    assert pred.quality[0, 0] < 0.35 and pred.quality[1, 0] > 0.65
+    # A model with one constant graded score: a constant prediction near it.
+    assert abs(pred.quality[0, 1] - 0.7) < 0.05 and abs(pred.quality[1, 1] - 0.7) < 0.05
