@@ -210,6 +210,9 @@ def train_distributed(
         "trained_with": "dask", "partitions": len(files),
         "dask_workers": len(client.scheduler_info().get("workers", {})),
         "feature_sample_prompts": len(chosen),
+        # The linear head (QualityModel.linear_weight) is fitted with the features,
+        # on the sample only; the cluster retrains the booster alone.
+        "linear_head_fitted_on": "sample" if model.linear_coef_ is not None else None,
         "holdout_prompt_ids": [],
     })
     if out_dir is not None:
