@@ -14,6 +14,7 @@ rule lives in one place.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from router.errors import PolicyError
 
-__all__ = ["Candidate", "Decision", "choose", "decide", "validate_bar"]
+__all__ = ["Candidate", "Decision", "choose", "decide", "validate_bar", "validate_lambda"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,18 @@ def validate_bar(bar: float | None, *, name: str = "quality_bar") -> float | Non
     if isinstance(bar, bool) or not isinstance(bar, int | float) or not 0.0 <= bar <= 1.0:
         raise PolicyError(f"{name} must be a number in [0, 1], got {bar!r}")
     return float(bar)
+
+
+def validate_lambda(value: float | None, *, name: str = "utility_lambda") -> float | None:
+    """lambda is quality per USD: a finite number >= 0 (0 = best quality at any price)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+        math.isfinite(value) and value >= 0
+    ):
+        raise PolicyError(f"{name} must be a finite number >= 0 (quality per USD), "
+                          f"got {value!r}")
+    return float(value)
 
 
 def choose(
@@ -115,6 +128,7 @@ def decide(
     if not models:
         raise PolicyError("no models to choose from")
     validate_bar(bar)
+    validate_lambda(utility_lambda)
     if max_cost_usd is not None and not max_cost_usd > 0:
         raise PolicyError(f"max_cost_usd must be positive, got {max_cost_usd!r}")
     allowed = None

@@ -40,7 +40,7 @@ import numpy as np
 from router.catalog import Catalog
 from router.conversation import Conversation
 from router.errors import ArtifactError, PolicyError
-from router.policy import Candidate, Decision, decide
+from router.policy import Candidate, Decision, decide, validate_lambda
 
 __all__ = [
     "QualityModelLike",
@@ -82,7 +82,7 @@ class RouteResult:
 
     model: str
     policy_model: str
-    quality_bar: float
+    quality_bar: float | None
     expected_quality: float
     expected_cost_usd: float
     candidates: tuple[Candidate, ...]
@@ -90,6 +90,7 @@ class RouteResult:
     explored: bool
     fallbacks: tuple[str, ...]
     decision_s: float
+    utility_lambda: float | None = None
 
     def candidates_json(self) -> list[dict[str, Any]]:
         return [{"model": c.model, "expected_quality": c.expected_quality,
@@ -198,14 +199,23 @@ class RoutingService:
 
     def route(self, conversation: Conversation, *, bar: float | None = None,
               max_cost_usd: float | None = None, models: Sequence[str] | None = None,
-              rng: random.Random | None = None, proxy_only: bool = False) -> RouteResult:
+              rng: random.Random | None = None, proxy_only: bool = False,
+              utility_lambda: float | None = None) -> RouteResult:
         """Decide for one conversation. `rng` given = explore with `self.exploration`.
 
-        `proxy_only` limits the choice to models the upstream can serve (chat).
-        Raises `PolicyError` for a bad bar, unknown models or no usable model.
+        With `utility_lambda` (quality per USD) the utility rule argmax q - lambda * c
+        decides and no bar applies; otherwise the threshold rule with `bar` (default:
+        the service's). `proxy_only` limits the choice to models the upstream can
+        serve (chat). Raises `PolicyError` for a bad bar or lambda, unknown models or
+        no usable model.
         """
         started = time.perf_counter()
-        bar = self.default_bar if bar is None else bar
+        if utility_lambda is not None:
+            if bar is not None:
+                raise PolicyError("give either quality_bar or utility_lambda, not both")
+            validate_lambda(utility_lambda)
+        else:
+            bar = self.default_bar if bar is None else bar
         pool = self.routable if proxy_only else self.predictor_models
         if models is not None:
             unknown = sorted(set(models) - set(self.predictor_models))
@@ -219,12 +229,12 @@ class RoutingService:
                               + (" that the upstream can serve" if proxy_only else ""),
                               hint="allow more models, or configure base_url / "
                                    "--upstream-base-url for them")
-        key = (conversation.digest, bar, max_cost_usd, pool)
+        key = (conversation.digest, bar, utility_lambda, max_cost_usd, pool)
         cached = self.decisions.get(key)
         if cached is None:
-            decision = self._decide(conversation, bar, max_cost_usd, pool)
+            decision = self._decide(conversation, bar, utility_lambda, max_cost_usd, pool)
             # The chain after the policy's choice, computed once with the decision.
-            cached = (decision, self._meeting(decision, decision.model, bar))
+            cached = (decision, self._meeting(decision, decision.model, bar, utility_lambda))
             self.decisions.put(key, cached)
         decision, policy_fallbacks = cached
         chosen, propensity, explored = decision.model, 1.0, False
@@ -240,29 +250,41 @@ class RoutingService:
         else:
             picked = next(c for c in decision.candidates if c.model == chosen)
             picked_quality, picked_cost = picked.expected_quality, picked.expected_cost_usd
-            fallbacks = self._meeting(decision, chosen, bar)
+            fallbacks = self._meeting(decision, chosen, bar, utility_lambda)
         return RouteResult(
             model=chosen, policy_model=decision.model, quality_bar=bar,
             expected_quality=picked_quality, expected_cost_usd=picked_cost,
             candidates=decision.candidates, propensity=propensity, explored=explored,
             fallbacks=fallbacks, decision_s=time.perf_counter() - started,
+            utility_lambda=utility_lambda,
         )
 
-    def _decide(self, conversation: Conversation, bar: float, max_cost_usd: float | None,
+    def _decide(self, conversation: Conversation, bar: float | None,
+                utility_lambda: float | None, max_cost_usd: float | None,
                 pool: tuple[str, ...]) -> Decision:
         prediction = self.model.predict([conversation])
         quality = np.asarray(prediction.quality, dtype=np.float64)[0]
         cost = np.asarray(prediction.cost_usd, dtype=np.float64)[0]
         return decide(list(prediction.models), quality, cost, bar=bar,
-                      max_cost_usd=max_cost_usd, allowed_models=pool)
+                      utility_lambda=utility_lambda, max_cost_usd=max_cost_usd,
+                      allowed_models=pool)
 
     @staticmethod
-    def _meeting(decision: Decision, chosen: str, bar: float) -> tuple[str, ...]:
-        """The rest of the chain: other candidates meeting the bar, cheapest first."""
-        meeting = sorted((c for c in decision.candidates
-                          if c.model != chosen and c.expected_quality >= bar),
-                         key=lambda c: (c.expected_cost_usd, c.model))
-        return tuple(c.model for c in meeting)
+    def _meeting(decision: Decision, chosen: str, bar: float | None,
+                 utility_lambda: float | None = None) -> tuple[str, ...]:
+        """The rest of the chain after `chosen`.
+
+        Threshold rule: the other candidates meeting the bar, cheapest first.
+        Utility rule: the other candidates by utility, best first.
+        """
+        others = [c for c in decision.candidates if c.model != chosen]
+        if utility_lambda is not None:
+            ranked = sorted(others, key=lambda c: (-(c.expected_quality - utility_lambda
+                                                     * c.expected_cost_usd), c.model))
+        else:
+            ranked = sorted((c for c in others if c.expected_quality >= bar),
+                            key=lambda c: (c.expected_cost_usd, c.model))
+        return tuple(c.model for c in ranked)
 
 
 def _predictor_models(model: Any) -> list[str]:

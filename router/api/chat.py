@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from router.api.route import checked_conversation, route_record
+from router.api.route import checked_conversation, checked_lambda, route_record
 from router.api.schemas import ROUTER_FIELDS, ChatRequest
 from router.cache import CachedResponse, cache_key, should_use_cache
 from router.conversation import Conversation
@@ -92,9 +92,11 @@ def _plan(ctx: AppContext, body: ChatRequest, request_id: str, client: str | Non
         validate_bar(bar)
     except PolicyError as exc:
         raise ApiError(400, str(exc), param="quality_bar", code="invalid_quality_bar") from None
+    lam = checked_lambda(bar, body.utility_lambda)
     try:
-        result = service.route(conversation, bar=bar, max_cost_usd=body.max_cost_usd,
-                               models=body.models, rng=ctx.rng, proxy_only=True)
+        result = service.route(conversation, bar=bar, utility_lambda=lam,
+                               max_cost_usd=body.max_cost_usd, models=body.models,
+                               rng=ctx.rng, proxy_only=True)
     except PolicyError as exc:
         raise ApiError(400, str(exc), param="models", code="invalid_models") from None
     ctx.metrics.route_decision.observe(result.decision_s)

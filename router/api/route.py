@@ -12,7 +12,7 @@ from router.conversation import Conversation, parse_conversation
 from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
 from router.errors import PolicyError
 from router.outcome_log import RequestRecord
-from router.policy import validate_bar
+from router.policy import validate_bar, validate_lambda
 from router.service import RouteResult, RoutingService
 
 __all__ = ["router", "checked_conversation", "route_record"]
@@ -48,6 +48,7 @@ def route_record(ctx: AppContext, service: RoutingService, request_id: str,
         feature_schema_version=_schema_version(service),
         model_version=service.version,
         quality_bar=result.quality_bar,
+        utility_lambda=result.utility_lambda,
         candidates=result.candidates_json(),
         chosen_model=result.model,
         propensity=result.propensity,
@@ -65,6 +66,20 @@ def _schema_version(service: RoutingService) -> int | None:
         return None
 
 
+def checked_lambda(bar: float | None, utility_lambda: float | None) -> float | None:
+    """The request's utility weight, or an OpenAI-shaped 400 naming the field."""
+    if utility_lambda is None:
+        return None
+    if bar is not None:
+        raise ApiError(400, "give either quality_bar or utility_lambda, not both",
+                       param="utility_lambda", code="invalid_utility_lambda")
+    try:
+        return validate_lambda(utility_lambda)
+    except PolicyError as exc:
+        raise ApiError(400, str(exc), param="utility_lambda",
+                       code="invalid_utility_lambda") from None
+
+
 @router.post("/v1/route")
 async def route(body: RouteRequest, request: Request, ctx: Ctx, client: ClientKey) -> Response:
     started = time.perf_counter()
@@ -75,8 +90,9 @@ async def route(body: RouteRequest, request: Request, ctx: Ctx, client: ClientKe
         validate_bar(body.quality_bar)
     except Exception as exc:
         raise ApiError(400, str(exc), param="quality_bar", code="invalid_quality_bar") from None
+    lam = checked_lambda(body.quality_bar, body.utility_lambda)
     try:
-        result = service.route(conversation, bar=body.quality_bar,
+        result = service.route(conversation, bar=body.quality_bar, utility_lambda=lam,
                                max_cost_usd=body.max_cost_usd, models=body.models)
     except PolicyError as exc:
         raise ApiError(400, str(exc), param="models", code="invalid_models") from None
@@ -91,6 +107,8 @@ async def route(body: RouteRequest, request: Request, ctx: Ctx, client: ClientKe
         "candidates": result.candidates_json(),
         "model_version": service.version,
     }
+    if result.utility_lambda is not None:
+        payload["utility_lambda"] = result.utility_lambda
     elapsed = time.perf_counter() - started
     ctx.store.log(route_record(ctx, service, request_id, client, conversation, result,
                                served_model=None, endpoint="route",

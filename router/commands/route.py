@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "else 0.7). Without --model the registry's current version is used.",
         examples=[
             "router route 'Prove that sqrt(2) is irrational.' --model models/demo --bar 0.8",
+            "router route 'Summarise: the cat sat.' --model models/demo --utility-lambda 1000",
             "router route '[{\"role\": \"user\", \"content\": \"hi\"}]' --model models/demo "
             "--models deepseek-v4-flash,gpt-4o --max-cost-usd 0.001",
         ],
@@ -36,8 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None, metavar="DIR",
                         help="trained artifact folder (default: the registry's current "
                              "version)")
-    parser.add_argument("--bar", type=float, default=None, metavar="B",
-                        help="quality bar in [0, 1] (default: the artifact's default bar)")
+    rule = parser.add_mutually_exclusive_group()
+    rule.add_argument("--bar", type=float, default=None, metavar="B",
+                      help="quality bar in [0, 1] (default: the artifact's default bar)")
+    rule.add_argument("--utility-lambda", type=float, default=None, metavar="L",
+                      help="utility rule instead of a bar: argmax quality - L * cost_usd "
+                           "(L in quality per USD, e.g. 1000)")
     parser.add_argument("--max-cost-usd", type=float, default=None, metavar="X",
                         help="drop candidates whose expected cost is above X USD")
     parser.add_argument("--models", default=None, metavar="A,B",
@@ -66,10 +71,12 @@ def _run(args: argparse.Namespace) -> int:
         allowed = [m.strip() for m in args.models.split(",") if m.strip()]
         if not allowed:
             raise ConfigError("--models is empty", hint="e.g. --models gpt-4o,qwen3-32b")
-    bar = model.default_bar if args.bar is None else args.bar
+    lam = args.utility_lambda
+    bar = None if lam is not None else (model.default_bar if args.bar is None else args.bar)
     pred = model.predict([conversation])
     decision = decide(pred.models, pred.quality[0], pred.cost_usd[0], bar=bar,
-                      max_cost_usd=args.max_cost_usd, allowed_models=allowed)
+                      utility_lambda=lam, max_cost_usd=args.max_cost_usd,
+                      allowed_models=allowed)
     print(json.dumps({
         "request_id": "req_" + uuid.uuid4().hex,
         "model": decision.model,
@@ -80,5 +87,6 @@ def _run(args: argparse.Namespace) -> int:
                         "expected_cost_usd": c.expected_cost_usd}
                        for c in decision.candidates],
         "model_version": model.version or str(path),
+        **({"utility_lambda": lam} if lam is not None else {}),
     }, indent=2))
     return 0

@@ -66,6 +66,17 @@ def test_pass_through_and_router_fields_are_not_forwarded(router_factory: Any,
     assert row["conversation"] is None and row["chosen_model"] == "gpt-4o"
 
 
+def test_routed_completion_in_utility_mode_is_logged_with_its_lambda(
+        router_factory: Any, fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    server = router_factory()
+    r = server.client.post("/v1/chat/completions", json=chat("router", utility_lambda=1000))
+    assert r.status_code == 200 and r.headers["x-router-model"] == "deepseek-v4-pro"
+    assert "utility_lambda" not in control.requests[-1]
+    row = rows(server).iloc[0]
+    assert (row["quality_bar"], row["utility_lambda"]) == (None, 1000.0)
+
+
 def test_bad_chat_requests(router_factory: Any) -> None:
     c = router_factory().client
     r = c.post("/v1/chat/completions", json=chat("gpt-5"))

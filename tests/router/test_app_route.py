@@ -177,3 +177,32 @@ def test_metrics_after_traffic(router_factory: Any) -> None:
     assert 'router_model_info{version="stub-1"} 1.0' in text
     assert 'router_request_duration_seconds_count{endpoint="route"} 3.0' in text
     assert "router_log_dropped_total 0.0" in text
+
+
+def test_route_in_utility_mode_trades_quality_for_cost(router_factory: Any) -> None:
+    server = router_factory()
+    # Stub "hi": q = .548/.698/.848/.948, cost 81/111/223/1013 micro-USD; lambda=1000 per USD
+    # gives utilities .467/.587/.625/-.065, so deepseek-v4-pro.
+    r = server.client.post("/v1/route", json={"messages": MESSAGES, "utility_lambda": 1000})
+    body = r.json()
+    assert (body["model"], body["quality_bar"], body["utility_lambda"]) == (
+        "deepseek-v4-pro", None, 1000.0)
+    # lambda 0 is "best quality at any price"; a huge lambda is "cheapest".
+    assert server.client.post("/v1/route", json={"messages": MESSAGES, "utility_lambda": 0}
+                              ).json()["model"] == "gpt-4o"
+    assert server.client.post("/v1/route", json={"messages": MESSAGES, "utility_lambda": 1e6}
+                              ).json()["model"] == "glm-4-plus"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"utility_lambda": -1}, "utility_lambda must be a finite number >= 0 (quality per USD), "
+                             "got -1.0"),
+    ({"utility_lambda": 10, "quality_bar": 0.8}, "give either quality_bar or utility_lambda, "
+                                                 "not both"),
+])
+def test_bad_utility_lambda_is_refused(router_factory: Any, body: dict[str, Any],
+                                       message: str) -> None:
+    server = router_factory()
+    r = server.client.post("/v1/route", json={"messages": MESSAGES, **body})
+    assert (r.status_code, r.json()) == error(400, message, param="utility_lambda",
+                                              code="invalid_utility_lambda")

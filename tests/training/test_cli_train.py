@@ -130,6 +130,20 @@ def test_route_prints_the_http_decision_shape(artifact: Path,
     assert decision["model"] == best["model"]
 
 
+def test_route_in_utility_mode_maximises_quality_minus_lambda_cost(
+        artifact: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["route", "Prove that sqrt(2) is irrational.", "--model", str(artifact),
+                 "--utility-lambda", "500"])
+    assert code == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert (decision["quality_bar"], decision["utility_lambda"]) == (None, 500.0)
+    utility = {c["model"]: c["expected_quality"] - 500 * c["expected_cost_usd"]
+               for c in decision["candidates"]}
+    assert decision["model"] == max(utility, key=utility.get)
+    assert main(["route", "hi", "--model", str(artifact), "--utility-lambda", "-1"]) == 1
+    assert "utility_lambda must be a finite number >= 0" in capsys.readouterr().err
+
+
 def test_route_uses_the_default_bar_and_limits(artifact: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     meta = json.loads((artifact / "meta.json").read_text())
