@@ -280,3 +280,101 @@ def test_graded_labels_train_the_linear_head_on_soft_labels() -> None:
     assert pred.quality[0, 0] < 0.35 and pred.quality[1, 0] > 0.65
     # A model with one constant graded score: a constant prediction near it.
     assert abs(pred.quality[0, 1] - 0.7) < 0.05 and abs(pred.quality[1, 1] - 0.7) < 0.05
+
+
+# ------------------------------------------------- the one-conversation hot path
+SERVING_PROMPTS = [
+    "hard question 9001 about python code with details",
+    "question 2 about a poem",
+    "",
+    "zzz qqq words never seen in training",
+    [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hard an equation"}],
+    "question 5 about a summary with details with details",
+]
+
+
+def _reference(model: QualityModel, prompts: list, models: list[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """quality, output tokens, cost as the documented formulas give them, through
+    LightGBM's public `Booster.predict` (what `predict` computed before its fast path)."""
+    from router.conversation import parse_conversation
+    from router.predictor import _rows
+
+    convs = [parse_conversation(p) for p in prompts]
+    names = list(models or model.models_)
+    codes = np.array([model.models_.index(m) for m in names])
+    n, m = len(convs), len(codes)
+    prompt_x, tfidf = model.features_.transform_with_tfidf(convs)
+    x = _rows(prompt_x, np.repeat(np.arange(n), m), np.tile(codes, n), model.descriptors_)
+    booster = model.quality_.predict(x, num_threads=1).reshape(n, m)
+    w = model.linear_weight if model.linear_coef_ is not None else 0.0
+    logits = np.array([[model.linear_intercept_[c] + (vals @ model.linear_coef_[pos, c]
+                                                      if len(pos) else 0.0)
+                        for c in codes] for pos, vals in tfidf]) if w else 0.0
+    quality = np.clip((1 - w) * booster + w / (1 + np.exp(-logits)), 0, 1)
+    medians = [model.output_medians_[name] for name in names]
+    tokens = np.tile([model.default_output_tokens if v is None else v for v in medians], (n, 1))
+    learned = np.tile([v is not None for v in medians], n)
+    if model.output_tokens_ is not None and learned.any():
+        tokens.ravel()[learned] = np.maximum(
+            np.expm1(model.output_tokens_.predict(x[learned], num_threads=1)), 0)
+    price_in = np.array([model.catalog_[name].input_usd_per_mtok for name in names])
+    price_out = np.array([model.catalog_[name].output_usd_per_mtok for name in names])
+    input_tokens = np.array([c.input_tokens for c in convs], dtype=np.float64)
+    return quality, tokens, (input_tokens[:, None] * price_in + tokens * price_out) / 1e6
+
+
+@pytest.mark.parametrize("models", [None, ["strong"], ["strong", "cheap"]])
+def test_one_conversation_equals_the_batch_and_the_reference(
+        model: QualityModel, models: list[str] | None) -> None:
+    batch = model.predict(SERVING_PROMPTS, models=models)
+    quality, tokens, cost = _reference(model, SERVING_PROMPTS, models)
+    assert batch.models == tuple(models or ("cheap", "strong"))
+    np.testing.assert_allclose(batch.quality, quality, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(batch.output_tokens, tokens, rtol=1e-6)
+    np.testing.assert_allclose(batch.cost_usd, cost, rtol=1e-6)
+    for i, prompt in enumerate(SERVING_PROMPTS):
+        one = model.predict([prompt], models=models)
+        np.testing.assert_allclose(one.quality[0], batch.quality[i], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(one.output_tokens[0], batch.output_tokens[i], rtol=1e-6)
+        np.testing.assert_allclose(one.cost_usd[0], batch.cost_usd[i], rtol=1e-6)
+
+
+def test_models_never_seen_answering_keep_the_default_length(model: QualityModel) -> None:
+    clone = _with_weight(model, model.linear_weight)
+    clone.output_medians_ = {**model.output_medians_, "strong": None}
+    pred = clone.predict(SERVING_PROMPTS)
+    assert (pred.output_tokens[:, 1] == clone.default_output_tokens).all()
+    np.testing.assert_allclose(pred.output_tokens, _reference(clone, SERVING_PROMPTS)[1],
+                               rtol=1e-6)
+    # The original's cached plan is untouched by the clone's.
+    assert (model.predict(SERVING_PROMPTS).output_tokens[:, 1] < 250).all()
+
+
+def test_prices_and_weights_changed_after_a_prediction_are_used(model: QualityModel) -> None:
+    before = model.predict(["question 1"])
+    dearer = model.with_prices({"cheap": (1.0, 4.0, 16_000), "strong": (5.0, 15.0, 128_000)})
+    after = dearer.predict(["question 1"])
+    assert after.cost_usd[0, 0] > 5 * before.cost_usd[0, 0]
+    assert np.array_equal(after.quality, before.quality)
+    booster_only = _with_weight(model, 0.0).predict(SERVING_PROMPTS).quality
+    np.testing.assert_allclose(booster_only, _reference(_with_weight(model, 0.0),
+                                                        SERVING_PROMPTS)[0], atol=1e-6)
+
+
+def test_concurrent_predictions_from_threads_match_serial_ones(model: QualityModel) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    serial = [model.predict([p]).quality for p in SERVING_PROMPTS] * 20
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(lambda p: model.predict([p]).quality, SERVING_PROMPTS * 20))
+    assert all(np.array_equal(a, b) for a, b in zip(serial, parallel, strict=True))
+
+
+def test_a_model_that_has_predicted_pickles_and_predicts_the_same(model: QualityModel) -> None:
+    import pickle
+
+    before = model.predict(SERVING_PROMPTS)
+    copy = pickle.loads(pickle.dumps(model))
+    assert "_serving_plan" not in copy.__dict__
+    assert np.array_equal(copy.predict(SERVING_PROMPTS).quality, before.quality)
