@@ -147,3 +147,19 @@ def test_tfidf_row_of_unseen_words_is_down_weighted(fitted: FeatureExtractor) ->
     assert len(rows[1][0]) == 0 and len(rows[2][0]) == 0
     single = fitted.transform_with_tfidf(["python function zzqx wwpq vvkr"])[1][0]
     assert np.array_equal(single[0], pos) and np.array_equal(single[1], vals)
+
+
+@pytest.mark.parametrize(("text", "math", "latex", "urls"), [
+    ("plain ascii prose, nothing special", 0, 0, 0),
+    ("sum ∑ and ∫ over x ≤ y, café", 3, 0, 0),
+    ("the value of $x^2$ is \\frac{a}{b}", 1, 2, 0),  # "^" is a math byte too
+    ("price is $5 only", 0, 0, 0),
+    # "/" is a math byte; "http://" with nothing after it is no URL.
+    ("see https://example.com/a and www.example.org or http:// alone", 5, 0, 2),
+    ("HTTPS://SHOUT.COM stays unmatched, as before", 2, 0, 0),
+])
+def test_math_latex_and_url_counts(fitted: FeatureExtractor, text: str, math: int,
+                                   latex: int, urls: int) -> None:
+    row = _row(fitted, text)
+    assert (row["last_math_symbols"], row["last_latex"], row["last_urls"]) == (
+        math, latex, urls)
