@@ -5,7 +5,10 @@ Prints p50/p99 of:
   next to a baseline measured in the same run: the plain sklearn pipeline
   (HashingVectorizer -> TfidfTransformer -> TruncatedSVD) transforming the same text;
 * `QualityModel.predict` for one conversation x 8 models (features, both
-  boosters, costs), the per-request part of a routing decision.
+  boosters, linear head, costs), the per-request part of a routing decision, next
+  to a baseline measured in the same run: the same numbers through lightgbm's
+  public `Booster.predict` and generic numpy glue (what `predict` did before its
+  serving plan), and the features alone (the floor the model adds to).
 
 Run: python bench/features.py [--repeats N]
 """
@@ -86,6 +89,14 @@ def main() -> None:
     pred = _percentiles(lambda: model.predict([request]), args.repeats)
     short = Conversation.from_prompt(texts[0])
     pred_short = _percentiles(lambda: model.predict([short]), args.repeats)
+    generic = _percentiles(lambda: _generic_predict(model, [request]), args.repeats)
+    generic_short = _percentiles(lambda: _generic_predict(model, [short]), args.repeats)
+    feats = _percentiles(lambda: model.features_.transform_with_tfidf([request]),
+                         args.repeats)
+    feats_short = _percentiles(lambda: model.features_.transform_with_tfidf([short]),
+                               args.repeats)
+    same = np.allclose(_generic_predict(model, [request]), model.predict([request]).quality,
+                       rtol=0, atol=1e-6)
 
     print(f"{'measurement':58s} {'p50 ms':>8s} {'p99 ms':>8s}")
     rows = [
@@ -94,9 +105,49 @@ def main() -> None:
         ("baseline: sklearn Hashing->Tfidf->SVD pipeline.transform", base),
         (f"QualityModel.predict, 1 x {m} models, ~1k-token prompt", pred),
         (f"QualityModel.predict, 1 x {m} models, {len(texts[0])}-char prompt", pred_short),
+        ("baseline: Booster.predict + generic glue, ~1k-token", generic),
+        (f"baseline: Booster.predict + generic glue, {len(texts[0])}-char", generic_short),
+        ("features alone (transform_with_tfidf), ~1k-token", feats),
+        (f"features alone (transform_with_tfidf), {len(texts[0])}-char", feats_short),
     ]
     for name, (p50, p99) in rows:
         print(f"{name:58s} {p50:8.3f} {p99:8.3f}")
+    print(f"predict quality equals the baseline's to 1e-6: {same}")
+
+
+def _generic_predict(model, convs) -> np.ndarray:
+    """Quality, output tokens and cost of `convs` x all models the generic way:
+    `_rows`, `Booster.predict` (a new _InnerPredictor per call), per-call arrays."""
+    from router.predictor import _rows
+
+    codes = np.arange(len(model.models_))
+    n, m = len(convs), len(codes)
+    prompt_x, tfidf = model.features_.transform_with_tfidf(convs)
+    model_codes = np.tile(codes, n)
+    x = _rows(prompt_x, np.repeat(np.arange(n), m), model_codes, model.descriptors_)
+    quality = model.quality_.predict(x, num_threads=1)
+    if model.linear_coef_ is not None and model.linear_weight > 0:
+        logits = np.empty((n, m))
+        logits[:] = model.linear_intercept_
+        for i, (pos, vals) in enumerate(tfidf):
+            if len(pos):
+                logits[i] += vals @ model.linear_coef_[pos]
+        w = model.linear_weight
+        quality = (1 - w) * quality + w / (1 + np.exp(-logits.ravel()))
+    quality = np.clip(quality, 0.0, 1.0)
+    fallback = np.array([model.default_output_tokens if v is None else v
+                         for v in (model.output_medians_[mm] for mm in model.models_)])
+    tokens = fallback[model_codes].astype(np.float64)
+    if model.output_tokens_ is not None:
+        learned = np.array([model.output_medians_[mm] is not None for mm in model.models_])
+        use = learned[model_codes]
+        tokens[use] = np.maximum(np.expm1(model.output_tokens_.predict(x[use], num_threads=1)),
+                                 0.0)
+    price_in = np.array([model.catalog_[mm].input_usd_per_mtok for mm in model.models_])
+    price_out = np.array([model.catalog_[mm].output_usd_per_mtok for mm in model.models_])
+    input_tokens = np.array([c.input_tokens for c in convs], dtype=np.float64)
+    _ = (input_tokens[:, None] * price_in + tokens.reshape(n, m) * price_out) / 1e6
+    return quality.reshape(n, m)
 
 
 if __name__ == "__main__":
