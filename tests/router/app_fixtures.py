@@ -16,9 +16,6 @@ owned by the upstream tests; this module builds on its `fake_upstream_server`.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,13 +25,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from router.app import create_app
 from router.catalog import DEFAULT_CATALOG_PATH, load_catalog
 from router.conversation import Conversation
 from router.settings import load_settings
+from router.threaded_server import serve_in_thread
 
 __all__ = [
     "StubModel",
@@ -90,25 +87,8 @@ class StubModel:
 @contextmanager
 def run_router(app: FastAPI) -> Iterator[str]:
     """Serve `app` (lifespan on) in a thread on a free loopback port; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name=f"router-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError(f"router did not start on 127.0.0.1:{port}")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serve_in_thread(app, lifespan="on", name="router") as url:
+        yield url
 
 
 @dataclass

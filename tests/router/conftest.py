@@ -11,18 +11,15 @@ knows the repository catalog, so prompts over a model's window get
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import uvicorn
 
 from router.catalog import DEFAULT_CATALOG_PATH, load_catalog
 from router.fake_upstream import FakeUpstreamState, create_fake_upstream
+from router.threaded_server import serve_in_thread
 
 __all__ = ["run_fake_upstream"]
 
@@ -31,26 +28,9 @@ __all__ = ["run_fake_upstream"]
 def run_fake_upstream(**options: Any) -> Iterator[tuple[str, FakeUpstreamState]]:
     """Serve `create_fake_upstream(**options)` with uvicorn in a thread on a free port."""
     app = create_fake_upstream(**options)
-    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that
-    # say so, and without it every response waits ~40 ms on Nagle + delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name=f"fake-upstream-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"fake upstream did not start on 127.0.0.1:{port}")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/v1", app.state.fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_in_thread(app, lifespan="off", log_level="critical",
+                         name="fake-upstream") as url:
+        yield f"{url}/v1", app.state.fake
 
 
 @pytest.fixture(scope="session")
