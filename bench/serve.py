@@ -30,6 +30,7 @@ depends far less on other load on the machine than requests/s and latency do.
     python bench/serve.py                       # everything, ~1.5 minutes
     python bench/serve.py --duration 10 --loop asyncio
     python bench/serve.py --model models/demo --skip-log
+    python bench/serve.py --route-only          # only (a)
 """
 
 from __future__ import annotations
@@ -292,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="server event loop: auto (what `router serve` runs: uvloop and "
                              "httptools when installed), asyncio (+h11), uvloop (+httptools)")
     parser.add_argument("--skip-log", action="store_true", help="skip (c)")
+    parser.add_argument("--route-only", action="store_true",
+                        help="run only (a), the /v1/route measurement")
     args = parser.parse_args(argv)
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         parser.error("--loop uvloop needs `pip install uvloop httptools`")
@@ -334,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in (("256 prompts", routed), ("all distinct", unique)):
             print(f"  -> {name}: {r['rps']:.0f} req/s (target >= 1500), "
                   f"{100 * r['rps'] / bare['rps']:.0f}% of the bare endpoint (target >= 50%)")
+        if args.route_only:
+            return 0
 
         def chat(model: str) -> list[bytes]:
             return [_request("/v1/chat/completions", {

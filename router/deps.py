@@ -28,6 +28,7 @@ __all__ = [
     "ClientKey",
     "get_ctx",
     "client_key",
+    "authenticate",
     "new_request_id",
 ]
 
@@ -67,6 +68,8 @@ class AppContext:
     rng: random.Random = field(default_factory=random.Random)
     cache_namespace: str = ""
     log_started: bool = False
+    #: /v1/route's metric children, by chosen model ("" holds the duration histogram).
+    route_counters: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def require_service(self) -> RoutingService:
         service = self.service
@@ -99,10 +102,17 @@ async def client_key(request: Request) -> str | None:
     ctx: AppContext = request.app.state.ctx
     if not ctx.key_digests:
         return None
-    presented = request.headers.get("x-api-key")
+    headers = request.headers
+    return authenticate(ctx, headers.get("x-api-key"), headers.get("authorization"))
+
+
+def authenticate(ctx: AppContext, api_key: str | None, authorization: str | None) -> str | None:
+    """`client_key` on the two header values (None when absent); raises the same 401s."""
+    if not ctx.key_digests:
+        return None
+    presented = api_key
     if presented is None:
-        auth = request.headers.get("authorization", "")
-        scheme, _, value = auth.partition(" ")
+        scheme, _, value = (authorization or "").partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             presented = value.strip()
     if not presented:

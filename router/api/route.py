@@ -15,9 +15,13 @@ from router.outcome_log import RequestRecord
 from router.policy import validate_bar, validate_lambda
 from router.service import RouteResult, RoutingService
 
-__all__ = ["router", "checked_conversation", "route_record"]
+__all__ = ["router", "checked_conversation", "route_record", "route_response"]
 
 router = APIRouter(tags=["route"])
+
+# Built once: `json.dumps` with any non-default option builds a new encoder per call.
+_encode_compact = json.JSONEncoder(separators=(",", ":")).encode
+_encode_text = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def checked_conversation(ctx: AppContext, messages: object) -> Conversation:
@@ -37,19 +41,23 @@ def checked_conversation(ctx: AppContext, messages: object) -> Conversation:
 
 def route_record(ctx: AppContext, service: RoutingService, request_id: str,
                  client: str | None, conversation: Conversation, result: RouteResult,
+                 candidates: list[dict[str, object]] | None = None,
                  **fields: object) -> RequestRecord:
-    """The outcome-log row shared by /v1/route and routed chat requests."""
+    """The outcome-log row shared by /v1/route and routed chat requests.
+
+    `candidates` is `result.candidates_json()` when the caller already built it.
+    """
     return RequestRecord(
         request_id=request_id,
         client_key_id=client,
         conversation_hash=conversation.digest,
-        conversation=None if ctx.settings.privacy_mode else json.dumps(
-            conversation.to_messages(), ensure_ascii=False),
+        conversation=None if ctx.settings.privacy_mode else _encode_text(
+            conversation.to_messages()),
         feature_schema_version=_schema_version(service),
         model_version=service.version,
         quality_bar=result.quality_bar,
         utility_lambda=result.utility_lambda,
-        candidates=result.candidates_json(),
+        candidates=result.candidates_json() if candidates is None else candidates,
         chosen_model=result.model,
         propensity=result.propensity,
         explored=result.explored,
@@ -80,42 +88,66 @@ def checked_lambda(bar: float | None, utility_lambda: float | None) -> float | N
                        code="invalid_utility_lambda") from None
 
 
-@router.post("/v1/route")
-async def route(body: RouteRequest, request: Request, ctx: Ctx, client: ClientKey) -> Response:
-    started = time.perf_counter()
-    request.state.endpoint = "route"
-    conversation = checked_conversation(ctx, body.messages)
+def route_response(ctx: AppContext, client: str | None, messages: object,
+                   quality_bar: float | None, utility_lambda: float | None,
+                   max_cost_usd: float | None, models: list[str] | None,
+                   started: float) -> tuple[bytes, str, str]:
+    """Decide, log and count one /v1/route request: (JSON body, request id, model).
+
+    Shared by the FastAPI handler and the lean ASGI path (`router.api.fast_route`).
+    Every `ApiError` is raised before anything is logged or counted, so a caller
+    may retry the request elsewhere after one without double-counting it.
+    """
+    conversation = checked_conversation(ctx, messages)
     service = ctx.require_service()
     try:
-        validate_bar(body.quality_bar)
+        validate_bar(quality_bar)
     except Exception as exc:
         raise ApiError(400, str(exc), param="quality_bar", code="invalid_quality_bar") from None
-    lam = checked_lambda(body.quality_bar, body.utility_lambda)
+    lam = checked_lambda(quality_bar, utility_lambda)
     try:
-        result = service.route(conversation, bar=body.quality_bar, utility_lambda=lam,
-                               max_cost_usd=body.max_cost_usd, models=body.models)
+        result = service.route(conversation, bar=quality_bar, utility_lambda=lam,
+                               max_cost_usd=max_cost_usd, models=models)
     except PolicyError as exc:
         raise ApiError(400, str(exc), param="models", code="invalid_models") from None
-    ctx.metrics.route_decision.observe(result.decision_s)
     request_id = new_request_id()
+    candidates = result.candidates_json()
     payload = {
         "request_id": request_id,
         "model": result.model,
         "quality_bar": result.quality_bar,
         "expected_quality": result.expected_quality,
         "expected_cost_usd": result.expected_cost_usd,
-        "candidates": result.candidates_json(),
+        "candidates": candidates,
         "model_version": service.version,
     }
     if result.utility_lambda is not None:
         payload["utility_lambda"] = result.utility_lambda
+    body = _encode_compact(payload).encode()
     elapsed = time.perf_counter() - started
     ctx.store.log(route_record(ctx, service, request_id, client, conversation, result,
                                served_model=None, endpoint="route",
                                input_tokens=conversation.input_tokens,
-                               latency_ms=elapsed * 1000.0))
-    ctx.metrics.requests.labels("route", result.model, "200").inc()
-    ctx.metrics.request_duration.labels("route").observe(elapsed)
-    return Response(json.dumps(payload, separators=(",", ":")).encode(),
-                    media_type="application/json",
-                    headers={"x-request-id": request_id, "x-router-model": result.model})
+                               latency_ms=elapsed * 1000.0, candidates=candidates))
+    metrics = ctx.metrics
+    metrics.route_decision.observe(result.decision_s)
+    counter = ctx.route_counters.get(result.model)
+    if counter is None:  # one `labels()` per model, not per request (it locks and hashes)
+        counter = ctx.route_counters[result.model] = metrics.requests.labels(
+            "route", result.model, "200")
+    counter.inc()
+    duration = ctx.route_counters.get("")
+    if duration is None:
+        duration = ctx.route_counters[""] = metrics.request_duration.labels("route")
+    duration.observe(elapsed)
+    return body, request_id, result.model
+
+
+@router.post("/v1/route")
+async def route(body: RouteRequest, request: Request, ctx: Ctx, client: ClientKey) -> Response:
+    request.state.endpoint = "route"
+    content, request_id, model = route_response(
+        ctx, client, body.messages, body.quality_bar, body.utility_lambda, body.max_cost_usd,
+        body.models, time.perf_counter())
+    return Response(content, media_type="application/json",
+                    headers={"x-request-id": request_id, "x-router-model": model})
