@@ -135,11 +135,20 @@ def outcome_matrices(table: pd.DataFrame, models: Sequence[str],
 def sweep_bars(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
                cost: np.ndarray, bars: Sequence[float]) -> np.ndarray:
     """(bar, mean realised cost, mean realised quality) per bar, routing on predictions."""
+    return _sweep(pred_quality, pred_cost, quality, cost, "bar", bars)
+
+
+def _sweep(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
+           cost: np.ndarray, rule: str, settings: Sequence[float]) -> np.ndarray:
+    """(setting, mean realised cost, mean realised quality) per setting of one rule.
+
+    `rule` is the `router.policy.choose` keyword: "bar" or "utility_lambda".
+    """
     rows = np.arange(quality.shape[0])
-    out = np.empty((len(bars), 3))
-    for i, bar in enumerate(bars):
-        idx = choose(pred_quality, pred_cost, bar=float(bar))
-        out[i] = (bar, cost[rows, idx].mean(), quality[rows, idx].mean())
+    out = np.empty((len(settings), 3))
+    for i, value in enumerate(settings):
+        idx = choose(pred_quality, pred_cost, **{rule: float(value)})
+        out[i] = (value, cost[rows, idx].mean(), quality[rows, idx].mean())
     return out
 
 
@@ -180,12 +189,7 @@ def utility_lambdas(cost: np.ndarray, n: int = 60) -> list[float]:
 def sweep_lambdas(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
                   cost: np.ndarray, lambdas: Sequence[float]) -> np.ndarray:
     """(lambda, mean realised cost, mean realised quality) per utility weight."""
-    rows = np.arange(quality.shape[0])
-    out = np.empty((len(lambdas), 3))
-    for i, lam in enumerate(lambdas):
-        idx = choose(pred_quality, pred_cost, utility_lambda=float(lam))
-        out[i] = (lam, cost[rows, idx].mean(), quality[rows, idx].mean())
-    return out
+    return _sweep(pred_quality, pred_cost, quality, cost, "utility_lambda", lambdas)
 
 
 def _default_bars(pred_quality: np.ndarray) -> list[float]:
