@@ -6,6 +6,11 @@ fallback chain; the answer keeps the provider's body, with `x-router-model`
 (the model that answered) and `x-request-id` headers. Streaming requests are
 passed through event by event. Non-streaming temperature-0 requests use the
 cache. Every request, answered or failed, leaves one outcome-log row.
+
+The work is done by `plan_chat` (decide, build the chain; raises `ApiError`
+before anything is logged or counted) and `answer_chat` (call the upstream, log,
+count), shared by the FastAPI handler below and the lean ASGI path
+(`router.api.fast_path`), which answers well-formed requests without FastAPI.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -31,7 +36,7 @@ from router.policy import validate_bar
 from router.service import RouteResult, RoutingService, parse_router_model
 from router.upstream import UpstreamError
 
-__all__ = ["router"]
+__all__ = ["router", "plan_chat", "answer_chat", "ChatAnswer", "forwarded_body"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,10 @@ class _Plan:
 
     __slots__ = ("request_id", "client", "conversation", "service", "result", "chain",
                  "started", "stream")
+
+    @property
+    def first_model(self) -> str | None:
+        return self.chain[0] if self.chain else None
 
     def __init__(self, request_id: str, client: str | None, conversation: Conversation,
                  service: RoutingService | None, result: RouteResult | None,
@@ -71,38 +80,54 @@ class _Plan:
             chosen_model=model, endpoint="chat", stream=self.stream, **fields)
 
 
-def _plan(ctx: AppContext, body: ChatRequest, request_id: str, client: str | None,
-          started: float) -> _Plan:
-    conversation = checked_conversation(ctx, body.messages)
+def plan_chat(ctx: AppContext, request_id: str, client: str | None, started: float, *,
+              model: str, messages: Any, stream: bool, quality_bar: float | None,
+              utility_lambda: float | None, max_cost_usd: float | None,
+              models: list[str] | None) -> _Plan:
+    """Decide what one chat request will do, or raise `ApiError` (before anything
+    is logged or counted, so a caller may hand the request to another path)."""
+    conversation = checked_conversation(ctx, messages)
     try:
-        bar = parse_router_model(body.model)
+        bar = parse_router_model(model)
     except PolicyError as exc:
         raise ApiError(400, str(exc), param="model", code="invalid_quality_bar") from None
     if bar is False:
-        if body.model not in ctx.catalog:
-            raise ApiError(404, f"unknown model {body.model!r}: use `router`, `router:<bar>` "
+        if model not in ctx.catalog:
+            raise ApiError(404, f"unknown model {model!r}: use `router`, `router:<bar>` "
                            f"or one of {', '.join(sorted(ctx.catalog.names))}",
                            param="model", code="model_not_found")
-        chain = ctx.upstream.chain_for(body.model)
-        return _Plan(request_id, client, conversation, None, None, chain, started, body.stream)
+        chain = ctx.upstream.chain_for(model)
+        return _Plan(request_id, client, conversation, None, None, chain, started, stream)
     service = ctx.require_service()
     if bar is None:
-        bar = body.quality_bar
+        bar = quality_bar
     try:
         validate_bar(bar)
     except PolicyError as exc:
         raise ApiError(400, str(exc), param="quality_bar", code="invalid_quality_bar") from None
-    lam = checked_lambda(bar, body.utility_lambda)
+    lam = checked_lambda(bar, utility_lambda)
     try:
         result = service.route(conversation, bar=bar, utility_lambda=lam,
-                               max_cost_usd=body.max_cost_usd, models=body.models,
+                               max_cost_usd=max_cost_usd, models=models,
                                rng=ctx.rng, proxy_only=True)
     except PolicyError as exc:
         raise ApiError(400, str(exc), param="models", code="invalid_models") from None
     ctx.metrics.route_decision.observe(result.decision_s)
     chain = ctx.upstream.chain_for(result.model, result.fallbacks)
-    return _Plan(request_id, client, conversation, service, result, chain, started,
-                 body.stream)
+    return _Plan(request_id, client, conversation, service, result, chain, started, stream)
+
+
+def forwarded_body(body: dict[str, Any]) -> dict[str, Any]:
+    """What goes upstream: the caller's body without the router's own fields."""
+    return {k: v for k, v in body.items() if k not in ROUTER_FIELDS}
+
+
+class ChatAnswer(NamedTuple):
+    """A successful answer: whole (`body`, JSON) or streamed (`events`, SSE)."""
+
+    headers: dict[str, str]
+    body: bytes | None = None
+    events: AsyncIterator[bytes] | None = None
 
 
 def _cost(ctx: AppContext, model: str, prompt_tokens: int, completion_tokens: int) -> float:
@@ -137,17 +162,30 @@ async def chat_completions(body: ChatRequest, request: Request, ctx: Ctx,
     request.state.endpoint = "chat"
     request_id = new_request_id()
     request.state.request_id = request_id
-    plan = _plan(ctx, body, request_id, client, started)
-    request.state.model = plan.chain[0] if plan.chain else None
-    upstream_body = body.model_dump(exclude_unset=True)
-    for name in ROUTER_FIELDS:
-        upstream_body.pop(name, None)
+    plan = plan_chat(ctx, request_id, client, started, model=body.model,
+                     messages=body.messages, stream=body.stream,
+                     quality_bar=body.quality_bar, utility_lambda=body.utility_lambda,
+                     max_cost_usd=body.max_cost_usd, models=body.models)
+    request.state.model = plan.first_model
+    answer = await answer_chat(ctx, plan, forwarded_body(body.model_dump(exclude_unset=True)),
+                               request.headers)
+    if answer.events is not None:
+        return StreamingResponse(answer.events, media_type="text/event-stream",
+                                 headers=answer.headers)
+    return Response(answer.body, media_type="application/json", headers=answer.headers)
 
+
+async def answer_chat(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any],
+                      headers: Mapping[str, str]) -> ChatAnswer:
+    """Call the upstream along `plan.chain`, log and count; `headers` are the
+    request's (for `Cache-Control`). Raises `UpstreamError` when the chain failed
+    (already logged and timed; the caller answers it with the error's status)."""
     if plan.stream:
         return await _stream(ctx, plan, upstream_body)
 
+    request_id = plan.request_id
     key = None
-    if ctx.cache is not None and should_use_cache(upstream_body, request.headers):
+    if ctx.cache is not None and should_use_cache(upstream_body, headers):
         key = cache_key(upstream_body, namespace=ctx.cache_namespace)
         hit = await (ctx.semantic.lookup(upstream_body) if ctx.semantic is not None
                      else ctx.cache.get(key))
@@ -157,9 +195,8 @@ async def chat_completions(body: ChatRequest, request: Request, ctx: Ctx,
                                       input_tokens=plan.conversation.input_tokens,
                                       output_tokens=0, cost_usd=0.0, status=200))
             _observe_served(ctx, plan, hit.served_model, 200, 0.0, None)
-            return Response(hit.body, media_type="application/json",
-                            headers={"x-router-model": hit.served_model,
-                                     "x-request-id": request_id, "x-router-cache": "hit"})
+            return ChatAnswer({"x-router-model": hit.served_model, "x-request-id": request_id,
+                               "x-router-cache": "hit"}, body=hit.body)
         ctx.metrics.cache_misses.inc()
 
     try:
@@ -188,12 +225,11 @@ async def chat_completions(body: ChatRequest, request: Request, ctx: Ctx,
         cost_usd=cost, ttfb_ms=result.ttfb_s * 1000.0, status=200))
     _observe_served(ctx, plan, result.model, 200, cost, result.ttfb_s)
     log.info("request %s -> %s in %.1f ms, $%.6f", request_id, result.model,
-             (time.perf_counter() - started) * 1000.0, cost)
-    return Response(data, media_type="application/json",
-                    headers={"x-router-model": result.model, "x-request-id": request_id})
+             (time.perf_counter() - plan.started) * 1000.0, cost)
+    return ChatAnswer({"x-router-model": result.model, "x-request-id": request_id}, body=data)
 
 
-async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -> Response:
+async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -> ChatAnswer:
     try:
         stream = await ctx.upstream.stream(upstream_body, plan.chain)
     except UpstreamError as exc:
@@ -225,7 +261,5 @@ async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -
                 with contextlib.suppress(Exception):
                     await stream.aclose()
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"x-router-model": stream.model,
-                                      "x-request-id": plan.request_id,
-                                      "cache-control": "no-cache"})
+    return ChatAnswer({"x-router-model": stream.model, "x-request-id": plan.request_id,
+                       "cache-control": "no-cache"}, events=events())

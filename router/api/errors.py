@@ -21,7 +21,8 @@ from router.deps import ApiError
 from router.errors import ArtifactError, ConfigError, RouterError
 from router.upstream import UpstreamError
 
-__all__ = ["install_error_handlers", "error_response", "describe_validation_error"]
+__all__ = ["install_error_handlers", "error_response", "describe_validation_error",
+           "upstream_error_response", "internal_error_response"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,18 @@ def error_response(status: int, message: str, *, type: str = "invalid_request_er
                    headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def upstream_error_response(exc: UpstreamError) -> JSONResponse:
+    """A failed upstream chain, with the upstream's own status."""
+    return JSONResponse(exc.to_openai(), status_code=exc.status_code)
+
+
+def internal_error_response(request_id: str | None) -> JSONResponse:
+    """A bug of ours: 500 naming the request id (for the logs), never the details."""
+    return error_response(500, "internal error in the router"
+                          + (f" (request {request_id})" if request_id else ""),
+                          type="server_error", code="internal_error")
 
 
 def _observe(request: Request, status: int) -> None:
@@ -87,7 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UpstreamError)
     async def upstream_error(request: Request, exc: UpstreamError) -> JSONResponse:
         _observe(request, exc.status_code)
-        return JSONResponse(exc.to_openai(), status_code=exc.status_code)
+        return upstream_error_response(exc)
 
     @app.exception_handler(RouterError)
     async def router_error(request: Request, exc: RouterError) -> JSONResponse:
@@ -117,6 +130,4 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s (request %s)", request.method,
                       request.url.path, request_id)
         _observe(request, 500)
-        return error_response(500, "internal error in the router"
-                              + (f" (request {request_id})" if request_id else ""),
-                              type="server_error", code="internal_error")
+        return internal_error_response(request_id)

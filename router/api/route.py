@@ -94,7 +94,7 @@ def route_response(ctx: AppContext, client: str | None, messages: object,
                    started: float) -> tuple[bytes, str, str]:
     """Decide, log and count one /v1/route request: (JSON body, request id, model).
 
-    Shared by the FastAPI handler and the lean ASGI path (`router.api.fast_route`).
+    Shared by the FastAPI handler and the lean ASGI path (`router.api.fast_path`).
     Every `ApiError` is raised before anything is logged or counted, so a caller
     may retry the request elsewhere after one without double-counting it.
     """
