@@ -8,6 +8,7 @@ process crash. Re-exported by `router.outcome_log`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -114,8 +115,17 @@ class SQLiteOutcomeLog(OutcomeLog):
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if requests:
-                conn.executemany(_SQLITE_INSERT_REQUEST, requests)
+            start = 0
+            while start < len(requests):
+                # One multi-row INSERT per power-of-two slice: `executemany` steps
+                # once per row, and every step releases the GIL and takes it back,
+                # so a batch forced a GIL hand-off per row onto the event loop
+                # thread (a stall of up to the switch interval under load). At most
+                # 9 statement shapes, so SQLite's statement cache keeps them all.
+                size = min(_MAX_ROWS_PER_INSERT, 1 << ((len(requests) - start).bit_length() - 1))
+                conn.execute(_insert_requests_sql(size),
+                             [value for row in requests[start:start + size] for value in row])
+                start += size
             if feedback:
                 conn.executemany(_SQLITE_INSERT_FEEDBACK, feedback)
             conn.execute("COMMIT")
@@ -154,9 +164,14 @@ class SQLiteOutcomeLog(OutcomeLog):
             self._conn = None
 
 
-_SQLITE_INSERT_REQUEST = (
-    f"INSERT OR IGNORE INTO requests ({', '.join(_REQUEST_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_REQUEST_COLUMNS))})")
+_MAX_ROWS_PER_INSERT = 256  # x 25 columns, well under SQLite's 32,766 bound parameters
+
+
+@functools.cache
+def _insert_requests_sql(rows: int) -> str:
+    values = "(" + ", ".join("?" * len(_REQUEST_COLUMNS)) + ")"
+    return (f"INSERT OR IGNORE INTO requests ({', '.join(_REQUEST_COLUMNS)}) "
+            f"VALUES {', '.join([values] * rows)}")
 _SQLITE_INSERT_FEEDBACK = (
     f"INSERT INTO feedback ({', '.join(_FEEDBACK_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_FEEDBACK_COLUMNS))})")

@@ -203,6 +203,23 @@ async def test_rows_are_written_in_batches_not_one_by_one(
     assert row_count(log) == 1000
 
 
+async def test_a_batch_of_odd_size_round_trips_row_for_row(
+        make_log: Callable[..., OutcomeLog]) -> None:
+    # 299 rows in one transaction: SQLite writes them as multi-row INSERTs of
+    # 256 + 32 + 8 + 2 + 1; every row must land with its own values, in order.
+    log = make_log(batch_size=512, flush_interval_s=30.0)
+    records = [dataclasses.replace(full_record(f"r{i:03d}", ts=float(i)), output_tokens=i,
+                                   served_model=f"m{i % 7}") for i in range(299)]
+    for record in records:
+        log.log(record)
+    await log.start()
+    await log.close()
+
+    rows = await log.query_requests()
+    assert log.batches == 1 and log.written == 299
+    assert rows == [dataclasses.asdict(r) for r in records]
+
+
 async def test_a_partial_batch_is_written_after_the_flush_interval(
         make_log: Callable[..., OutcomeLog]) -> None:
     log = make_log(batch_size=1000, flush_interval_s=0.05)
