@@ -17,7 +17,13 @@ client's own cost stays far below the server's (httpx costs ~10x more per reques
     head, and to the end of the stream), same run. Streams last as LLM streams do,
     longer than their first byte: 20 ms to the first event, then `--chunk-delay-ms`
     between chunks (default 100 ms, ~1 s per stream), so 100 concurrent streams are
-    ~110 streams/s. Targets: p50 <= 2 ms, p99 <= 10 ms.
+    ~110 streams/s. The 100 clients start spread over `--ramp-s` (1 s, one
+    stream's length), so what is measured is 100 streams in steady state.
+    Targets: p50 <= 2 ms, p99 <= 10 ms.
+    (b-herd) The same with all 100 clients starting at the same instant: each
+    round of streams then arrives as one burst (closed-loop clients whose streams
+    last alike stay in step), so every server queues the burst, and the router,
+    doing more per stream than the fake, queues it for longer.
     Then the same with no delay between chunks: a closed loop as fast as the
     servers go, which saturates the 2 cores the fake, the router and the client
     share. Its latency is queueing, not overhead; what it measures is streams/s
@@ -172,15 +178,18 @@ async def _read_response(reader: asyncio.StreamReader, marks: list[float]) -> in
 
 
 async def _load(port: int, requests: list[bytes], concurrency: int, duration: float,
-                warmup: float) -> dict[str, Any]:
+                warmup: float, ramp: float) -> dict[str, Any]:
     latencies: list[float] = []
     heads: list[float] = []
     errors = 0
-    start_at = time.perf_counter() + warmup
+    start_at = time.perf_counter() + ramp + warmup
     stop_at = start_at + duration
 
     async def worker(offset: int) -> None:
         nonlocal errors
+        # Client k starts k/concurrency of the ramp late; with ramp 0 they all start
+        # at once, a burst every closed-loop client then keeps in step with.
+        await asyncio.sleep(ramp * offset / concurrency)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = offset
         while True:
@@ -203,19 +212,20 @@ async def _load(port: int, requests: list[bytes], concurrency: int, duration: fl
 
 
 def loadgen(port: int, requests: list[bytes], concurrency: int, duration: float,
-            warmup: float, out: Any) -> None:
-    out.put(asyncio.run(_load(port, requests, concurrency, duration, warmup)))
+            warmup: float, ramp: float, out: Any) -> None:
+    out.put(asyncio.run(_load(port, requests, concurrency, duration, warmup, ramp)))
 
 
 def run_load(port: int, requests: list[bytes], concurrency: int, duration: float,
-             warmup: float = 1.0, server_pid: int | None = None) -> dict[str, float]:
+             warmup: float = 1.0, server_pid: int | None = None,
+             ramp: float = 0.0) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=loadgen, args=(port, requests, concurrency, duration, warmup,
-                                             queue))
+                                             ramp, queue))
     proc.start()
     cpu0 = cpu_seconds(server_pid) if server_pid else None
-    result = queue.get(timeout=duration + warmup + 120)
+    result = queue.get(timeout=duration + warmup + ramp + 120)
     cpu1 = cpu_seconds(server_pid) if server_pid else None
     proc.join()
     lat = sorted(result["latencies"])
@@ -229,7 +239,7 @@ def run_load(port: int, requests: list[bytes], concurrency: int, duration: float
            "mean_ms": 1000 * statistics.fmean(lat), "cpu_ms": float("nan")}
     if cpu0 is not None and cpu1 is not None:
         # Warm-up requests used CPU too: spread it over everything served meanwhile.
-        served = len(lat) * (duration + warmup) / duration
+        served = len(lat) * (duration + warmup + ramp) / duration
         out["cpu_ms"] = 1000 * (cpu1 - cpu0) / served
     return out
 
@@ -289,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-delay-ms", type=float, default=100.0,
                         help="fake upstream's delay between stream chunks in (b)'s overhead "
                              "measurement")
+    parser.add_argument("--ramp-s", type=float, default=1.0,
+                        help="(b): the stream clients start spread over this many seconds "
+                             "(about one stream's length), so the load is 100 streams in "
+                             "steady state; (b-herd) repeats it with all starting at once")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                         help="server event loop: auto (what `router serve` runs: uvloop and "
                              "httptools when installed), asyncio (+h11), uvloop (+httptools)")
@@ -350,34 +364,41 @@ def main(argv: list[str] | None = None) -> int:
 
             httpx.post(f"http://127.0.0.1:{fake_port}/_control", json=changes).raise_for_status()
 
-        def streams(title: str) -> tuple[dict[str, float], ...]:
+        def streams(title: str, ramp: float) -> tuple[dict[str, float], ...]:
             print(title)
             # The fake answers only /v1/...; the router proxies to it under the same path.
             direct = run_load(fake_port, chat("gpt-4o"), args.streams, args.duration,
-                              server_pid=fake_pid)
+                              server_pid=fake_pid, ramp=ramp)
             show("straight to the fake upstream", direct, heads=True)
             proxied = run_load(router_port, chat("gpt-4o"), args.streams, args.duration,
-                               server_pid=router_pid)
+                               server_pid=router_pid, ramp=ramp)
             show("through the router (pass-through)", proxied, heads=True)
             routed_chat = run_load(router_port, chat("router:0.7"), args.streams,
-                                   args.duration, server_pid=router_pid)
+                                   args.duration, server_pid=router_pid, ramp=ramp)
             show("through the router (model router)", routed_chat, heads=True)
             return direct, proxied, routed_chat
 
+        def overheads(direct: dict[str, float], proxied: dict[str, float],
+                      routed_chat: dict[str, float]) -> None:
+            for name, r in (("pass-through", proxied), ("routed", routed_chat)):
+                print(f"  -> overhead {name}: p50 {r['p50_ms'] - direct['p50_ms']:+.2f} ms "
+                      f"(target <= 2), p99 {r['p99_ms'] - direct['p99_ms']:+.2f} ms "
+                      f"(target <= 10); first byte p50 "
+                      f"{r['head_p50_ms'] - direct['head_p50_ms']:+.2f} ms, p99 "
+                      f"{r['head_p99_ms'] - direct['head_p99_ms']:+.2f} ms")
+
         control(chunk_delay_ms=args.chunk_delay_ms)
-        direct, proxied, routed_chat = streams(
+        overheads(*streams(
             f"\n(b) streaming chat, {args.streams} concurrent streams, upstream latency "
-            f"{args.upstream_latency_ms:g} ms, {args.chunk_delay_ms:g} ms between chunks")
-        for name, r in (("pass-through", proxied), ("routed", routed_chat)):
-            print(f"  -> overhead {name}: p50 {r['p50_ms'] - direct['p50_ms']:+.2f} ms "
-                  f"(target <= 2), p99 {r['p99_ms'] - direct['p99_ms']:+.2f} ms "
-                  f"(target <= 10); first byte p50 "
-                  f"{r['head_p50_ms'] - direct['head_p50_ms']:+.2f} ms, p99 "
-                  f"{r['head_p99_ms'] - direct['head_p99_ms']:+.2f} ms")
+            f"{args.upstream_latency_ms:g} ms, {args.chunk_delay_ms:g} ms between chunks, "
+            f"clients starting over {args.ramp_s:g} s", args.ramp_s))
+        overheads(*streams(
+            f"\n(b-herd) the same, all {args.streams} clients starting at once (a burst "
+            f"that recurs: closed-loop clients whose streams last alike stay in step)", 0.0))
         control(chunk_delay_ms=0)
         direct, proxied, routed_chat = streams(
             f"\n(b') the same, no delay between chunks: saturated closed loop (latency here is "
-            f"queueing on {os.cpu_count()} shared cores)")
+            f"queueing on {os.cpu_count()} shared cores)", 0.0)
         for name, r in (("pass-through", proxied), ("routed", routed_chat)):
             print(f"  -> {name}: {r['rps']:.0f} streams/s, "
                   f"{100 * r['rps'] / direct['rps']:.0f}% of the fake alone; router CPU "
