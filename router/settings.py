@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         "how long an open breaker skips the model before one trial request"))
     reload_interval_s: float = Field(5.0, description=(
         "seconds between checks for a new model version; 0 = never"))
+    gc_freeze: bool = Field(True, description=(
+        "after start-up and after each model reload, exempt the live heap (the model, "
+        "libraries) from Python's cyclic garbage collector (`gc.freeze`), so a full "
+        "collection scans only what requests allocate instead of pausing every request "
+        "for the whole heap"))
     host: str = Field("127.0.0.1", description="address `router serve` binds")
     port: int = Field(8000, description="port `router serve` binds")
 

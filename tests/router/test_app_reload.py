@@ -79,3 +79,30 @@ def test_model_dir_is_served_and_reloaded_when_its_meta_changes(
     (folder / "meta.json").write_text(json.dumps(meta))
     assert wait_for(lambda: served_version(server) == "retrained-in-place")
     assert first != "retrained-in-place"
+
+
+def test_the_served_model_is_out_of_the_collectors_reach(
+        router_factory: Any, tiny_artifact: Path, tmp_path: Path) -> None:
+    import gc
+
+    def collectable(obj: object) -> bool:
+        assert gc.is_tracked(obj)
+        return any(id(obj) in {id(o) for o in gc.get_objects(generation)}
+                   for generation in range(3))
+
+    registry = Registry(tmp_path / "models")
+    registry.add(tiny_artifact, version_id="v1")
+    registry.promote("v1")
+    gc.unfreeze()
+    try:
+        router_factory(registry_dir=registry.root, gc_freeze=False)
+        assert gc.get_freeze_count() == 0
+        server = router_factory(registry_dir=registry.root)  # the default: on
+        # The feature extractor was live at start-up: frozen, so never scanned again.
+        assert gc.get_freeze_count() > 0 and not collectable(server.ctx.service.model.features_)
+        registry.add(tiny_artifact, version_id="v2")
+        registry.promote("v2")
+        assert wait_for(lambda: served_version(server) == "v2")
+        assert not collectable(server.ctx.service.model.features_)  # the new one too
+    finally:
+        gc.unfreeze()
