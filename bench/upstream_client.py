@@ -10,8 +10,8 @@ the other in the same run, same limits, same request bodies:
 (a) non-streaming `POST /v1/chat/completions` (JSON), at concurrency 1 and 64;
 (b) streaming (`"stream": true`, read with `aiter_bytes`), at concurrency 1 and 100.
 
-A third client is what the router runs before this transport: 32 default clients
-used round-robin, each with 1/32 of the limits (`router.app.ShardedHTTP`), because
+A third client is what the router ran before this transport: 32 default clients
+used round-robin, each with 1/32 of the limits (the former `router.app.ShardedHTTP`), because
 one httpcore pool re-scans every connection (with a `poll` syscall per idle one)
 for every queued request on each request start and end.
 
@@ -166,7 +166,7 @@ async def run(make_client: Callable[[], Any], url: str,
 
 class Sharded:
     """Round-robin over `n` default clients with 1/n of the limits each: the same
-    spreading as `router.app.ShardedHTTP` (copied so this bench stays standalone)."""
+    spreading as the router's former `ShardedHTTP`, kept here as a baseline."""
 
     def __init__(self, n: int) -> None:
         limits = httpx.Limits(max_connections=LIMITS.max_connections // n,

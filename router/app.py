@@ -44,7 +44,7 @@ from router.service import RoutingService, load_service
 from router.settings import Settings
 
 __all__ = ["create_app", "load_initial_service", "ModelSource", "Reloader",
-           "BodyLimitMiddleware", "ShardedHTTP", "freeze_heap"]
+           "BodyLimitMiddleware", "freeze_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -119,38 +119,6 @@ class BodyLimitMiddleware:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class ShardedHTTP:
-    """A few `httpx.AsyncClient` pools behind the three methods `UpstreamClient` uses.
-
-    Why: httpcore's pool re-scans every connection and queued request on each
-    request start and end (O(n) work per event, O(n^2) per burst), so one pool
-    with 100 concurrent streams spends more CPU managing itself than proxying.
-    Requests are spread round-robin over `shards` pools of `limits / shards`
-    connections each; they share the settings (timeouts, limits) of one client.
-    """
-
-    def __init__(self, clients: list[httpx.AsyncClient]) -> None:
-        self.clients = clients
-        self._next = 0
-
-    def _pick(self) -> httpx.AsyncClient:
-        self._next = (self._next + 1) % len(self.clients)
-        return self.clients[self._next]
-
-    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self._pick().post(url, **kwargs)
-
-    def build_request(self, method: str, url: str, **kwargs: Any) -> httpx.Request:
-        return self.clients[0].build_request(method, url, **kwargs)
-
-    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        return await self._pick().send(request, **kwargs)
-
-    async def aclose(self) -> None:
-        for client in self.clients:
-            await client.aclose()
 
 
 class ModelSource:
@@ -366,16 +334,17 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 log.warning("no client API keys configured (ROUTER_API_KEYS): every caller is "
                             "accepted; set keys before exposing the router")
             if ctx.upstream is None:
-                # Never more pools than connections: the total stays within the limit.
-                shards = min(settings.upstream_pool_shards, settings.upstream_max_connections)
-                http = ShardedHTTP([httpx.AsyncClient(
-                    limits=httpx.Limits(
-                        max_connections=max(1, settings.upstream_max_connections // shards),
-                        max_keepalive_connections=max(
-                            1, settings.upstream_max_keepalive // shards)),
+                from router.http_transport import PooledHTTP11Transport
+
+                # httpx's API over our HTTP/1.1 pool: httpcore's costs O(connections)
+                # per request and anyio's timeouts per read (router.http_transport).
+                http = httpx.AsyncClient(
+                    transport=PooledHTTP11Transport(limits=httpx.Limits(
+                        max_connections=settings.upstream_max_connections,
+                        max_keepalive_connections=settings.upstream_max_keepalive)),
                     timeout=httpx.Timeout(settings.upstream_read_timeout_s,
                                           connect=settings.upstream_connect_timeout_s),
-                    trust_env=False) for _ in range(shards)])
+                    trust_env=False)
                 stack.push_async_callback(http.aclose)
                 from router.upstream import Cooldowns, UpstreamClient
 

@@ -118,9 +118,6 @@ class Settings(BaseSettings):
         "connection pool size of the one shared HTTP client"))
     upstream_max_keepalive: int = Field(128, description=(
         "idle keep-alive connections kept in the pool"))
-    upstream_pool_shards: int = Field(32, description=(
-        "connection pools the upstream connections are spread over (httpx's pool costs "
-        "O(connections) per request; 1 = a single pool)"))
     max_retries: int = Field(1, description=(
         "retries of the same model on 429/5xx/connect errors before falling back"))
     backoff_s: float = Field(0.25, description=(
@@ -216,8 +213,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("max_body_bytes", "max_messages", "upstream_max_connections",
-                     "upstream_max_keepalive", "cooldown_failures", "log_batch_size",
-                     "upstream_pool_shards")
+                     "upstream_max_keepalive", "cooldown_failures", "log_batch_size")
     @classmethod
     def _positive_int(cls, value: int) -> int:
         if value < 1:

@@ -142,7 +142,8 @@ def test_stream_failing_midway_ends_with_an_error_event(router_factory: Any,
     assert "mid-stream" in events[-2].json()["error"]["message"]
     row = rows(server).iloc[0]
     # The connection drop is logged as the status the error maps to, with its message.
-    assert row["status"] == 503 and "peer closed connection" in row["error"]
+    assert row["status"] == 503 and "closed the connection before the response body was " \
+        "complete" in row["error"]
 
 
 def test_fallback_when_the_chosen_model_fails(router_factory: Any,
