@@ -7,6 +7,8 @@ real loopback socket to the fake upstream (`fake_upstream_server`).
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import logging
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import pytest
 
 from router.catalog import Catalog, ModelSpec, estimate_tokens, load_catalog
 from router.errors import ConfigError
+from router.http_transport import PooledHTTP11Transport
 from router.upstream import (
     Attempt,
     ContextLengthExceeded,
@@ -652,9 +655,37 @@ async def test_stream_client_error_is_not_fallen_back(make_client):
 @pytest.fixture
 async def live_client(fake_upstream_server):
     base_url, control = fake_upstream_server
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with httpx.AsyncClient(timeout=5, transport=PooledHTTP11Transport()) as http:
         yield UpstreamClient(load_catalog(), http=http, base_url_override=base_url,
                              backoff_s=0.01), control
+
+
+async def test_live_gzip_encoded_stream_is_decoded():
+    # The proxy reads plain SSE bodies raw; a compressed one must still be decoded.
+    body = sse(delta("Hel"), delta("lo"), USAGE_CHUNK)
+    packed = gzip.compress(body)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"content-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n")
+        for part in (packed[:10], packed[10:]):
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, httpx.AsyncClient(timeout=5, transport=PooledHTTP11Transport()) as http:
+        client = UpstreamClient(load_catalog(), http=http,
+                                base_url_override=f"http://127.0.0.1:{port}/v1")
+        stream = await client.stream({**BODY, "stream": True,
+                                      "stream_options": {"include_usage": True}}, ["gpt-4o"])
+        assert b"".join([chunk async for chunk in stream]) == body
+        assert stream.finished and stream.usage.completion_tokens == 3
 
 
 async def test_live_non_streaming_falls_back_over_a_real_socket(live_client):
