@@ -8,12 +8,8 @@ each request start and end. `PooledHTTP11Transport` keeps the httpx API (callers
 use `build_request`, `send(stream=True)`, `aiter_bytes()`, `post(...)`) and replaces
 only the part below it:
 
-- an `asyncio.Protocol` per connection, responses parsed by `httptools` (llhttp, the
-  C parser uvicorn uses); a body chunk costs one callback and one future;
-- the read timeout is one long-lived timer per connection, re-armed only when it
-  fires: measured per wait for a chunk, `asyncio.timeout` doubled the cost of the
-  wait and a `loop.call_at` + `cancel` added 30-60% (asyncio and uvloop alike),
-  while the lazy timer was within noise of no timer at all;
+- an `asyncio.Protocol` per connection with an httptools parser and a lazy read
+  timer (`router.http_connection`); a body chunk costs one callback and one future;
 - the pool is O(1) per request start and end: a LIFO stack of idle connections per
   origin, a counter of open connections and a FIFO queue of waiters.
 
@@ -33,324 +29,24 @@ import ssl
 from collections import deque
 from typing import Any
 
-import httptools
 import httpx
+
+from router.http_connection import HTTP11Connection, Origin, host_port
 
 __all__ = ["PooledHTTP11Transport"]
 
-Origin = tuple[bytes, bytes, int]
-
-# Unread body bytes above which we stop reading the socket (the peer then blocks on
-# TCP flow control instead of us buffering a slow consumer's backlog in memory).
-_MAX_BUFFERED = 256 * 1024
-# A response head larger than this is refused (httpcore's limit too), so a broken
-# upstream cannot grow it without bound.
-_MAX_HEAD = 100 * 1024
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _DEFAULT_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128,
                                keepalive_expiry=5.0)
 
 
-class _Unexpected(Exception):
-    """Raised inside a parser callback: bytes after the response was complete."""
-
-
-def _host_port(origin: Origin) -> str:
-    host = origin[1].decode("ascii")
-    return f"[{host}]:{origin[2]}" if ":" in host else f"{host}:{origin[2]}"
-
-
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: the asyncio protocol and the state of its current exchange.
-
-    The request/stream that holds it (or the pool, while idle) is its only owner;
-    `retired` makes sure its pool slot is given back exactly once.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
-        self.loop = loop
-        self.origin = origin
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.retired = False
-        self.idle = False
-        self.idle_since = 0.0
-        self.reused = False
-        self.on_idle_lost: Any = None  # the pool's callback while idle
-        # One timer per connection, re-armed lazily (see `wait`).
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_when = 0.0
-        self.deadline: float | None = None
-        self.timeout_kind: type[httpx.TimeoutException] = httpx.ReadTimeout
-        self.timeout_s: float | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.request: httpx.Request | None = None
-        self._reset(False)
-
-    def _reset(self, is_head: bool) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.is_head = is_head
-        self.status = 0
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.interim = False
-        self.head_done = False
-        self.complete = False
-        self.keep_alive = False
-        self.close_delimited = False
-        self.body: list[bytes] = []
-        self.buffered = 0
-        self.reading_paused = False
-        self.got_bytes = False
-        self.head_bytes = 0
-        self.request_sent = False
-        self.unexpected = False
-        self.error: Exception | None = None
-
-    # ------------------------------------------------------------ asyncio protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports quack like asyncio.Transport without subclassing it.
-        self.transport = transport  # type: ignore[assignment]
-        # high=0: pause_writing as soon as anything is left unsent and resume_writing
-        # once it is all in the kernel, so we know when the request is fully written.
-        transport.set_write_buffer_limits(high=0)
-
-    def data_received(self, data: bytes) -> None:
-        if self.idle or self.complete or self.request is None:
-            # Bytes nobody asked for: the connection is in an unknown state.
-            self.unexpected = True
-            if self.idle:
-                self.on_idle_lost(self)
-            return
-        self.got_bytes = True
-        try:
-            self.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            # A callback's exception arrives wrapped in HttpParserCallbackError.
-            if self.complete or self.unexpected:
-                self.unexpected = True
-            else:
-                self._fail(httpx.RemoteProtocolError(
-                    f"malformed HTTP response from {_host_port(self.origin)}: {exc!r}",
-                    request=self.request))
-            return
-        if not self.head_done:  # all of `data` was (interim or final) head
-            self.head_bytes += len(data)
-            if self.head_bytes > _MAX_HEAD:
-                self._fail(httpx.RemoteProtocolError(
-                    f"{_host_port(self.origin)} sent a response head over {_MAX_HEAD} bytes",
-                    request=self.request))
-
-    def eof_received(self) -> bool | None:
-        return None  # let the transport close; connection_lost decides what it meant
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._cancel_timer()
-        if self.idle:
-            self.on_idle_lost(self)
-            return
-        if self.request is not None and not self.complete and self.error is None:
-            where = _host_port(self.origin)
-            if self.head_done and self.close_delimited and exc is None:
-                self.complete = True  # a body delimited by the end of the connection
-                self.keep_alive = False
-            elif exc is not None and not self.request_sent:
-                self.error = httpx.WriteError(f"sending the request to {where} failed: {exc}",
-                                              request=self.request)
-            elif exc is not None:
-                self.error = httpx.ReadError(f"connection to {where} failed: {exc}",
-                                             request=self.request)
-            elif self.head_done:
-                self.error = httpx.RemoteProtocolError(
-                    f"{where} closed the connection before the response body was complete",
-                    request=self.request)
-            else:
-                self.error = httpx.RemoteProtocolError(
-                    f"{where} closed the connection without sending a response",
-                    request=self.request)
-        self._wake()
-
-    def pause_writing(self) -> None:
-        pass  # request_sent stays False until resume_writing
-
-    def resume_writing(self) -> None:
-        if self.request is not None and not self.request_sent:
-            self.request_sent = True
-            self._wake()
-
-    # ------------------------------------------------------------ httptools callbacks
-
-    def on_message_begin(self) -> None:
-        if self.complete:
-            self.unexpected = True
-            raise _Unexpected
-
-    def on_status(self, status: bytes) -> None:
-        self.reason = status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if status < 200:
-            if status == 101:
-                self._fail(httpx.RemoteProtocolError(
-                    f"{_host_port(self.origin)} switched protocols (101); this transport "
-                    "speaks HTTP/1.1 only", request=self.request))
-                raise _Unexpected
-            self.interim = True  # 100 Continue, 103 Early Hints: skip
-            self.headers = []
-            return
-        self.status = status
-        self.head_done = True
-        if self.is_head:
-            self.complete = True
-            self.keep_alive = self.parser.should_keep_alive()
-        elif status != 204 and status != 304:
-            framed = False
-            for name, value in self.headers:
-                size = len(name)
-                if ((size == 14 and name.lower() == b"content-length") or
-                        (size == 17 and name.lower() == b"transfer-encoding" and
-                         value.rstrip().lower().endswith(b"chunked"))):
-                    framed = True
-                    break
-            self.close_delimited = not framed
-        self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        if self.complete:
-            self.unexpected = True
-            raise _Unexpected  # a body after a HEAD response
-        self.body.append(body)
-        self.buffered += len(body)
-        if self.buffered > _MAX_BUFFERED and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def on_message_complete(self) -> None:
-        if self.interim:
-            self.interim = False
-            return
-        if not self.complete:
-            self.complete = True
-            self.keep_alive = self.parser.should_keep_alive()
-        self._wake()
-
-    # ------------------------------------------------------------ waiting
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _fail(self, error: Exception) -> None:
-        if self.error is None and not self.complete:
-            self.error = error
-        self.close()
-        self._wake()
-
-    async def wait(self, timeout: float | None, kind: type[httpx.TimeoutException]) -> None:
-        """Wait for the next event (bytes, end of response, error) for at most `timeout` s.
-
-        The timer is not re-armed per wait: it stays at its first deadline; when it
-        fires early (because a later wait started) it moves on to the current deadline.
-        So a chunk costs a `loop.time()`, not a timer handle.
-        """
-        loop = self.loop
-        waiter = loop.create_future()
-        self.waiter = waiter
-        if timeout is not None:
-            deadline = loop.time() + timeout
-            self.deadline = deadline
-            self.timeout_kind = kind
-            self.timeout_s = timeout
-            timer = self.timer
-            if timer is None or self.timer_when > deadline:
-                if timer is not None:
-                    timer.cancel()
-                self.timer = loop.call_at(deadline, self._on_timer)
-                self.timer_when = deadline
-        else:
-            self.deadline = None
-        try:
-            await waiter
-        finally:
-            self.waiter = None
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        waiter, deadline = self.waiter, self.deadline
-        if waiter is None or waiter.done() or deadline is None:
-            return
-        if deadline <= self.timer_when:
-            self.waiter = None
-            what = ("sending the request to" if self.timeout_kind is httpx.WriteTimeout
-                    else "waiting for")
-            waiter.set_exception(self.timeout_kind(
-                f"timed out {what} {_host_port(self.origin)}: nothing for "
-                f"{self.timeout_s:g} s", request=self.request))
-        else:
-            self.timer = self.loop.call_at(deadline, self._on_timer)
-            self.timer_when = deadline
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    # ------------------------------------------------------------ exchange
-
-    async def exchange(self, request: httpx.Request, data: bytes,
-                       timeouts: dict[str, float | None]) -> None:
-        """Send `data` and wait for the response head (status and headers)."""
-        transport = self.transport
-        stale = (self.closed or self.unexpected or transport is None
-                 or transport.is_closing())
-        self.request = request
-        self._reset(request.method == "HEAD")
-        if stale or transport is None:
-            raise httpx.RemoteProtocolError(
-                f"{_host_port(self.origin)} closed the connection before the request was "
-                "sent", request=request)
-        transport.write(data)
-        if not transport.get_write_buffer_size():
-            self.request_sent = True
-        while not self.request_sent and not self.head_done and self.error is None:
-            await self.wait(timeouts.get("write"), httpx.WriteTimeout)
-        while not self.head_done and self.error is None:
-            await self.wait(timeouts.get("read"), httpx.ReadTimeout)
-        if self.error is not None:
-            raise self.error
-
-    def reusable(self) -> bool:
-        return (self.complete and not self.body and self.keep_alive and self.error is None
-                and self.request_sent and not self.unexpected and not self.closed)
-
-    def close(self) -> None:
-        self.closed = True
-        self._cancel_timer()
-        if self.transport is not None:
-            self.transport.close()
-
-
 class _ResponseStream(httpx.AsyncByteStream):
     """Body bytes as they arrive; `aclose` hands the connection back to the pool."""
 
-    def __init__(self, pool: PooledHTTP11Transport, conn: _Connection,
+    def __init__(self, pool: PooledHTTP11Transport, conn: HTTP11Connection,
                  read_timeout: float | None) -> None:
         self._pool = pool
-        self._conn: _Connection | None = conn
+        self._conn: HTTP11Connection | None = conn
         self._read_timeout = read_timeout
 
     def __aiter__(self) -> _ResponseStream:  # type: ignore[override]
@@ -419,11 +115,11 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         self._max_keepalive = limits.max_keepalive_connections
         self._keepalive_expiry = limits.keepalive_expiry
         self._ssl_context = ssl_context
-        self._idle: dict[Origin, deque[_Connection]] = {}
+        self._idle: dict[Origin, deque[HTTP11Connection]] = {}
         self._n_open = 0  # connections open or being opened: the slots in use
         self._n_idle = 0
-        self._waiters: deque[tuple[Origin, asyncio.Future[_Connection | None]]] = deque()
-        self._connections: set[_Connection] = set()
+        self._waiters: deque[tuple[Origin, asyncio.Future[HTTP11Connection | None]]] = deque()
+        self._connections: set[HTTP11Connection] = set()
         self._closed = False
 
     # ------------------------------------------------------------ request
@@ -489,7 +185,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
     # ------------------------------------------------------------ pool
 
     async def _acquire(self, origin: Origin, request: httpx.Request,
-                       timeout: float | None) -> _Connection | None:
+                       timeout: float | None) -> HTTP11Connection | None:
         """An idle connection to `origin`, or None when a slot was reserved for a new one."""
         stack = self._idle.get(origin)
         if stack:
@@ -513,12 +209,12 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         if self._n_idle and self._evict_other():
             return None
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[_Connection | None] = loop.create_future()
+        waiter: asyncio.Future[HTTP11Connection | None] = loop.create_future()
         self._waiters.append((origin, waiter))
         timer = None
         if timeout is not None:
             timer = loop.call_later(timeout, _expire_waiter, waiter, httpx.PoolTimeout(
-                f"no connection to {_host_port(origin)} became free within {timeout:g} s "
+                f"no connection to {host_port(origin)} became free within {timeout:g} s "
                 f"(max_connections={self._max_connections})", request=request))
         try:
             return await waiter
@@ -548,12 +244,12 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         return False
 
     async def _connect(self, origin: Origin, request: httpx.Request,
-                       timeout: float | None) -> _Connection:
+                       timeout: float | None) -> HTTP11Connection:
         """Open a connection in a slot already reserved by the caller."""
         loop = asyncio.get_running_loop()
         scheme, raw_host, port = origin
         host = raw_host.decode("ascii")
-        conn = _Connection(loop, origin)
+        conn = HTTP11Connection(loop, origin)
         context = None
         if scheme == b"https":
             if self._ssl_context is None:
@@ -565,12 +261,12 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
                                              server_hostname=host if context else None)
         except TimeoutError:
             self._free_slot()
-            raise httpx.ConnectTimeout(f"connecting to {_host_port(origin)} timed out "
+            raise httpx.ConnectTimeout(f"connecting to {host_port(origin)} timed out "
                                        f"(connect timeout {timeout} s)",
                                        request=request) from None
         except (OSError, ssl.SSLError) as exc:
             self._free_slot()
-            raise httpx.ConnectError(f"cannot connect to {_host_port(origin)}: {exc}",
+            raise httpx.ConnectError(f"cannot connect to {host_port(origin)}: {exc}",
                                      request=request) from exc
         except BaseException:
             self._free_slot()
@@ -583,7 +279,7 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         self._connections.add(conn)
         return conn
 
-    def _release(self, conn: _Connection) -> None:
+    def _release(self, conn: HTTP11Connection) -> None:
         """The owner is done with `conn`: keep it for reuse if it can be, else close it."""
         if not conn.reusable() or self._closed:
             self._discard(conn)
@@ -623,18 +319,18 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
         stack.append(conn)
         self._n_idle += 1
 
-    def _discard_idle(self, conn: _Connection) -> None:
+    def _discard_idle(self, conn: HTTP11Connection) -> None:
         if conn.idle:
             conn.idle = False
             self._n_idle -= 1
             self._discard(conn)
 
-    def _idle_lost(self, conn: _Connection) -> None:
+    def _idle_lost(self, conn: HTTP11Connection) -> None:
         """The server closed (or wrote to) an idle connection: drop it. It stays in its
         stack until popped, where `idle == False` marks it as gone (O(1) here)."""
         self._discard_idle(conn)
 
-    def _discard(self, conn: _Connection, *, keep_slot: bool = False) -> None:
+    def _discard(self, conn: HTTP11Connection, *, keep_slot: bool = False) -> None:
         conn.close()
         if not conn.retired:
             conn.retired = True
