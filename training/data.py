@@ -217,6 +217,11 @@ def _show(value: Any) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
+def _row(df: pd.DataFrame, i: int) -> int:
+    """The 1-based data row in the file of `df`'s i-th row (rows may have been skipped)."""
+    return int(df.index[i]) + 1
+
+
 def _fail(path: Path, row: int, message: str, hint: str) -> DataError:
     return DataError(f"{path}, row {row}: {message}", hint=hint)
 
@@ -230,7 +235,7 @@ def _numeric(df: pd.DataFrame, column: str, path: Path, *, hint: str) -> np.ndar
     bad = np.isnan(values) & raw.notna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
-        raise _fail(path, i + 1, f"{column} must be a number, got {_show(raw.iloc[i])}", hint)
+        raise _fail(path, _row(df, i), f"{column} must be a number, got {_show(raw.iloc[i])}", hint)
     return values
 
 
@@ -273,13 +278,13 @@ def _messages_column(df: pd.DataFrame, path: Path) -> tuple[np.ndarray, np.ndarr
             key = value if isinstance(value, str) else json.dumps(value, default=str)
             hit = cache.get(("m", key))
             if hit is None:
-                conv = _parse_messages(value, f"{path}, row {i + 1}: messages")
+                conv = _parse_messages(value, f"{path}, row {_row(df, i)}: messages")
                 hit = (json.dumps(conv.to_messages(), ensure_ascii=False), conv.input_tokens)
                 cache[("m", key)] = hit
         else:
             prompt = prompt_values[i] if prompt_values is not None else None
             if prompt is None or (isinstance(prompt, float) and np.isnan(prompt)):
-                raise _fail(path, i + 1, "prompt is empty" + (" and so is messages"
+                raise _fail(path, _row(df, i), "prompt is empty" + (" and so is messages"
                                                              if has_messages else ""),
                             "every row needs the prompt text (or a messages list); "
                             "drop rows without one")
@@ -317,7 +322,8 @@ def _drop_unanswered(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     if skip.all():
         raise DataError(f"{path}: no row has an outcome ({len(raw)} failed or ungraded)",
                         hint="check the upstream and the grader, then rerun `router collect`")
-    return raw[~skip].reset_index(drop=True) if skip.any() else raw
+    # The index keeps each row's place in the file, for error messages (`_row`).
+    return raw[~skip] if skip.any() else raw
 
 
 def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
@@ -335,7 +341,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
             f"{', '.join(map(str, raw.columns)) or 'no columns'}",
             hint="required: prompt_id, prompt or messages, model, quality; rename the "
                  "columns, or convert a benchmark with `router import FORMAT SRC --out FILE`")
-    raw = _drop_unanswered(raw, path)
+    raw = _drop_unanswered(raw.reset_index(drop=True), path)
     n = len(raw)
     df = raw.copy()
     for column in ("prompt_id", "model"):
@@ -344,7 +350,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
         empty = isna | (values == "").to_numpy()
         if empty.any():
             i = int(np.argmax(empty))
-            raise _fail(path, i + 1, f"{column} is empty",
+            raise _fail(path, _row(df, i), f"{column} is empty",
                         f"every row needs a {column}")
         df[column] = values.astype(object)
 
@@ -356,7 +362,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
         i = int(np.argmax(bad))
         shown = df["quality"].iloc[i]
         what = "missing" if pd.isna(shown) else f"{_show(shown)}, outside [0, 1]"
-        raise _fail(path, i + 1, f"quality is {what}",
+        raise _fail(path, _row(df, i), f"quality is {what}",
                     "quality must be a number in [0, 1]: rescale scores (e.g. (s-1)/9 for "
                     "1-10) and drop rows without an outcome")
     df["quality"] = quality
@@ -371,7 +377,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
                   else np.full(n, np.nan))
         if (values < 0).any():
             i = int(np.argmax(values < 0))
-            raise _fail(path, i + 1, f"{column} is negative ({_show(values[i])})", tok_hint)
+            raise _fail(path, _row(df, i), f"{column} is negative ({_show(values[i])})", tok_hint)
         df[column] = values
     df["input_tokens"] = np.where(np.isnan(df["input_tokens"].to_numpy()), estimated,
                                   df["input_tokens"].to_numpy())
@@ -380,7 +386,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
             if "cost_usd" in df.columns else np.full(n, np.nan))
     if (cost < 0).any():
         i = int(np.argmax(cost < 0))
-        raise _fail(path, i + 1, f"cost_usd is negative ({_show(cost[i])})",
+        raise _fail(path, _row(df, i), f"cost_usd is negative ({_show(cost[i])})",
                     "cost_usd must be a non-negative number")
     need = np.isnan(cost)
     if need.any():
@@ -392,7 +398,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
         bad = (prop < 0) | (prop > 1)
         if bad.any():
             i = int(np.argmax(bad))
-            raise _fail(path, i + 1, f"propensity is {_show(prop[i])}, outside [0, 1]",
+            raise _fail(path, _row(df, i), f"propensity is {_show(prop[i])}, outside [0, 1]",
                         "propensity is the probability the logging policy chose this "
                         "model; it must be in [0, 1]")
         # Rows without a propensity (e.g. offline evals mixed into logs) weigh 1.
@@ -401,7 +407,7 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
     else:
         df["weight"] = 1.0
     df[_SRC] = str(path)
-    df[_ROW] = np.arange(1, n + 1)
+    df[_ROW] = df.index.to_numpy() + 1
     return df
 
 
@@ -413,7 +419,7 @@ def _price(df: pd.DataFrame, cost: np.ndarray, need: np.ndarray, path: Path,
         first = unpriced[0]
         i = int(np.argmax((models == first) & need))
         raise _fail(
-            path, i + 1,
+            path, _row(df, i),
             f"model {first!r} has no price and the row has no cost_usd"
             + (f" (also unpriced: {', '.join(map(repr, unpriced[1:4]))}"
                f"{', ...' if len(unpriced) > 4 else ''})" if len(unpriced) > 1 else ""),

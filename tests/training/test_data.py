@@ -321,6 +321,24 @@ def test_collect_output_skips_failed_and_ungraded_pairs_and_says_so(tmp_path: Pa
     assert "skipped 1 row(s) the grader could not score" in caplog.text
 
 
+def test_errors_after_skipped_rows_name_the_files_own_row(tmp_path: Path):
+    rows = [
+        {"prompt_id": "p1", "prompt": "2+2?", "model": "cheap", "quality": None,
+         "status": "error", "cost_usd": None},
+        {"prompt_id": "p1", "prompt": "2+2?", "model": "strong", "quality": None,
+         "status": "error", "cost_usd": None},
+        {"prompt_id": "p2", "prompt": "3+3?", "model": "cheap", "quality": 1.0,
+         "status": "ok", "cost_usd": 0.001},
+        {"prompt_id": "p2", "prompt": "3+3?", "model": "strong", "quality": 1.0,
+         "status": "ok", "cost_usd": -1.0},
+    ]
+    path = tmp_path / "collected.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # The bad cost is on the file's 4th row, not the 2nd of the rows that remain.
+    with pytest.raises(DataError, match=r"collected\.jsonl, row 4: cost_usd is negative"):
+        load_outcomes(path, catalog=CATALOG)
+
+
 def test_collect_output_with_no_outcome_at_all_is_refused(tmp_path: Path):
     path = tmp_path / "collected.jsonl"
     path.write_text(json.dumps({"prompt_id": "p1", "prompt": "x", "model": "cheap",
