@@ -372,7 +372,7 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 await ctx.cache.start()
                 stack.push_async_callback(ctx.cache.close)
             if ctx.cache is not None and settings.semantic_cache:
-                from router.cache import SemanticCache
+                from router.semantic_cache import SemanticCache
 
                 def embed(conversations: Any) -> Any:
                     service = ctx.service

@@ -20,14 +20,13 @@ from router.cache import (
     CachedResponse,
     MemoryCache,
     RedisCache,
-    SemanticCache,
     cache_key,
     open_cache,
-    same_intent,
     should_use_cache,
 )
 from router.conversation import Conversation
 from router.errors import ConfigError
+from router.semantic_cache import SemanticCache, same_intent
 
 REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
