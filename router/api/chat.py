@@ -49,10 +49,6 @@ class _Plan:
     __slots__ = ("request_id", "client", "conversation", "service", "result", "chain",
                  "started", "stream")
 
-    @property
-    def first_model(self) -> str | None:
-        return self.chain[0] if self.chain else None
-
     def __init__(self, request_id: str, client: str | None, conversation: Conversation,
                  service: RoutingService | None, result: RouteResult | None,
                  chain: list[str], started: float, stream: bool) -> None:
@@ -64,6 +60,10 @@ class _Plan:
         self.chain = chain
         self.started = started
         self.stream = stream
+
+    @property
+    def first_model(self) -> str | None:
+        return self.chain[0] if self.chain else None
 
     def record(self, ctx: AppContext, **fields: Any) -> RequestRecord:
         fields.setdefault("latency_ms", (time.perf_counter() - self.started) * 1000.0)
