@@ -117,14 +117,14 @@ def main() -> None:
 
 def _generic_predict(model, convs) -> np.ndarray:
     """Quality, output tokens and cost of `convs` x all models the generic way:
-    `_rows`, `Booster.predict` (a new _InnerPredictor per call), per-call arrays."""
-    from router.predictor import _rows
+    `design_rows`, `Booster.predict` (a new _InnerPredictor per call), per-call arrays."""
+    from router.predictor_design import design_rows
 
     codes = np.arange(len(model.models_))
     n, m = len(convs), len(codes)
     prompt_x, tfidf = model.features_.transform_with_tfidf(convs)
     model_codes = np.tile(codes, n)
-    x = _rows(prompt_x, np.repeat(np.arange(n), m), model_codes, model.descriptors_)
+    x = design_rows(prompt_x, np.repeat(np.arange(n), m), model_codes, model.descriptors_)
     quality = model.quality_.predict(x, num_threads=1)
     if model.linear_coef_ is not None and model.linear_weight > 0:
         logits = np.empty((n, m))

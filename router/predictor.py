@@ -83,11 +83,6 @@ __all__ = [
     "library_versions",
 ]
 
-# Not public: tests, bench/features.py and training/distributed.py import these
-# from here (they predate the split into router.predictor_*).
-_rows = design_rows
-_DEFAULT_PARAMS = DEFAULT_PARAMS
-
 
 @dataclass(frozen=True)
 class Prediction:

@@ -97,7 +97,7 @@ def export_log_partitions(log_url: str, directory: str | os.PathLike[str], *,
 def _design_partition(part: pd.DataFrame, model: Any) -> pd.DataFrame:
     """Design-matrix rows of one partition, plus `__label` and `__weight` columns."""
     from router.conversation import parse_conversation
-    from router.predictor import _rows
+    from router.predictor_design import design_rows
 
     index = {m: i for i, m in enumerate(model.models_)}
     part = part[part["model"].astype(str).isin(index)]
@@ -111,7 +111,7 @@ def _design_partition(part: pd.DataFrame, model: Any) -> pd.DataFrame:
              for pid, m in zip(ids, part["messages"].to_numpy()[firsts], strict=True)]
     prompt_x = model.features_.transform(convs)
     model_codes = part["model"].astype(str).map(index).to_numpy(dtype=np.int64)
-    x = _rows(prompt_x, codes, model_codes, model.descriptors_)
+    x = design_rows(prompt_x, codes, model_codes, model.descriptors_)
     out = pd.DataFrame(x, columns=names)
     out["__label"] = part["quality"].to_numpy(dtype=np.float64)
     weight = part["weight"] if "weight" in part else pd.Series(1.0, index=part.index)
@@ -140,7 +140,8 @@ def train_distributed(
     import dask.dataframe as dd
     import lightgbm as lgb
 
-    from router.predictor import _DEFAULT_PARAMS, QualityModel
+    from router.predictor import QualityModel
+    from router.predictor_fit import DEFAULT_PARAMS
 
     folder = Path(parquet)
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
@@ -188,7 +189,7 @@ def train_distributed(
 
     # 3. Data-parallel LightGBM over the cluster.
     cat_col = names.index("model")
-    lgb_params = {**_DEFAULT_PARAMS, **base_params, "seed": seed,
+    lgb_params = {**DEFAULT_PARAMS, **base_params, "seed": seed,
                   "objective": "cross_entropy"}
     # Dask sets the threads per worker itself and warns (an error under pytest) if asked.
     for key in ("verbosity", "num_threads", "n_jobs", "nthread", "num_thread", "nthreads"):

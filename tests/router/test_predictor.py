@@ -298,14 +298,14 @@ def _reference(model: QualityModel, prompts: list, models: list[str] | None = No
     """quality, output tokens, cost as the documented formulas give them, through
     LightGBM's public `Booster.predict` (what `predict` computed before its fast path)."""
     from router.conversation import parse_conversation
-    from router.predictor import _rows
+    from router.predictor_design import design_rows
 
     convs = [parse_conversation(p) for p in prompts]
     names = list(models or model.models_)
     codes = np.array([model.models_.index(m) for m in names])
     n, m = len(convs), len(codes)
     prompt_x, tfidf = model.features_.transform_with_tfidf(convs)
-    x = _rows(prompt_x, np.repeat(np.arange(n), m), np.tile(codes, n), model.descriptors_)
+    x = design_rows(prompt_x, np.repeat(np.arange(n), m), np.tile(codes, n), model.descriptors_)
     booster = model.quality_.predict(x, num_threads=1).reshape(n, m)
     w = model.linear_weight if model.linear_coef_ is not None else 0.0
     logits = np.array([[model.linear_intercept_[c] + (vals @ model.linear_coef_[pos, c]
