@@ -8,7 +8,8 @@ realised quality and cost per prompt), `evaluate` computes:
   quality and cost, and the point is scored with the *realised* quality and cost of
   the chosen models (mean per request). AIQ is the area under its hull.
 * **utility mode**: the same, sweeping lambda in argmax q - lambda * c (DESIGN.md's
-  second rule) over a geometric grid scaled to the table's costs. The router's
+  second rule) over a geometric grid scaled to the table's costs
+  (`training.sweep.utility_lambdas`, shared with the promotion gate). The router's
   `aiq`, `cost_at_best_single_quality` and `quality_at_10pct_cost` are read off
   the hull of *all* its operating points (bars and lambdas), since a deployment
   picks whichever setting it likes; `aiq_threshold` and `aiq_utility` give each
@@ -44,9 +45,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from router.errors import DataError
-from router.policy import choose
 from training import metrics
 from training.data import conversations
+from training.sweep import sweep_bars, sweep_lambdas, utility_lambdas
 
 __all__ = ["DEFAULT_KNN_K", "EvalReport", "KnnPrediction", "evaluate", "knn_quality",
            "outcome_matrices", "report_from_predictions", "sweep_bars", "sweep_lambdas",
@@ -132,26 +133,6 @@ def outcome_matrices(table: pd.DataFrame, models: Sequence[str],
     return out[0], out[1]
 
 
-def sweep_bars(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
-               cost: np.ndarray, bars: Sequence[float]) -> np.ndarray:
-    """(bar, mean realised cost, mean realised quality) per bar, routing on predictions."""
-    return _sweep(pred_quality, pred_cost, quality, cost, "bar", bars)
-
-
-def _sweep(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
-           cost: np.ndarray, rule: str, settings: Sequence[float]) -> np.ndarray:
-    """(setting, mean realised cost, mean realised quality) per setting of one rule.
-
-    `rule` is the `router.policy.choose` keyword: "bar" or "utility_lambda".
-    """
-    rows = np.arange(quality.shape[0])
-    out = np.empty((len(settings), 3))
-    for i, value in enumerate(settings):
-        idx = choose(pred_quality, pred_cost, **{rule: float(value)})
-        out[i] = (value, cost[rows, idx].mean(), quality[rows, idx].mean())
-    return out
-
-
 def knn_quality(train_vectors: np.ndarray, train_quality: np.ndarray,
                 query_vectors: np.ndarray, k: int, *, chunk: int = 2048) -> np.ndarray:
     """Mean quality of the k most cosine-similar training prompts, per query and model.
@@ -170,26 +151,6 @@ def knn_quality(train_vectors: np.ndarray, train_quality: np.ndarray,
             nearest = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
         out[start:start + chunk] = train_quality[nearest].mean(axis=1)
     return out
-
-
-def utility_lambdas(cost: np.ndarray, n: int = 60) -> list[float]:
-    """0 (best quality at any price) then a geometric grid spanning the cost scale.
-
-    lambda is quality per USD: from 1e-3 / (dearest mean cost), where cost barely
-    matters, to 10 / (cheapest mean cost), where only cost does.
-    """
-    mean_cost = np.asarray(cost, dtype=np.float64).mean(axis=0)
-    positive = mean_cost[mean_cost > 0]
-    if positive.size == 0:
-        return [0.0]
-    low, high = 1e-3 / positive.max(), 10.0 / positive.min()
-    return [0.0, *np.geomspace(low, high, n).tolist()]
-
-
-def sweep_lambdas(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
-                  cost: np.ndarray, lambdas: Sequence[float]) -> np.ndarray:
-    """(lambda, mean realised cost, mean realised quality) per utility weight."""
-    return _sweep(pred_quality, pred_cost, quality, cost, "utility_lambda", lambdas)
 
 
 def _default_bars(pred_quality: np.ndarray) -> list[float]:

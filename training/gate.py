@@ -1,7 +1,12 @@
 """Champion/challenger gate: a retrained model reaches traffic only if it is not worse.
 
 Two kinds of evidence, each turned into a cost/quality curve per policy by
-sweeping the quality bar (the same `router.policy.choose` the server uses):
+sweeping *both* decision rules of `router.policy.choose` (the rule the server
+runs): the threshold rule at each quality bar (`DEFAULT_BARS`) and the utility
+rule, argmax q - lambda * c, at each lambda (`training.sweep.utility_lambdas`,
+the grid `router eval` uses, scaled to the source's costs and so the same for
+both policies). A deployment may run any of these operating points, so a
+policy is judged on all of them, as `router eval`'s AIQ is:
 
 * **eval table**: a fixed outcome table with every model's outcome per prompt
   (full information), so each decision's realised quality and cost are known.
@@ -11,15 +16,19 @@ sweeping the quality bar (the same `router.policy.choose` the server uses):
   predictions) so the two policies are judged by the same yardstick.
 
 For each source the comparison is the challenger's **quality at equal cost**:
-both curves are closed under mixing and "spending more is allowed" (the
-non-decreasing upper convex hull, as AIQ does), and the challenger's hull minus the
-champion's hull is averaged over the costs both can reach. The challenger
-passes a source when that difference is >= -tolerance, and is promoted only when
-it passes every source that had enough data. No champion yet: promoted (there
-is nothing to protect), with the evidence still recorded.
+each policy's operating points (bars and lambdas together) are closed under
+mixing and "spending more is allowed" (the non-decreasing upper convex hull, as
+AIQ does), and the challenger's hull minus the champion's hull is averaged over
+the costs both can reach. The challenger passes a source when that difference
+is >= -tolerance, and is promoted only when it passes every source that had
+enough data. No champion yet: promoted (there is nothing to protect), with the
+evidence still recorded. The same difference per rule alone (threshold points
+only, utility points only) is reported too, as information: it shows which rule
+a challenger wins or loses through, and does not decide anything.
 
 The report is printed by `router retrain` and stored in the version's meta.json
-under `"gate"` so `router models show` explains every promotion and refusal.
+under `"gate"` (both curves, every operating point labelled by its bar or
+lambda) so `router models show` explains every promotion and refusal.
 """
 
 from __future__ import annotations
@@ -33,9 +42,9 @@ import pandas as pd
 
 from router.conversation import parse_conversation
 from router.errors import DataError
-from router.policy import choose
 from training.metrics import aiq, hull_quality_at
 from training.offpolicy import bandit_from_table, doubly_robust
+from training.sweep import decisions, sweep_bars, sweep_lambdas, utility_lambdas
 
 __all__ = [
     "DEFAULT_BARS",
@@ -54,11 +63,43 @@ DEFAULT_BARS: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
 
 @dataclass(frozen=True)
 class Curve:
-    """(mean cost per request, mean quality) for each swept bar."""
+    """(mean cost per request, mean quality) at each operating point of one policy.
+
+    `bars`, `cost_usd`, `quality`: the threshold rule at each swept bar;
+    `lambdas`, `utility_cost_usd`, `utility_quality`: the utility rule at each
+    swept lambda (empty when it was not swept). The policy reaches the hull of
+    all of them (`points()`).
+    """
 
     bars: tuple[float, ...]
     cost_usd: tuple[float, ...]
     quality: tuple[float, ...]
+    lambdas: tuple[float, ...] = ()
+    utility_cost_usd: tuple[float, ...] = ()
+    utility_quality: tuple[float, ...] = ()
+
+    @classmethod
+    def from_sweeps(cls, threshold: np.ndarray, utility: np.ndarray) -> Curve:
+        """From (setting, cost, quality) rows of each rule, as `training.sweep` returns."""
+        def col(points: np.ndarray, j: int) -> tuple[float, ...]:
+            return tuple(float(v) for v in np.asarray(points).reshape(-1, 3)[:, j])
+
+        return cls(col(threshold, 0), col(threshold, 1), col(threshold, 2),
+                   col(utility, 0), col(utility, 1), col(utility, 2))
+
+    def points(self, rule: str | None = None) -> np.ndarray:
+        """(cost, quality) rows of every operating point, or only `rule`'s.
+
+        `rule` is "threshold" (the bars) or "utility" (the lambdas).
+        """
+        parts = {"threshold": (self.cost_usd, self.quality),
+                 "utility": (self.utility_cost_usd, self.utility_quality)}
+        if rule is not None and rule not in parts:
+            raise ValueError(f"rule must be 'threshold' or 'utility', got {rule!r}")
+        chosen = [parts[rule]] if rule else list(parts.values())
+        cost = np.concatenate([np.asarray(c, dtype=np.float64) for c, _ in chosen])
+        quality = np.concatenate([np.asarray(q, dtype=np.float64) for _, q in chosen])
+        return np.column_stack([cost, quality])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +107,11 @@ class Curve:
 
 @dataclass
 class SourceResult:
-    """One source's verdict: both curves, the difference at equal cost, pass/skip."""
+    """One source's verdict: both curves, the difference at equal cost, pass/skip.
+
+    `delta_by_rule` is the same difference on each rule's points alone
+    ({"threshold": ..., "utility": ...}); information only, the verdict is on all.
+    """
 
     name: str
     n: int
@@ -77,6 +122,7 @@ class SourceResult:
     champion_aiq: float | None = None
     challenger_aiq: float | None = None
     note: str = ""
+    delta_by_rule: dict[str, float] | None = None
     champion_curve: Curve | None = None
     challenger_curve: Curve | None = None
 
@@ -105,10 +151,10 @@ class GateReport:
                 "sources": [s.to_dict() for s in self.sources]}
 
     def format(self) -> str:
-        """The printed comparison: one line per source, then the decision."""
+        """The printed comparison: a line per source (plus each rule alone), the decision."""
         lines = [f"champion {self.champion or '(none)'} vs challenger "
                  f"{self.challenger or '(new)'}, tolerance {self.tolerance:.3f} "
-                 "(quality at equal cost)",
+                 "(quality at equal cost, hull of all operating points)",
                  f"  {'source':<12} {'rows':>6} {'champion':>9} {'challenger':>10} "
                  f"{'delta':>8} {'AIQ champ':>9} {'AIQ chall':>9}  verdict"]
         for s in self.sources:
@@ -117,6 +163,9 @@ class GateReport:
                 f"{_f(s.challenger_quality):>10} {_f(s.delta_quality, signed=True):>8} "
                 f"{_f(s.champion_aiq):>9} {_f(s.challenger_aiq):>9}  "
                 f"{s.status}{' (' + s.note + ')' if s.note else ''}")
+            if s.delta_by_rule:
+                lines.append(f"  {'':<19} each rule alone: " + ", ".join(
+                    f"{rule} {_f(d, signed=True)}" for rule, d in s.delta_by_rule.items()))
         lines.append(f"decision: {'PROMOTE' if self.passed else 'REFUSE'}: {self.reason}")
         return "\n".join(lines)
 
@@ -141,18 +190,21 @@ def hull_quality(cost: Sequence[float], quality: Sequence[float],
                                             np.asarray(quality, dtype=np.float64)]), at)
 
 
-def quality_at_equal_cost(reference: Curve, candidate: Curve,
-                          n_grid: int = 101) -> tuple[float, float, float]:
+def quality_at_equal_cost(reference: Curve, candidate: Curve, n_grid: int = 101, *,
+                          rule: str | None = None) -> tuple[float, float, float]:
     """(candidate - reference, reference mean, candidate mean) of hull quality at equal cost.
 
-    Averaged over a linear cost grid from the dearer of the two cheapest points
-    (below it one of them cannot go) to the dearest point of either curve.
+    The hulls are over every operating point of each curve (bars and lambdas),
+    or over one rule's points with `rule` ("threshold", "utility"). Averaged over
+    a linear cost grid from the dearer of the two cheapest points (below it one
+    of them cannot go) to the dearest point of either curve.
     """
-    lo = max(min(reference.cost_usd), min(candidate.cost_usd))
-    hi = max(max(reference.cost_usd), max(candidate.cost_usd))
+    ref_pts, cand_pts = reference.points(rule), candidate.points(rule)
+    lo = max(ref_pts[:, 0].min(), cand_pts[:, 0].min())
+    hi = max(ref_pts[:, 0].max(), cand_pts[:, 0].max())
     grid = np.linspace(lo, hi, n_grid) if hi > lo else np.array([lo])
-    ref = hull_quality(reference.cost_usd, reference.quality, grid)
-    cand = hull_quality(candidate.cost_usd, candidate.quality, grid)
+    ref = hull_quality(ref_pts[:, 0], ref_pts[:, 1], grid)
+    cand = hull_quality(cand_pts[:, 0], cand_pts[:, 1], grid)
     return float(np.mean(cand - ref)), float(np.mean(ref)), float(np.mean(cand))
 
 
@@ -175,14 +227,19 @@ def _matrices(table: pd.DataFrame, where: str) -> tuple[list[str], list[Any], pd
 
 
 def sweep_table(model: Any, table: pd.DataFrame, *, bars: Sequence[float] = DEFAULT_BARS,
+                lambdas: Sequence[float] | None = None,
                 conversations: Sequence[Any] | None = None,
                 where: str = "eval table") -> Curve:
-    """Realised mean cost and quality of `model`'s decisions at each bar on a full table.
+    """Realised mean cost and quality of `model`'s decisions at each bar and lambda.
 
-    Each policy may only choose models it knows that the table has an outcome
-    for (per prompt), so a model missing from the table is never rewarded.
+    On a full table. Each policy may only choose models it knows that the table
+    has an outcome for (per prompt), so a model missing from the table is never
+    rewarded. `lambdas` defaults to `utility_lambdas` of the table's costs (the
+    same for every model swept on it); `()` sweeps the threshold rule only.
     """
     ids, convs, quality, cost = _matrices(table, where)
+    if lambdas is None:
+        lambdas = utility_lambdas(cost.to_numpy(dtype=np.float64))
     pred = model.predict(conversations if conversations is not None else convs)
     models = [m for m in pred.models if m in quality.columns]
     if not models:
@@ -196,21 +253,21 @@ def sweep_table(model: Any, table: pd.DataFrame, *, bars: Sequence[float] = DEFA
     rows_ok = allowed.any(axis=1)
     q_pred, c_pred = pred.quality[rows_ok][:, cols], pred.cost_usd[rows_ok][:, cols]
     q_true, c_true, allowed = q_true[rows_ok], c_true[rows_ok], allowed[rows_ok]
-    idx = np.arange(len(q_true))
-    out_c, out_q = [], []
-    for bar in bars:
-        pick = choose(q_pred, c_pred, bar=float(bar), allowed=allowed)
-        out_c.append(float(c_true[idx, pick].mean()))
-        out_q.append(float(q_true[idx, pick].mean()))
-    return Curve(tuple(float(b) for b in bars), tuple(out_c), tuple(out_q))
+    return Curve.from_sweeps(
+        sweep_bars(q_pred, c_pred, q_true, c_true, bars, allowed=allowed),
+        sweep_lambdas(q_pred, c_pred, q_true, c_true, lambdas, allowed=allowed))
 
 
 def sweep_logged(model: Any, logged: pd.DataFrame, reward: Any, *,
                  bars: Sequence[float] = DEFAULT_BARS,
+                 lambdas: Sequence[float] | None = None,
                  conversations: Sequence[Any] | None = None) -> Curve:
-    """Doubly robust estimates of `model`'s mean cost and quality at each bar on logs.
+    """Doubly robust estimates of `model`'s mean cost and quality at each bar and lambda.
 
-    `reward` is the model whose predictions serve as the DR reward model.
+    On logs. `reward` is the model whose predictions serve as the DR reward
+    model. `lambdas` defaults to `utility_lambdas` of the logged cost of each
+    served model (the same for every model swept on these logs); `()` sweeps the
+    threshold rule only.
     """
     if conversations is None:
         conversations = [parse_conversation(m, where=f"logged row {i}")
@@ -225,13 +282,20 @@ def sweep_logged(model: Any, logged: pd.DataFrame, reward: Any, *,
     rc = np.column_stack([rpred.cost_usd[:, list(rpred.models).index(m)]
                           if m in rpred.models else pred.cost_usd[:, j]
                           for j, m in enumerate(models)])
-    out_c, out_q = [], []
-    for bar in bars:
-        pick = choose(pred.quality, pred.cost_usd, bar=float(bar))
-        est = doubly_robust(log, pick, rq, rc)
-        out_c.append(est.cost_usd)
-        out_q.append(est.quality)
-    return Curve(tuple(float(b) for b in bars), tuple(out_c), tuple(out_q))
+    if lambdas is None:
+        # One row of per-model means: only the served model's cost is logged.
+        served = logged.groupby("model")["cost_usd"].mean().to_numpy(dtype=np.float64)
+        lambdas = utility_lambdas(served[np.newaxis, :])
+
+    def estimates(rule: str, settings: Sequence[float]) -> np.ndarray:
+        out = np.empty((len(settings), 3))
+        for i, (value, pick) in enumerate(decisions(pred.quality, pred.cost_usd, rule,
+                                                    settings)):
+            est = doubly_robust(log, pick, rq, rc)
+            out[i] = (value, est.cost_usd, est.quality)
+        return out
+
+    return Curve.from_sweeps(estimates("bar", bars), estimates("utility_lambda", lambdas))
 
 
 def _compare(name: str, n: int, champ: Curve, chall: Curve, tolerance: float,
@@ -240,9 +304,12 @@ def _compare(name: str, n: int, champ: Curve, chall: Curve, tolerance: float,
     result = SourceResult(name=name, n=n, status="pass" if delta >= -tolerance else "fail",
                           delta_quality=delta, champion_quality=q_ref, challenger_quality=q_new,
                           champion_curve=champ, challenger_curve=chall)
+    if champ.lambdas and chall.lambdas:
+        result.delta_by_rule = {rule: quality_at_equal_cost(champ, chall, rule=rule)[0]
+                                for rule in ("threshold", "utility")}
     if c_max:
-        result.champion_aiq = aiq(champ.cost_usd, champ.quality, c_max)
-        result.challenger_aiq = aiq(chall.cost_usd, chall.quality, c_max)
+        result.champion_aiq = aiq(*champ.points().T, c_max)
+        result.challenger_aiq = aiq(*chall.points().T, c_max)
     if result.status == "fail":
         result.note = f"worse by {-delta:.4f} > {tolerance:.3f}"
     return result
@@ -256,6 +323,7 @@ def run_gate(
     eval_table: pd.DataFrame | None = None,
     tolerance: float = 0.01,
     bars: Sequence[float] = DEFAULT_BARS,
+    lambdas: Sequence[float] | None = None,
     min_logged_rows: int = 200,
     champion_id: str | None = None,
     challenger_id: str | None = None,
@@ -265,20 +333,22 @@ def run_gate(
     `recent` is held-out recent logged traffic (one row per served request with
     `messages`, `model`, `propensity`, `quality`, `cost_usd`); rows served by a
     fallback model should be left out by the caller (their propensity is not the
-    served model's). `eval_table` is a canonical outcome table.
+    served model's). `eval_table` is a canonical outcome table. `bars` and
+    `lambdas` are the operating points swept (see `sweep_table`); `lambdas=()`
+    judges the threshold rule alone.
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
     report = GateReport(passed=False, tolerance=tolerance, champion=champion_id,
                         challenger=challenger_id)
     if eval_table is not None and len(eval_table):
-        chall_curve = sweep_table(challenger, eval_table, bars=bars)
+        chall_curve = sweep_table(challenger, eval_table, bars=bars, lambdas=lambdas)
         if champion is None:
             report.sources.append(SourceResult(
                 "eval table", eval_table["prompt_id"].nunique(), "skipped",
                 note="no champion", challenger_curve=chall_curve))
         else:
-            champ_curve = sweep_table(champion, eval_table, bars=bars)
+            champ_curve = sweep_table(champion, eval_table, bars=bars, lambdas=lambdas)
             single = eval_table.groupby("model")["cost_usd"].mean()
             report.sources.append(_compare("eval table", eval_table["prompt_id"].nunique(),
                                            champ_curve, chall_curve, tolerance,
@@ -294,9 +364,9 @@ def run_gate(
             convs = [parse_conversation(m, where=f"logged row {i}")
                      for i, m in enumerate(recent["messages"])]
             champ_curve = sweep_logged(champion, recent, champion, bars=bars,
-                                       conversations=convs)
+                                       lambdas=lambdas, conversations=convs)
             chall_curve = sweep_logged(challenger, recent, champion, bars=bars,
-                                       conversations=convs)
+                                       lambdas=lambdas, conversations=convs)
             report.sources.append(_compare("recent logs", n, champ_curve, chall_curve,
                                            tolerance, None))
     decided = [s for s in report.sources if s.status != "skipped"]

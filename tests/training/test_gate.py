@@ -23,15 +23,19 @@ class Pred:
 
 
 class Stub:
-    """A 'quality model' answering from a fixed per-prompt table of predictions."""
+    """A 'quality model' answering from a fixed per-prompt table of predictions.
 
-    def __init__(self, by_text: dict[str, np.ndarray]) -> None:
+    Its cost prediction is `price` for every prompt (the true prices by default).
+    """
+
+    def __init__(self, by_text: dict[str, np.ndarray], price: np.ndarray = PRICE) -> None:
         self.by_text = by_text
+        self.price = np.asarray(price, dtype=np.float64)
 
     def predict(self, convs):
         q = np.array([self.by_text[c.text] for c in convs])
         d = q[:, 0] * 0 + 1
-        return Pred(MODELS, q, np.outer(d, PRICE))
+        return Pred(MODELS, q, np.outer(d, self.price))
 
 
 def world(n: int, seed: int):
@@ -84,6 +88,57 @@ def test_quality_at_equal_cost_is_the_mean_gap_between_hulls() -> None:
     delta, q_ref, q_new = quality_at_equal_cost(champion, worse)
     assert delta == pytest.approx(-0.1)
     assert q_ref == pytest.approx(0.75) and q_new == pytest.approx(0.65)
+
+
+def test_the_utility_rules_points_count_at_equal_cost() -> None:
+    threshold = ((0.5, 0.9), (1.0, 3.0), (0.6, 0.9))
+    champion = Curve(*threshold)
+    # Same threshold points, plus a utility-rule point at cost 2 with quality 0.9.
+    challenger = Curve(*threshold, lambdas=(0.0,), utility_cost_usd=(2.0,),
+                       utility_quality=(0.9,))
+    delta, q_ref, q_new = quality_at_equal_cost(champion, challenger)
+    # 0.825 and 0.075 up to the cost grid's resolution around the kink at cost 2.
+    assert q_ref == pytest.approx(0.75) and q_new == pytest.approx(0.825, abs=1e-3)
+    assert delta == pytest.approx(0.075, abs=1e-3)
+    assert quality_at_equal_cost(champion, challenger, rule="threshold")[0] == 0.0
+
+
+def test_a_challenger_better_only_through_the_utility_rule_is_credited_for_it(
+        models_and_data) -> None:
+    good, _, table, logged = models_and_data
+    # Same quality predictions and the same cost order (so every threshold decision is
+    # the same), but the mid model's cost overestimated 2.5x: only the utility rule,
+    # argmax q - lambda * c, sees it, and routes too little to the mid model.
+    mispriced = Stub(good.by_text, price=np.array([0.001, 0.01, 0.02]))
+    report = run_gate(good, mispriced, eval_table=table, recent=logged, tolerance=0.0,
+                      champion_id="v1", challenger_id="v2")
+    threshold_only = run_gate(good, mispriced, eval_table=table, recent=logged,
+                              tolerance=0.0, lambdas=())
+    assert [s.name for s in report.sources] == ["eval table", "recent logs"]
+    for source, old in zip(report.sources, threshold_only.sources, strict=True):
+        champ, chall = source.champion_curve, source.challenger_curve
+        assert (chall.bars, chall.cost_usd, chall.quality) == (
+            champ.bars, champ.cost_usd, champ.quality), "identical threshold-rule curves"
+        assert old.delta_quality == 0.0, "bars alone cannot tell the two apart"
+        assert source.delta_by_rule["threshold"] == 0.0
+        assert source.delta_by_rule["utility"] > 0.02
+        assert source.delta_quality > 0, source.name
+        assert len(chall.lambdas) == len(champ.lambdas) == 61 and chall.lambdas[0] == 0.0
+    assert report.passed is True
+    assert report.sources[0].challenger_aiq > report.sources[0].champion_aiq
+    assert "each rule alone: threshold +0.0000, utility +0.0" in report.format()
+    stored = json.loads(json.dumps(report.to_dict()))
+    curve = stored["sources"][0]["challenger_curve"]
+    assert len(curve["lambdas"]) == len(curve["utility_cost_usd"]) == 61
+    assert set(stored["sources"][1]["delta_by_rule"]) == {"threshold", "utility"}
+
+    # The other way round, a challenger worse only through the utility rule is refused;
+    # judged on the threshold rule alone it would have passed.
+    reverse = run_gate(mispriced, good, eval_table=table, recent=logged, tolerance=0.0)
+    assert reverse.passed is False
+    assert [s.status for s in reverse.sources] == ["fail", "fail"]
+    assert run_gate(mispriced, good, eval_table=table, recent=logged, tolerance=0.0,
+                    lambdas=()).passed is True
 
 
 def test_a_challenger_with_shuffled_predictions_is_refused_on_the_eval_table(
