@@ -354,6 +354,14 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                     max_retry_after_s=settings.max_retry_after_s,
                     cooldown=Cooldowns(settings.cooldown_failures, settings.cooldown_s))
             _attach_hooks(ctx, ctx.upstream)
+            cooldowns = getattr(ctx.upstream, "cooldowns", None)
+            if settings.cooldown_sync_url and cooldowns is not None:
+                from router.cooldown_sync import SharedCooldowns
+
+                shared = SharedCooldowns(cooldowns, settings.cooldown_sync_url,
+                                         list(catalog.names))
+                await shared.start()
+                stack.push_async_callback(shared.close)
             if ctx.store is None:
                 from router.outcome_log import open_outcome_log
 

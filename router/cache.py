@@ -265,29 +265,11 @@ class RedisCache(CacheBackend):
         self._last_warning = -math.inf
 
     async def start(self) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        from router.redis_connect import connect_redis
 
-        where = redact_url(self.url)
-        try:
-            client = aioredis.from_url(
-                self.url, socket_timeout=self.socket_timeout_s,
-                socket_connect_timeout=max(self.socket_timeout_s, 1.0),
-                retry=Retry(NoBackoff(), 0), health_check_interval=0)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"cache URL {where!r} is not a valid Redis URL: {exc}",
-                              hint="use redis://host:6379/0 (ROUTER_CACHE_URL)") from exc
-        try:
-            await client.ping()
-        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot use this URL"
-            await client.aclose()
-            raise ConfigError(f"cannot reach the Redis cache at {where}: "
-                              f"{str(exc) or type(exc).__name__}",
-                              hint="check the host/port/password in ROUTER_CACHE_URL and that "
-                                   "Redis is running, or unset it to use the in-process cache"
-                              ) from exc
-        self._client = client
+        self._client = await connect_redis(self.url, what="the Redis cache",
+                                           setting="ROUTER_CACHE_URL",
+                                           socket_timeout_s=self.socket_timeout_s)
 
     async def close(self) -> None:
         if self._client is not None:

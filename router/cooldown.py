@@ -19,6 +19,8 @@ __all__ = ["Cooldowns"]
 
 log = logging.getLogger(__name__)
 
+_ADOPT_SLACK_S = 0.5
+
 
 @dataclass
 class _Breaker:
@@ -38,14 +40,17 @@ class Cooldowns:
     never reports back (cancelled) is given up on after `cooldown_s`.
     `on_state_change(model, state)` is called with 'open', 'half_open', 'closed'.
 
-    State is per process and not locked: share one instance per event loop
-    (each router replica learns on its own; a dead provider is found in
-    `failure_threshold` requests anyway).
+    State is per process and not locked: share one instance per event loop.
+    Replicas learn on their own (a dead provider is found in `failure_threshold`
+    requests anyway) unless they share openings: `on_open(model, open_for_s)` is
+    called when this process opens a breaker on its own evidence, and `adopt`
+    takes an opening another replica reported (`router.cooldown_sync`).
     """
 
     def __init__(self, failure_threshold: int = 3, cooldown_s: float = 30.0, *,
                  clock: Callable[[], float] = time.monotonic,
-                 on_state_change: Callable[[str, str], None] | None = None) -> None:
+                 on_state_change: Callable[[str, str], None] | None = None,
+                 on_open: Callable[[str, float], None] | None = None) -> None:
         if failure_threshold < 1 or cooldown_s < 0:
             raise RouterError(f"Cooldowns: failure_threshold must be >= 1 and cooldown_s >= 0, "
                               f"got {failure_threshold!r}, {cooldown_s!r}")
@@ -53,6 +58,7 @@ class Cooldowns:
         self.cooldown_s = cooldown_s
         self.clock = clock
         self.on_state_change = on_state_change
+        self.on_open = on_open
         self._breakers: dict[str, _Breaker] = {}
 
     def state(self, model: str) -> str:
@@ -103,6 +109,28 @@ class Cooldowns:
             b.open_for = max(self.cooldown_s, open_for or 0.0)
             b.trial_started = None
             self._notify(model, "open")
+            if self.on_open is not None:
+                try:
+                    self.on_open(model, b.open_for)
+                except Exception:  # sharing is best effort; the local breaker stands
+                    log.exception("on_open hook failed for %s", model)
+
+    def adopt(self, model: str, open_for: float) -> bool:
+        """Open `model`'s breaker for `open_for` s on another replica's evidence,
+        unless it is already open at least that long; True when it changed."""
+        if open_for <= 0:
+            return False
+        now = self.clock()
+        b = self._breakers.setdefault(model, _Breaker())
+        # The slack absorbs clock differences between replicas, so re-reading the
+        # same shared opening every poll changes nothing (and notifies nobody).
+        if b.opened_at is not None and b.opened_at + b.open_for >= now + open_for - _ADOPT_SLACK_S:
+            return False
+        b.opened_at = now
+        b.open_for = open_for
+        b.trial_started = None
+        self._notify(model, "open")
+        return True
 
     def open_models(self) -> list[str]:
         return [m for m in self._breakers if self.state(m) == "open"]

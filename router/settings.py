@@ -128,6 +128,10 @@ class Settings(BaseSettings):
         "consecutive failures that open a model's circuit breaker"))
     cooldown_s: float = Field(30.0, description=(
         "how long an open breaker skips the model before one trial request"))
+    cooldown_sync_url: str | None = Field(None, description=(
+        "`redis://host:6379/0` where replicas share open circuit breakers (read every "
+        "second), so a failing provider is skipped by all of them at once; unset = each "
+        "replica learns on its own"))
     reload_interval_s: float = Field(5.0, description=(
         "seconds between checks for a new model version; 0 = never"))
     gc_freeze: bool = Field(True, description=(
@@ -203,9 +207,9 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
         return value.rstrip("/") if value else value
 
-    @field_validator("cache_url")
+    @field_validator("cache_url", "cooldown_sync_url")
     @classmethod
-    def _cache_url(cls, value: str | None) -> str | None:
+    def _redis_url(cls, value: str | None) -> str | None:
         if value in (None, "", "memory", "memory://"):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):

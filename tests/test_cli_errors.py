@@ -167,6 +167,17 @@ def test_serve_unreachable_redis(tmp_path, registry):
     assert "ROUTER_CACHE_URL" in lines[1]
 
 
+def test_serve_unreachable_breaker_sharing_redis(tmp_path, registry):
+    config = tmp_path / "router.toml"
+    config.write_text('cooldown_sync_url = "redis://127.0.0.1:1/0"\n')
+    code, lines = _router(tmp_path, "serve", "--registry", registry, "--port", str(_free_port()),
+                          "--config", str(config))
+    assert code == 1
+    _assert_two_lines(lines, "error: cannot reach the breaker-sharing Redis at "
+                             "redis://127.0.0.1:1/0: ", exact=False)
+    assert "ROUTER_COOLDOWN_SYNC_URL" in lines[1]
+
+
 def test_serve_unreachable_postgres(tmp_path, registry):
     code, lines = _router(tmp_path, "serve", "--registry", registry, "--port", str(_free_port()),
                           "--log-url", "postgresql://127.0.0.1:1/x")

@@ -81,7 +81,8 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 
 def preflight(settings: Any) -> None:
-    """Open and close the outcome log and the cache once before serving.
+    """Open and close the outcome log, the cache and the breaker-sharing Redis once
+    before serving.
 
     An unreachable PostgreSQL or Redis URL then stops `router serve` with the
     store's one-line `ConfigError` and its hint, instead of a uvicorn lifespan
@@ -91,6 +92,7 @@ def preflight(settings: Any) -> None:
 
     from router.cache import open_cache
     from router.outcome_log import open_outcome_log
+    from router.redis_connect import connect_redis
 
     async def check() -> None:
         store = open_outcome_log(settings.log_url, batch_size=settings.log_batch_size,
@@ -103,6 +105,11 @@ def preflight(settings: Any) -> None:
                 await cache.start()
             finally:
                 await cache.close()
+        if settings.cooldown_sync_url:
+            client = await connect_redis(settings.cooldown_sync_url,
+                                         what="the breaker-sharing Redis",
+                                         setting="ROUTER_COOLDOWN_SYNC_URL")
+            await client.aclose()
 
     asyncio.run(check())
 
