@@ -8,30 +8,17 @@ and rate-limit handling come from it; `chain=[model]`, never a fallback, since
 each candidate is what is measured), grades the answer (`training.graders`) and
 writes one row per (prompt, model) of the canonical outcome table.
 
-Resumable, and why it is safe
------------------------------
-The output is a JSONL file used as its own checkpoint: each finished pair is
-appended as one line the moment it completes (flushed at once, `fsync`-ed every
-`FSYNC_EVERY` rows and at the end), so a killed run loses at most the pairs that
-were in flight. A rerun with the same `--out` reads the file, skips every pair it
-holds and appends the rest. A line torn by a kill mid-write (the last line, with
-no newline) is cut off on resume. Pairs whose call failed are kept as `status:
-"error"` rows (they count in the error rate) and are only retried with
-`retry_errors=True`; the file is then compacted so the newest row per pair wins.
-Rows that could not be graded (judge reply unparseable, no label) keep quality
-NaN and a `grade_error`; `graded_rows(table)` gives the rows `router train` can use.
+The jobs are split into modules, each with its own why:
 
-The cost cap
-------------
-`max_cost_usd` caps the total spend recorded in `--out` (earlier runs included,
-judge calls included). Before each call the pair's cost is estimated (its input
-tokens, the largest output seen from that model so far, or `max_tokens`, or
-`DEFAULT_OUTPUT_TOKENS`, at catalog prices, plus the judge's estimate) and the
-call is made only if spent + in-flight estimates + this estimate stays within
-the cap; when it would not, the run waits for calls in flight and, if it still
-would not fit, stops starting new calls and reports how many pairs remain.
-Estimates can be low, so the cap can be overshot by at most the error of the
-estimates of the calls in flight.
+- `training.collect_prompts`: the prompts file (`PromptItem`, `load_prompts`).
+- `training.collect_journal`: the output file as its own checkpoint, which is
+  what makes a run resumable and safe to kill (`read_results`, `graded_rows`).
+- `training.collect_budget`: the cost cap (`max_cost_usd`) and how each call is
+  estimated before it is made.
+- `training.collect_compare`: the per-model comparison table.
+- here: the run itself, one (prompt, model) pair at a time under a concurrency
+  limit. Every name this module exported before the split is still importable
+  from here.
 
 Output columns: `prompt_id`, `messages` (JSON text as sent), `model`, `quality`,
 `input_tokens`, `output_tokens` (from the provider's `usage`; `tokens_estimated`
@@ -45,7 +32,6 @@ and the grader's own columns (`judge_model`, `judge_raw`, `judge_cost_usd`;
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
@@ -57,17 +43,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from router.catalog import Catalog
-from router.conversation import Conversation, parse_conversation
 from router.errors import ConfigError, DataError
+from training.collect_budget import DEFAULT_OUTPUT_TOKENS, CostCap, row_cost_usd
+from training.collect_compare import comparison_table, format_comparison
+from training.collect_journal import (
+    FSYNC_EVERY,
+    OUTPUT_COLUMNS,
+    Appender,
+    compact,
+    graded_rows,
+    read_results,
+    resume,
+)
+from training.collect_prompts import PromptItem, load_prompts
 from training.graders import Grade, GradeInput, Grader
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
     "FSYNC_EVERY",
+    "OUTPUT_COLUMNS",
     "PromptItem",
     "CollectResult",
     "load_prompts",
@@ -79,28 +76,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_OUTPUT_TOKENS = 256
-FSYNC_EVERY = 16
-_FSYNC_INTERVAL_S = 1.0
-
-OUTPUT_COLUMNS = ("prompt_id", "messages", "model", "quality", "input_tokens", "output_tokens",
-                  "cost_usd", "latency_ms", "ttfb_ms", "attempts", "status", "error", "grader",
-                  "grade_error", "answer", "reference", "tokens_estimated", "timestamp")
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    """One prompt as it will be sent: `messages` include the system prompt, if any."""
-
-    prompt_id: str
-    messages: tuple[dict[str, str], ...]
-    reference: str | None
-    input_tokens: int
-
-    @property
-    def messages_json(self) -> str:
-        return json.dumps(list(self.messages), ensure_ascii=False)
 
 
 @dataclass
@@ -127,193 +102,11 @@ class CollectResult:
         return data
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def load_prompts(path: str | os.PathLike[str], *, system_prompt: str | None = None
-                 ) -> list[PromptItem]:
-    """Read a prompts file (CSV, CSV.gz, JSONL, Parquet): `prompt_id`, `prompt` or
-    `messages` (JSON list of chat messages), optional `reference`.
-
-    `system_prompt` is put first in every conversation that has no system
-    message of its own, so every model sees the same instructions.
-    """
-    from training.data import read_table
-
-    path = Path(path)
-    raw = read_table(path)
-    raw.columns = [str(c).strip() for c in raw.columns]
-    if len(raw) == 0:
-        raise DataError(f"{path}: no prompts", hint="the file needs a header and one row "
-                                                    "per prompt")
-    missing = [c for c in ("prompt_id",) if c not in raw.columns]
-    if "prompt" not in raw.columns and "messages" not in raw.columns:
-        missing.append("prompt (or messages)")
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the file has "
-                        f"{', '.join(raw.columns)}",
-                        hint="columns: prompt_id, prompt (or messages), optional reference")
-    items: list[PromptItem] = []
-    seen: dict[str, int] = {}
-    records = raw.to_dict("records")
-    for row_no, record in enumerate(records, start=1):
-        where = f"{path}, row {row_no}"
-        pid_raw = record.get("prompt_id")
-        pid = "" if _is_missing(pid_raw) else str(pid_raw).strip()
-        if not pid:
-            raise DataError(f"{where}: prompt_id is empty", hint="every prompt needs an id")
-        if pid in seen:
-            raise DataError(f"{where}: prompt_id {pid!r} already used in row {seen[pid]}",
-                            hint="give every prompt its own id")
-        seen[pid] = row_no
-        value = record.get("messages")
-        if not _is_missing(value):
-            if isinstance(value, str):
-                try:
-                    value = json.loads(value)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: messages is not valid JSON ({exc.msg})",
-                                    hint='messages must be a JSON list of {"role": ..., '
-                                         '"content": ...} objects') from None
-            conv = parse_conversation(value, where=f"{where}: messages")
-        else:
-            prompt = record.get("prompt")
-            if _is_missing(prompt) or not str(prompt).strip():
-                raise DataError(f"{where}: prompt is empty",
-                                hint="every row needs the prompt text (or a messages list)")
-            conv = Conversation.from_prompt(str(prompt))
-        messages = conv.to_messages()
-        if system_prompt and not conv.system:
-            messages = [{"role": "system", "content": system_prompt}, *messages]
-            conv = parse_conversation(messages, where=where)
-        reference = record.get("reference")
-        reference = None if _is_missing(reference) else str(reference)
-        items.append(PromptItem(pid, tuple(messages), reference, conv.input_tokens))
-    return items
-
-
-# --------------------------------------------------------------------------- the output file
-
-
-def _read_lines(out: Path, *, repair: bool) -> list[dict[str, Any]]:
-    """Rows of an existing output file; a torn last line is cut off when `repair`."""
-    if not out.exists():
-        return []
-    data = out.read_bytes()
-    rows: list[dict[str, Any]] = []
-    offset = 0
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines, start=1):
-        is_last = number == len(lines)
-        start = offset
-        offset += len(line) + 1
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            if is_last:  # written without its newline: the run died mid-write
-                if repair:
-                    log.warning("%s: dropping an incomplete last line (interrupted run)", out)
-                    with out.open("r+b") as handle:
-                        handle.truncate(start)
-                break
-            raise DataError(f"{out}, line {number}: not a JSON object",
-                            hint="this file is not a `router collect` output; pass a new "
-                                 "--out") from None
-        if not {"prompt_id", "model", "status"} <= row.keys():
-            raise DataError(f"{out}, line {number}: not a `router collect` row (needs "
-                            "prompt_id, model, status)", hint="pass a new --out file")
-        rows.append(row)
-    return rows
-
-
-def read_results(out: str | os.PathLike[str]) -> pd.DataFrame:
-    """The output file as a table, the newest row per (prompt_id, model)."""
-    rows = _read_lines(Path(out), repair=False)
-    if not rows:
-        return pd.DataFrame(columns=list(OUTPUT_COLUMNS))
-    table = pd.DataFrame(rows)
-    table = table.drop_duplicates(["prompt_id", "model"], keep="last").reset_index(drop=True)
-    for column in ("quality", "input_tokens", "output_tokens", "cost_usd", "latency_ms",
-                   "ttfb_ms"):
-        if column in table.columns:
-            table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
-    return table
-
-
-def graded_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows with a quality: what `training.data.load_outcomes` accepts."""
-    return table[table["quality"].notna()].reset_index(drop=True)
-
-
-def _compact(out: Path) -> None:
-    """Rewrite `out` with the newest row per pair (atomically: temp file + rename)."""
-    rows = _read_lines(out, repair=False)
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        key = (str(row["prompt_id"]), str(row["model"]))
-        latest.pop(key, None)  # keep first-completion order of the survivors
-        latest[key] = row
-    if len(latest) == len(rows):
-        return
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in latest.values():
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, out)
-
-
-class _Appender:
-    """Appends rows as JSON lines; flushed per row, fsync-ed per batch and at close."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = path.open("a", encoding="utf-8")
-        self._unsynced = 0
-        self._last_sync = time.monotonic()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False,
-                                      default=_json_default) + "\n")
-        # In the OS after flush(): survives a killed process; fsync covers a crashed host.
-        self._handle.flush()
-        self._unsynced += 1
-        now = time.monotonic()
-        if self._unsynced >= FSYNC_EVERY or now - self._last_sync >= _FSYNC_INTERVAL_S:
-            self.sync()
-
-    def sync(self) -> None:
-        if self._unsynced:
-            os.fsync(self._handle.fileno())
-            self._unsynced = 0
-        self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self.sync()
-            self._handle.close()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _clean(value: Any) -> Any:
     """NaN -> None so the JSON line is valid JSON (null)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-# --------------------------------------------------------------------------- the run
 
 
 def _answer_text(response: dict[str, Any]) -> str:
@@ -324,23 +117,6 @@ def _answer_text(response: dict[str, Any]) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return content or ""
-
-
-def _check_existing(rows: list[dict[str, Any]], items: Sequence[PromptItem], grader: Grader,
-                    out: Path) -> None:
-    """Refuse to mix a different grader or changed prompts into one table."""
-    by_id = {item.prompt_id: item for item in items}
-    for row in rows:
-        if row.get("grader") not in (None, grader.spec):
-            raise ConfigError(f"{out} was graded with {row['grader']!r}; this run uses "
-                              f"{grader.spec!r}",
-                              hint="use a new --out for another grader, so one table never "
-                                   "mixes two kinds of quality")
-        item = by_id.get(str(row["prompt_id"]))
-        if item is not None and row.get("messages") not in (None, item.messages_json):
-            raise DataError(f"{out}: prompt_id {row['prompt_id']!r} has different messages "
-                            "there than in the prompts file",
-                            hint="the prompts changed since the first run; use a new --out")
 
 
 async def collect(
@@ -389,37 +165,13 @@ async def collect(
                             hint="add a `reference` column, or use --grader judge:MODEL or "
                                  "labels:FILE")
 
-    existing = _read_lines(out, repair=True)
-    _check_existing(existing, prompts, grader, out)
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in existing:
-        latest[(str(row["prompt_id"]), str(row["model"]))] = row
-    spent = sum(float(r.get("cost_usd") or 0) + float(r.get("judge_cost_usd") or 0)
-                for r in existing)
-    max_out: dict[str, float] = {}
-    for (_, model), row in latest.items():
-        if row.get("output_tokens") is not None:
-            max_out[model] = max(max_out.get(model, 0.0), float(row["output_tokens"]))
-
-    pending: list[tuple[PromptItem, str]] = []
-    skipped = 0
-    for item in prompts:
-        for model in models:
-            row = latest.get((item.prompt_id, model))
-            if row is not None and not (retry_errors and row.get("status") == "error"):
-                skipped += 1
-                continue
-            pending.append((item, model))
-
-    result = CollectResult(out=out, pairs_total=len(prompts) * len(models), skipped=skipped,
-                           spent_usd=spent, max_cost_usd=max_cost_usd)
-    state = {"spent": spent, "reserved": 0.0}
-
-    def estimate(item: PromptItem, model: str) -> float:
-        spec = catalog[model]
-        out_tokens = max_out.get(model) or max_tokens or DEFAULT_OUTPUT_TOKENS
-        return (spec.cost_usd(item.input_tokens, out_tokens)
-                + grader.estimate_cost_usd(int(item.input_tokens + out_tokens)))
+    resumed = resume(out, prompts, models, grader, retry_errors=retry_errors)
+    cap = CostCap.resume(resumed.rows, resumed.latest.values(), catalog=catalog,
+                         grader=grader, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+    pending = resumed.pending
+    result = CollectResult(out=out, pairs_total=len(prompts) * len(models),
+                           skipped=resumed.skipped, spent_usd=cap.spent_usd,
+                           max_cost_usd=max_cost_usd)
 
     base_body: dict[str, Any] = {"temperature": 0}
     if max_tokens:
@@ -459,7 +211,7 @@ async def collect(
         row["grade_error"] = grade.error
         return row
 
-    appender = _Appender(out)
+    appender = Appender(out)
     sem = asyncio.Semaphore(concurrency)
     in_flight: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
@@ -469,27 +221,22 @@ async def collect(
     async def run_and_record(item: PromptItem, model: str, reserved: float) -> None:
         try:
             row = await run_pair(item, model)
-            cost = float(row["cost_usd"] or 0) + float(row.get("judge_cost_usd") or 0)
+            cost = row_cost_usd(row)
             appender.write(row)
-            state["spent"] += cost
+            cap.spend(cost)
             result.spent_this_run_usd += cost
             result.completed += 1
             result.errors += row["status"] == "error"
             result.grade_errors += row["grade_error"] is not None
-            if row["output_tokens"] is not None:
-                max_out[model] = max(max_out.get(model, 0.0), float(row["output_tokens"]))
+            cap.observe_output(model, row["output_tokens"])
             bar.update(1)
             if on_row is not None:
                 on_row(row)
         except Exception as exc:  # a bug, not a provider failure: stop the run
             failures.append(exc)
         finally:
-            state["reserved"] -= reserved
+            cap.release(reserved)
             sem.release()
-
-    def over_cap(cost: float) -> bool:
-        return max_cost_usd is not None and (
-            state["spent"] + state["reserved"] + cost > max_cost_usd + 1e-12)
 
     try:
         for item, model in pending:
@@ -497,17 +244,17 @@ async def collect(
             if failures:
                 sem.release()
                 break
-            cost = estimate(item, model)
-            while over_cap(cost) and any(not t.done() for t in in_flight):
+            cost = cap.estimate(item, model)
+            while cap.over_cap(cost) and any(not t.done() for t in in_flight):
                 # Calls in flight may cost less than reserved: wait before giving up.
                 await asyncio.wait([t for t in in_flight if not t.done()],
                                    return_when=asyncio.FIRST_COMPLETED)
-                cost = estimate(item, model)
-            if over_cap(cost):
+                cost = cap.estimate(item, model)
+            if cap.over_cap(cost):
                 sem.release()
                 result.stopped_at_cap = True
                 break
-            state["reserved"] += cost
+            cap.reserve(cost)
             task = asyncio.create_task(run_and_record(item, model, cost))
             in_flight = {t for t in in_flight if not t.done()} | {task}
         if in_flight:
@@ -524,74 +271,8 @@ async def collect(
     if failures:
         raise failures[0]
     result.remaining = len(pending) - result.completed
-    result.spent_usd = state["spent"]
+    result.spent_usd = cap.spent_usd
     if retry_errors:
-        _compact(out)
+        compact(out)
     result.table = read_results(out)
     return result
-
-
-# --------------------------------------------------------------------------- the comparison
-
-
-def comparison_table(table: pd.DataFrame, models: Sequence[str] | None = None
-                     ) -> list[dict[str, Any]]:
-    """Per model: mean quality, cost per request, p50/p99 latency, tokens, error rate.
-
-    Quality is the mean over graded rows; cost, latency and tokens over rows whose
-    call succeeded; `error_rate` is failed calls / pairs; `grade_errors` counts
-    answers that could not be graded.
-    """
-    names = list(models) if models is not None else list(dict.fromkeys(table["model"]))
-    rows: list[dict[str, Any]] = []
-    for model in names:
-        part = table[table["model"] == model]
-        ok = part[part["status"] == "ok"]
-        graded = part["quality"].dropna()
-        latency = ok["latency_ms"].dropna().to_numpy(dtype="float64")
-
-        def mean(values: pd.Series) -> float | None:
-            values = values.dropna()
-            return float(values.mean()) if len(values) else None
-
-        rows.append({
-            "model": model,
-            "pairs": int(len(part)),
-            "graded": int(len(graded)),
-            "mean_quality": float(graded.mean()) if len(graded) else None,
-            "cost_per_request_usd": mean(ok["cost_usd"]),
-            "total_cost_usd": float(part["cost_usd"].fillna(0).sum()),
-            "p50_latency_ms": float(np.percentile(latency, 50)) if len(latency) else None,
-            "p99_latency_ms": float(np.percentile(latency, 99)) if len(latency) else None,
-            "mean_input_tokens": mean(ok["input_tokens"]),
-            "mean_output_tokens": mean(ok["output_tokens"]),
-            "error_rate": float((part["status"] == "error").mean()) if len(part) else None,
-            "grade_errors": int(part["grade_error"].notna().sum())
-            if "grade_error" in part.columns else 0,
-        })
-    return rows
-
-
-def format_comparison(rows: Sequence[dict[str, Any]]) -> str:
-    """The comparison as an aligned text table (blank where there is no value)."""
-    header = ("model", "pairs", "quality", "cost/req $", "p50 ms", "p99 ms", "tok in",
-              "tok out", "errors", "ungraded")
-
-    def fmt(value: Any, spec: str) -> str:
-        return "-" if value is None else format(value, spec)
-
-    lines = [header]
-    for r in rows:
-        lines.append((
-            r["model"], str(r["pairs"]), fmt(r["mean_quality"], ".3f"),
-            fmt(r["cost_per_request_usd"], ".6f"), fmt(r["p50_latency_ms"], ".0f"),
-            fmt(r["p99_latency_ms"], ".0f"), fmt(r["mean_input_tokens"], ".0f"),
-            fmt(r["mean_output_tokens"], ".0f"),
-            "-" if r["error_rate"] is None else f"{100 * r['error_rate']:.1f}%",
-            str(r["grade_errors"]),
-        ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                  for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
-        for line in lines)
