@@ -15,16 +15,19 @@ policy is judged on all of them, as `router eval`'s AIQ is:
   (`training.offpolicy`), with one shared reward model (the champion's
   predictions) so the two policies are judged by the same yardstick.
 
-For each source the comparison is the challenger's **quality at equal cost**:
-each policy's operating points (bars and lambdas together) are closed under
-mixing and "spending more is allowed" (the non-decreasing upper convex hull, as
-AIQ does), and the challenger's hull minus the champion's hull is averaged over
-the costs both can reach. The challenger passes a source when that difference
-is >= -tolerance, and is promoted only when it passes every source that had
-enough data. No champion yet: promoted (there is nothing to protect), with the
-evidence still recorded. The same difference per rule alone (threshold points
-only, utility points only) is reported too, as information: it shows which rule
-a challenger wins or loses through, and does not decide anything.
+For each source the comparison is the challenger's **quality at equal cost**,
+per decision rule: each rule's operating points are closed under mixing and
+"spending more is allowed" (the non-decreasing upper convex hull, as AIQ does),
+and the challenger's hull minus the champion's hull is averaged over the costs
+both can reach. A challenger must not be worse by more than the tolerance on
+any rule the traffic uses (`rules`): serving runs one rule per request, so a
+gain on one rule never pays for a loss on the other. Which rules are in use is
+read off the recent logs (`rules_in_use`: the threshold rule, plus the utility
+rule when some logged request asked for it); without logs both are judged. The
+difference over all operating points together is reported too, with the AIQ of
+each policy, as information. The challenger is promoted only when it passes
+every source that had enough data. No champion yet: promoted (there is nothing
+to protect), with the evidence still recorded.
 
 The report is printed by `router retrain` and stored in the version's meta.json
 under `"gate"` (both curves, every operating point labelled by its bar or
@@ -56,9 +59,12 @@ __all__ = [
     "sweep_table",
     "sweep_logged",
     "run_gate",
+    "rules_in_use",
+    "RULES",
 ]
 
 DEFAULT_BARS: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
+RULES: tuple[str, ...] = ("threshold", "utility")
 
 
 @dataclass(frozen=True)
@@ -107,10 +113,12 @@ class Curve:
 
 @dataclass
 class SourceResult:
-    """One source's verdict: both curves, the difference at equal cost, pass/skip.
+    """One source's verdict: both curves, the differences at equal cost, pass/skip.
 
-    `delta_by_rule` is the same difference on each rule's points alone
-    ({"threshold": ..., "utility": ...}); information only, the verdict is on all.
+    `delta_by_rule` is the difference on each rule's points ({"threshold": ...,
+    "utility": ...}); `rules` are the ones judged, and `delta_quality` is the
+    smallest of their differences (the decisive one). `delta_all_points` is the
+    difference over every operating point together, for information.
     """
 
     name: str
@@ -123,6 +131,8 @@ class SourceResult:
     challenger_aiq: float | None = None
     note: str = ""
     delta_by_rule: dict[str, float] | None = None
+    rules: tuple[str, ...] = ()
+    delta_all_points: float | None = None
     champion_curve: Curve | None = None
     challenger_curve: Curve | None = None
 
@@ -154,7 +164,7 @@ class GateReport:
         """The printed comparison: a line per source (plus each rule alone), the decision."""
         lines = [f"champion {self.champion or '(none)'} vs challenger "
                  f"{self.challenger or '(new)'}, tolerance {self.tolerance:.3f} "
-                 "(quality at equal cost, hull of all operating points)",
+                 "(quality at equal cost; delta = the worst judged rule)",
                  f"  {'source':<12} {'rows':>6} {'champion':>9} {'challenger':>10} "
                  f"{'delta':>8} {'AIQ champ':>9} {'AIQ chall':>9}  verdict"]
         for s in self.sources:
@@ -164,8 +174,11 @@ class GateReport:
                 f"{_f(s.champion_aiq):>9} {_f(s.challenger_aiq):>9}  "
                 f"{s.status}{' (' + s.note + ')' if s.note else ''}")
             if s.delta_by_rule:
-                lines.append(f"  {'':<19} each rule alone: " + ", ".join(
-                    f"{rule} {_f(d, signed=True)}" for rule, d in s.delta_by_rule.items()))
+                lines.append(f"  {'':<19} by rule: " + ", ".join(
+                    f"{rule} {_f(d, signed=True)}"
+                    + ("" if rule in s.rules else " (not in use, not judged)")
+                    for rule, d in s.delta_by_rule.items())
+                    + f"; all points together {_f(s.delta_all_points, signed=True)}")
         lines.append(f"decision: {'PROMOTE' if self.passed else 'REFUSE'}: {self.reason}")
         return "\n".join(lines)
 
@@ -298,20 +311,35 @@ def sweep_logged(model: Any, logged: pd.DataFrame, reward: Any, *,
     return Curve.from_sweeps(estimates("bar", bars), estimates("utility_lambda", lambdas))
 
 
+def rules_in_use(recent: pd.DataFrame | None) -> tuple[str, ...]:
+    """The decision rules recent traffic used: always the threshold rule (the
+    default), plus the utility rule when a logged request set `utility_lambda`.
+    Without logs nothing is known, so both."""
+    if recent is None or not len(recent):
+        return RULES
+    if "utility_lambda" in recent and recent["utility_lambda"].notna().any():
+        return RULES
+    return ("threshold",)
+
+
 def _compare(name: str, n: int, champ: Curve, chall: Curve, tolerance: float,
-             c_max: float | None) -> SourceResult:
-    delta, q_ref, q_new = quality_at_equal_cost(champ, chall)
+             c_max: float | None, rules: Sequence[str]) -> SourceResult:
+    swept = [r for r in RULES if len(champ.points(r)) and len(chall.points(r))]
+    by_rule = {rule: quality_at_equal_cost(champ, chall, rule=rule) for rule in swept}
+    judged = tuple(r for r in rules if r in by_rule) or ("threshold",)
+    worst = min(judged, key=lambda r: by_rule[r][0])
+    delta, q_ref, q_new = by_rule[worst]
     result = SourceResult(name=name, n=n, status="pass" if delta >= -tolerance else "fail",
                           delta_quality=delta, champion_quality=q_ref, challenger_quality=q_new,
-                          champion_curve=champ, challenger_curve=chall)
-    if champ.lambdas and chall.lambdas:
-        result.delta_by_rule = {rule: quality_at_equal_cost(champ, chall, rule=rule)[0]
-                                for rule in ("threshold", "utility")}
+                          rules=judged, champion_curve=champ, challenger_curve=chall)
+    if len(swept) > 1:
+        result.delta_by_rule = {rule: by_rule[rule][0] for rule in swept}
+        result.delta_all_points = quality_at_equal_cost(champ, chall)[0]
     if c_max:
         result.champion_aiq = aiq(*champ.points().T, c_max)
         result.challenger_aiq = aiq(*chall.points().T, c_max)
     if result.status == "fail":
-        result.note = f"worse by {-delta:.4f} > {tolerance:.3f}"
+        result.note = f"{worst} rule worse by {-delta:.4f} > {tolerance:.3f}"
     return result
 
 
@@ -324,6 +352,7 @@ def run_gate(
     tolerance: float = 0.01,
     bars: Sequence[float] = DEFAULT_BARS,
     lambdas: Sequence[float] | None = None,
+    rules: Sequence[str] | None = None,
     min_logged_rows: int = 200,
     champion_id: str | None = None,
     challenger_id: str | None = None,
@@ -335,10 +364,16 @@ def run_gate(
     fallback model should be left out by the caller (their propensity is not the
     served model's). `eval_table` is a canonical outcome table. `bars` and
     `lambdas` are the operating points swept (see `sweep_table`); `lambdas=()`
-    judges the threshold rule alone.
+    sweeps the threshold rule alone. `rules` are the decision rules judged
+    (default: `rules_in_use(recent)`).
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    if rules is None:
+        rules = rules_in_use(recent)
+    unknown = [r for r in rules if r not in RULES]
+    if unknown or not rules:
+        raise ValueError(f"rules must be among {RULES}, got {tuple(rules)!r}")
     report = GateReport(passed=False, tolerance=tolerance, champion=champion_id,
                         challenger=challenger_id)
     if eval_table is not None and len(eval_table):
@@ -352,7 +387,7 @@ def run_gate(
             single = eval_table.groupby("model")["cost_usd"].mean()
             report.sources.append(_compare("eval table", eval_table["prompt_id"].nunique(),
                                            champ_curve, chall_curve, tolerance,
-                                           float(single.max())))
+                                           float(single.max()), rules))
     if recent is not None:
         n = len(recent)
         if champion is None:
@@ -368,7 +403,7 @@ def run_gate(
             chall_curve = sweep_logged(challenger, recent, champion, bars=bars,
                                        lambdas=lambdas, conversations=convs)
             report.sources.append(_compare("recent logs", n, champ_curve, chall_curve,
-                                           tolerance, None))
+                                           tolerance, None, rules))
     decided = [s for s in report.sources if s.status != "skipped"]
     failed = [s.name for s in decided if s.status == "fail"]
     if champion is None:

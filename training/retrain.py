@@ -202,6 +202,8 @@ def build_training_rows(
         "weight": raw_weight.clip(upper=max_weight).astype(float),
         "timestamp": frame["_ts"],
         "quality_bar": _float_col(frame, "quality_bar"),
+        # The gate judges the utility rule only when traffic used it.
+        "utility_lambda": _float_col(frame, "utility_lambda"),
         "fallback": fallback.astype(bool),
     })
     if "tokens" in frame and out["output_tokens"].isna().all():

@@ -204,3 +204,14 @@ def test_models_promote_unknown_version_prints_error_and_hint(
     assert "error: " in err and "no version 'nope'" in err
     assert "hint: known versions: v1" in err
     assert registry.current_version() is None
+
+
+def test_models_show_prints_number_lists_on_one_line() -> None:
+    from training.commands.models import compact_json
+
+    meta = {"version_id": "v1", "empty": {}, "none": [], "gate": {"sources": [
+        {"name": "eval table", "champion_curve": {"bars": [0.0, 0.5, 1.0],
+                                                   "lambdas": []}}]}}
+    text = compact_json(meta)
+    assert json.loads(text) == meta
+    assert '"bars": [0.0, 0.5, 1.0]' in text and len(text.splitlines()) == 16

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.gate import Curve, hull_quality, quality_at_equal_cost, run_gate
+from training.gate import Curve, hull_quality, quality_at_equal_cost, rules_in_use, run_gate
 
 MODELS = ("cheap", "mid", "strong")
 PRICE = np.array([0.001, 0.004, 0.02])
@@ -103,42 +103,56 @@ def test_the_utility_rules_points_count_at_equal_cost() -> None:
     assert quality_at_equal_cost(champion, challenger, rule="threshold")[0] == 0.0
 
 
-def test_a_challenger_better_only_through_the_utility_rule_is_credited_for_it(
-        models_and_data) -> None:
+def test_each_rule_the_traffic_uses_is_judged_on_its_own(models_and_data) -> None:
     good, _, table, logged = models_and_data
     # Same quality predictions and the same cost order (so every threshold decision is
     # the same), but the mid model's cost overestimated 2.5x: only the utility rule,
     # argmax q - lambda * c, sees it, and routes too little to the mid model.
     mispriced = Stub(good.by_text, price=np.array([0.001, 0.01, 0.02]))
-    report = run_gate(good, mispriced, eval_table=table, recent=logged, tolerance=0.0,
-                      champion_id="v1", challenger_id="v2")
-    threshold_only = run_gate(good, mispriced, eval_table=table, recent=logged,
-                              tolerance=0.0, lambdas=())
+    with_utility = logged.assign(utility_lambda=np.where(np.arange(len(logged)) % 4 == 0,
+                                                         20.0, np.nan))
+    assert rules_in_use(logged) == ("threshold",)
+    assert rules_in_use(with_utility) == ("threshold", "utility")
+    assert rules_in_use(None) == ("threshold", "utility")
+
+    # A challenger better only through the utility rule: equal on the bars, so it
+    # passes whichever rules are in use, and the utility gain is on record.
+    report = run_gate(good, mispriced, eval_table=table, recent=with_utility,
+                      tolerance=0.0, champion_id="v1", challenger_id="v2")
+    assert report.passed is True
     assert [s.name for s in report.sources] == ["eval table", "recent logs"]
-    for source, old in zip(report.sources, threshold_only.sources, strict=True):
+    for source in report.sources:
         champ, chall = source.champion_curve, source.challenger_curve
         assert (chall.bars, chall.cost_usd, chall.quality) == (
             champ.bars, champ.cost_usd, champ.quality), "identical threshold-rule curves"
-        assert old.delta_quality == 0.0, "bars alone cannot tell the two apart"
+        assert source.rules == ("threshold", "utility")
         assert source.delta_by_rule["threshold"] == 0.0
-        assert source.delta_by_rule["utility"] > 0.02
-        assert source.delta_quality > 0, source.name
+        assert source.delta_by_rule["utility"] > 0.02, source.name
+        assert source.delta_quality == 0.0  # the worse of the two judged rules
+        assert source.delta_all_points > 0
         assert len(chall.lambdas) == len(champ.lambdas) == 61 and chall.lambdas[0] == 0.0
-    assert report.passed is True
     assert report.sources[0].challenger_aiq > report.sources[0].champion_aiq
-    assert "each rule alone: threshold +0.0000, utility +0.0" in report.format()
+    assert "by rule: threshold +0.0000, utility +0.0" in report.format()
     stored = json.loads(json.dumps(report.to_dict()))
     curve = stored["sources"][0]["challenger_curve"]
     assert len(curve["lambdas"]) == len(curve["utility_cost_usd"]) == 61
     assert set(stored["sources"][1]["delta_by_rule"]) == {"threshold", "utility"}
+    assert stored["sources"][1]["rules"] == ["threshold", "utility"]
 
-    # The other way round, a challenger worse only through the utility rule is refused;
-    # judged on the threshold rule alone it would have passed.
-    reverse = run_gate(mispriced, good, eval_table=table, recent=logged, tolerance=0.0)
+    # The other way round, worse only through the utility rule: refused while some
+    # traffic uses that rule, promoted when all of it routes by bar (it serves that
+    # traffic exactly as the champion does).
+    reverse = run_gate(mispriced, good, eval_table=table, recent=with_utility, tolerance=0.0)
     assert reverse.passed is False
     assert [s.status for s in reverse.sources] == ["fail", "fail"]
-    assert run_gate(mispriced, good, eval_table=table, recent=logged, tolerance=0.0,
-                    lambdas=()).passed is True
+    assert reverse.sources[0].note.startswith("utility rule worse by")
+    bars_only = run_gate(mispriced, good, eval_table=table, recent=logged, tolerance=0.0)
+    assert bars_only.passed is True
+    assert bars_only.sources[0].delta_by_rule["utility"] < -0.02
+    assert "utility -0.0" in bars_only.format() and "(not in use, not judged)" in \
+        bars_only.format()
+    with pytest.raises(ValueError, match="rules must be among"):
+        run_gate(good, mispriced, eval_table=table, rules=("bar",))
 
 
 def test_a_challenger_with_shuffled_predictions_is_refused_on_the_eval_table(

@@ -90,8 +90,23 @@ def _fmt(value: object) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    print(json.dumps(Registry(args.registry).show(args.version), indent=2, default=str))
+    print(compact_json(Registry(args.registry).show(args.version)))
     return 0
+
+
+def compact_json(value: object, indent: int = 0) -> str:
+    """JSON indented like `json.dumps(indent=2)`, but a list of plain values on one
+    line: a gate report's curves are hundreds of numbers, one per line otherwise."""
+    pad = "  " * (indent + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{pad}{json.dumps(str(k))}: {compact_json(v, indent + 1)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(value, list | tuple) and value and any(
+            isinstance(v, dict | list | tuple) for v in value):
+        items = [pad + compact_json(v, indent + 1) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
+    return json.dumps(value, default=str)
 
 
 def _promote(args: argparse.Namespace) -> int:
