@@ -58,6 +58,7 @@ from typing import Any
 from router.conversation import Conversation
 from router.errors import ConfigError
 from router.outcome_log import redact_url
+from router.throttle import Throttle
 
 __all__ = [
     "IGNORED_FIELDS",
@@ -262,7 +263,7 @@ class RedisCache(CacheBackend):
         self.prefix = prefix
         self.socket_timeout_s = socket_timeout_s
         self._client: Any = None
-        self._last_warning = -math.inf
+        self._warnings = Throttle()
 
     async def start(self) -> None:
         from router.redis_connect import connect_redis
@@ -279,9 +280,7 @@ class RedisCache(CacheBackend):
 
     def _failed(self, action: str, exc: BaseException) -> None:
         self.errors += 1
-        now = time.monotonic()
-        if now - self._last_warning >= 10.0:
-            self._last_warning = now
+        if self._warnings.ready():
             logger.warning("Redis cache %s failed at %s (%s); treated as a miss "
                            "(%d cache errors so far)", action, redact_url(self.url),
                            str(exc) or type(exc).__name__, self.errors)

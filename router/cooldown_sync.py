@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from router.cooldown import Cooldowns
+from router.throttle import Throttle
 
 __all__ = ["SharedCooldowns"]
 
@@ -55,7 +55,7 @@ class SharedCooldowns:
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
-        self._last_warning = -math.inf
+        self._warnings = Throttle()
 
     async def start(self) -> None:
         from router.redis_connect import connect_redis
@@ -122,8 +122,6 @@ class SharedCooldowns:
 
     def _failed(self, action: str, exc: BaseException) -> None:
         self.errors += 1
-        now = time.monotonic()
-        if now - self._last_warning >= 10.0:
-            self._last_warning = now
+        if self._warnings.ready():
             log.warning("breaker sharing: %s failed (%s); replicas learn on their own "
                         "meanwhile", action, str(exc) or type(exc).__name__)

@@ -15,7 +15,6 @@ import abc
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections import Counter, deque
@@ -35,6 +34,7 @@ from router.outcome_records import (
     _feedback_row,
     _request_row,
 )
+from router.throttle import Throttle
 
 __all__ = ["OutcomeLog"]
 
@@ -76,7 +76,7 @@ class OutcomeLog(abc.ABC):
         self._closing = False
         self._closed = False
         self._abandon = False
-        self._last_drop_warning = -math.inf
+        self._drop_warnings = Throttle()
 
     # -- public API -----------------------------------------------------------------
 
@@ -251,9 +251,7 @@ class OutcomeLog(abc.ABC):
             self._cond.notify_all()
 
     def _warn_drop(self, why: str) -> None:
-        now = time.monotonic()
-        if now - self._last_drop_warning >= 10.0:
-            self._last_drop_warning = now
+        if self._drop_warnings.ready():
             logger.warning("outcome log %s: dropping records (%s); %d dropped so far",
                            self.describe(), why, self.dropped)
 

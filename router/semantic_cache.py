@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import re
-import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ import numpy as np
 from router.cache import CacheBackend, CachedResponse, Embed, _digest, cache_key
 from router.conversation import parse_conversation
 from router.errors import ConfigError, DataError
+from router.throttle import Throttle
 
 __all__ = ["SemanticCache", "same_intent"]
 
@@ -166,7 +166,7 @@ class SemanticCache:
         self.semantic_hits = 0
         self.misses = 0
         self.embed_errors = 0
-        self._last_warning = -math.inf
+        self._warnings = Throttle()
 
     def _probe(self, body: Mapping[str, Any]) -> _Probe | None:
         key = cache_key(body, namespace=self.namespace)
@@ -187,9 +187,7 @@ class SemanticCache:
             vector = np.asarray(self.embed([conversation]), dtype=np.float32).reshape(-1)
         except Exception as exc:  # noqa: BLE001 - a failing embedder degrades to exact-only
             self.embed_errors += 1
-            now = time.monotonic()
-            if now - self._last_warning >= 10.0:
-                self._last_warning = now
+            if self._warnings.ready():
                 logger.warning("semantic cache: embedding failed (%s); exact matches only "
                                "(%d failures so far)", str(exc) or type(exc).__name__,
                                self.embed_errors)
