@@ -71,7 +71,7 @@ from router.predictor_holdout import (
     expected_calibration_error,
     holdout_metrics,
 )
-from router.predictor_serving import ServingPlan
+from router.predictor_serving import ServingPlan, linear_logits
 
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
@@ -280,8 +280,8 @@ class QualityModel:
             _, hold_rows = self.features_.transform_with_tfidf(hold_convs)
             local = {int(p): i for i, p in enumerate(hold_prompts)}
             where = np.array([local[int(p)] for p in prompt_codes[rows]], dtype=np.int64)
-            hold_p = self._blend(hold_p, self._linear_logits(hold_rows)[where,
-                                                                     model_codes[rows]])
+            logits = linear_logits(self.linear_coef_, self.linear_intercept_, hold_rows)
+            hold_p = self._blend(hold_p, logits[where, model_codes[rows]])
         metrics = holdout_metrics(quality[rows], hold_p)
         metrics["rows"] = int(rows.sum())
         known = rows & np.isfinite(known_out)
@@ -359,17 +359,6 @@ class QualityModel:
 
     def _linear_on(self) -> bool:
         return self.linear_weight > 0 and getattr(self, "linear_coef_", None) is not None
-
-    def _linear_logits(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """(n, n_models) float64 logits of the linear head for TF-IDF rows."""
-        coef, out = self.linear_coef_, np.empty((len(rows), len(self.models_)))
-        out[:] = self.linear_intercept_
-        for i, (pos, vals) in enumerate(rows):
-            # A gather of the prompt's few hundred rows beats a sparse product
-            # for one request (no scipy matrix to build).
-            if len(pos):
-                out[i] += vals @ coef[pos]
-        return out
 
     def _blend(self, booster_p: np.ndarray, logits: np.ndarray) -> np.ndarray:
         w = float(self.linear_weight)

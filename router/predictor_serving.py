@@ -23,7 +23,7 @@ from router.predictor_design import DESCRIPTOR_NAMES
 if TYPE_CHECKING:
     from router.predictor import QualityModel
 
-__all__ = ["FastBooster", "SelectionPlan", "ServingPlan"]
+__all__ = ["FastBooster", "SelectionPlan", "ServingPlan", "linear_logits"]
 
 
 class FastBooster:
@@ -190,13 +190,19 @@ class ServingPlan:
         return plan
 
     def linear_logits(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """(n, n_models) float64 logits of the linear head (as `QualityModel._linear_logits`)."""
-        coef, intercept = self.linear
-        out = np.empty((len(rows), len(intercept)))
-        out[:] = intercept
-        for i, (pos, vals) in enumerate(rows):
-            # Only the prompt's non-zero buckets: a gather of a few hundred rows
-            # beats a sparse product for one request.
-            if len(pos):
-                out[i] += vals @ coef[pos]
-        return out
+        """(n, n_models) float64 logits of the linear head."""
+        return linear_logits(*self.linear, rows)
+
+
+def linear_logits(coef: np.ndarray, intercept: np.ndarray,
+                  rows: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(n, n_models) float64 logits of the per-model TF-IDF logistic regression, for
+    TF-IDF rows given as (bucket positions, values)."""
+    out = np.empty((len(rows), len(intercept)))
+    out[:] = intercept
+    for i, (pos, vals) in enumerate(rows):
+        # Only the prompt's non-zero buckets: a gather of a few hundred rows
+        # beats a sparse product for one request (no scipy matrix to build).
+        if len(pos):
+            out[i] += vals @ coef[pos]
+    return out
