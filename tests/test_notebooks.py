@@ -19,8 +19,8 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 
 def run_notebook(name: str, timeout: int = 240) -> str:
     """Execute `notebooks/<name>` and return everything its cells printed."""
-    jupytext = pytest.importorskip("jupytext")
-    nbclient = pytest.importorskip("nbclient")
+    jupytext = pytest.importorskip("jupytext", reason="jupytext (test extra) runs the notebooks")
+    nbclient = pytest.importorskip("nbclient", reason="nbclient (test extra) runs the notebooks")
     notebook = jupytext.read(NOTEBOOKS / name)
     client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})

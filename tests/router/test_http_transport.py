@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 
 from router.fake_upstream import FakeUpstreamState
 from router.http_transport import PooledHTTP11Transport
@@ -685,27 +683,20 @@ async def test_cancelled_while_waiting_for_the_head_frees_the_slot() -> None:
 
 
 @pytest.fixture
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command-line tool is not installed (needed to make a "
-                    "self-signed certificate)")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
+def private_ca() -> trustme.CA:
+    """A throw-away certificate authority (trustme, in the test extra)."""
+    return trustme.CA()
 
 
-async def test_https_with_a_trusted_self_signed_certificate(
-        self_signed: tuple[Path, Path]) -> None:
-    cert, key = self_signed
+async def test_https_with_a_certificate_from_a_trusted_private_ca(
+        private_ca: trustme.CA) -> None:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
+    private_ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    trusting = ssl.create_default_context()
+    private_ca.configure_trust(trusting)
     server = RawServer(keep_alive(lambda r: ok(b"secret " + path_of(r))))
     server._ssl = server_context
-    async with server, client(ssl_context=ssl.create_default_context(cafile=cert)) as http:
+    async with server, client(ssl_context=trusting) as http:
         first = await http.post(f"{server.url}/a", json=CHAT)
         second = await http.get(f"{server.url}/b")
         assert (first.content, second.content) == (b"secret /a", b"secret /b")
