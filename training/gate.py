@@ -47,7 +47,7 @@ from router.conversation import parse_conversation
 from router.errors import DataError
 from training.metrics import aiq, hull_quality_at
 from training.offpolicy import bandit_from_table, doubly_robust
-from training.sweep import decisions, sweep_bars, sweep_lambdas, utility_lambdas
+from training.sweep import RULE_KEYWORDS, decisions, sweep_bars, sweep_lambdas, utility_lambdas
 
 __all__ = [
     "DEFAULT_BARS",
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 DEFAULT_BARS: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
-RULES: tuple[str, ...] = ("threshold", "utility")
+RULES: tuple[str, ...] = tuple(RULE_KEYWORDS)  # "threshold", "utility"
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,8 @@ def sweep_logged(model: Any, logged: pd.DataFrame, reward: Any, *,
             out[i] = (value, est.cost_usd, est.quality)
         return out
 
-    return Curve.from_sweeps(estimates("bar", bars), estimates("utility_lambda", lambdas))
+    return Curve.from_sweeps(estimates(RULE_KEYWORDS["threshold"], bars),
+                             estimates(RULE_KEYWORDS["utility"], lambdas))
 
 
 def rules_in_use(recent: pd.DataFrame | None) -> tuple[str, ...]:

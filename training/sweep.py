@@ -16,11 +16,12 @@ import numpy as np
 
 from router.policy import choose
 
-__all__ = ["RULES", "decisions", "sweep_bars", "sweep_lambdas", "sweep_realised",
+__all__ = ["RULES", "RULE_KEYWORDS", "decisions", "sweep_bars", "sweep_lambdas", "sweep_realised",
            "utility_lambdas"]
 
-# The `router.policy.choose` keyword of each rule: threshold, utility.
-RULES: tuple[str, ...] = ("bar", "utility_lambda")
+# Each decision rule by name, and the `router.policy.choose` keyword that sets it.
+RULE_KEYWORDS: dict[str, str] = {"threshold": "bar", "utility": "utility_lambda"}
+RULES: tuple[str, ...] = tuple(RULE_KEYWORDS.values())
 
 
 def utility_lambdas(cost: np.ndarray, n: int = 60) -> list[float]:

@@ -119,6 +119,17 @@ def keep_alive(answer: Callable[[bytes], bytes]) -> Handler:
     return handler
 
 
+def endless_after(first_chunk: bytes) -> Handler:
+    """A handler sending the head and one chunk of a body that never ends."""
+    async def handler(server: RawServer, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"%x\r\n%s\r\n" % (len(first_chunk), first_chunk))
+        await server.saw_eof(reader)
+    return handler
+
+
 def ok(body: bytes, *headers: bytes) -> bytes:
     extra = b"".join(h + b"\r\n" for h in headers)
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
@@ -410,14 +421,8 @@ async def test_max_keepalive_connections_closes_the_surplus() -> None:
 
 
 async def test_pool_timeout_when_the_only_connection_is_held() -> None:
-    async def endless(server: RawServer, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n")
-        await server.saw_eof(reader)
-
     limits = httpx.Limits(max_connections=1)
-    async with RawServer(endless) as server, client(limits=limits) as http, \
+    async with RawServer(endless_after(b"a")) as server, client(limits=limits) as http, \
             http.stream("GET", server.url) as held:
         assert await held.aiter_bytes().__anext__() == b"a"
         with pytest.raises(httpx.PoolTimeout, match="max_connections=1"):
@@ -452,13 +457,7 @@ async def test_requests_waiting_for_a_slot_are_served_first_come_first_served() 
 
 
 async def test_stream_closed_early_closes_its_connection() -> None:
-    async def endless(server: RawServer, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
-        await server.saw_eof(reader)
-
-    async with RawServer(endless) as server, client() as http:
+    async with RawServer(endless_after(b"abc")) as server, client() as http:
         async with http.stream("GET", server.url) as response:
             assert await response.aiter_bytes().__anext__() == b"abc"
         await asyncio.wait_for(server.client_closed.wait(), 1)
