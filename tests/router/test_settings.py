@@ -46,6 +46,7 @@ def test_flags_beat_env_beat_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ("ROUTER_UPSTREAM_BASE_URL", "localhost:8100", "ROUTER_UPSTREAM_BASE_URL: must start "
                                                    "with http:// or https://"),
     ("ROUTER_CACHE_URL", "memcached://x", "ROUTER_CACHE_URL: must be a redis:// URL"),
+    ("ROUTER_COOLDOWN_SYNC_URL", "http://x", "ROUTER_COOLDOWN_SYNC_URL: must be a redis:// URL"),
     ("ROUTER_PORT", "70000", "ROUTER_PORT: must be a TCP port"),
     ("ROUTER_MAX_BODY_BYTES", "0", "ROUTER_MAX_BODY_BYTES: must be a positive integer"),
     ("ROUTER_MODEL_DIR", "/no/such/dir", "ROUTER_MODEL_DIR: /no/such/dir is not a folder"),
