@@ -155,12 +155,15 @@ class QualityModel:
         if not 0.0 <= holdout_frac < 1.0:
             raise DataError(f"holdout_frac must be in [0, 1), got {holdout_frac!r}")
         table = check_table(table)
-        models = tuple(catalog.by_price(pd.unique(table["model"]).tolist()))
-        missing = [m for m in models if m not in catalog]
+        present = pd.unique(table["model"]).tolist()
+        missing = [m for m in present if m not in catalog]
         if missing:
             raise ConfigError(f"model(s) not in the catalog and without prices: "
                               f"{', '.join(missing)}",
-                              hint="pass --prices FILE with a row for each model")
+                              hint="pass --prices FILE with a row for each model, or train "
+                                   "with `router train` (training.data.load_priced_outcomes), "
+                                   "which learns their prices from the rows' cost_usd")
+        models = tuple(catalog.by_price(present))
         catalog = catalog.subset(models)
         model_index = {m: i for i, m in enumerate(models)}
         descriptors = model_descriptors(catalog, models)

@@ -76,9 +76,9 @@ def test_missing_prices(in_tmp, capsys):
                                          "p1,hi,mystery-model,1\np1,hi,gpt-4o,0\n")
     code, lines = _cli(capsys, "train", "--data", "outcomes.csv", "--out", "model")
     assert code == 1
-    _assert_two_lines(lines, "error: outcomes.csv, row 1: model 'mystery-model' has no price "
-                             "and the row has no cost_usd")
-    assert "--prices FILE" in lines[1]
+    _assert_two_lines(lines, "error: outcomes.csv, row 1: model 'mystery-model' has no price: "
+                             "it is not in the catalog and none of its rows has a cost_usd")
+    assert "add a cost_usd column" in lines[1] and "--prices FILE" in lines[1]
 
 
 def test_model_folder_not_found(in_tmp, capsys):

@@ -15,6 +15,10 @@ Pricing rules (why: a table without a cost column must still be routable by cost
 * `cost_usd` from the file where present and non-null;
 * otherwise `input_tokens x input price + output_tokens x output price` from the
   catalog (`catalog.with_prices(prices)` when prices are given);
+* a model the catalog lacks is priced with the prices learned from the
+  cost_usd of its rows in every file read (`training.pricing`); only a model
+  with neither a price nor any cost_usd is an error. `load_priced_outcomes`
+  returns those prices as catalog entries, for training;
 * a row without `output_tokens` is priced with the median output tokens of the
   same model *in the same file* (same benchmark, so the same kind of answer);
   when that model has no output tokens at all in that file, only the input is
@@ -28,7 +32,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,7 @@ import pandas as pd
 from router.catalog import Catalog, load_catalog
 from router.conversation import Conversation, parse_conversation
 from router.errors import DataError
+from training.pricing import LearnedPrice, learn_prices
 from training.table_io import (
     SUPPORTED_SUFFIXES,
     PathsLike,
@@ -50,6 +56,8 @@ __all__ = [
     "CANONICAL_COLUMNS",
     "SUPPORTED_SUFFIXES",
     "load_outcomes",
+    "load_priced_outcomes",
+    "PricedOutcomes",
     "read_table",
     "write_outcomes",
     "conversations",
@@ -266,18 +274,15 @@ def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
 
 def _price(df: pd.DataFrame, cost: np.ndarray, need: np.ndarray, path: Path,
            catalog: Catalog) -> np.ndarray:
+    """`cost` with the `need` rows priced from `catalog`; rows of models it lacks stay NaN.
+
+    Those are priced later, once every file is read, with prices learned from the
+    cost_usd of the model's other rows (`_learn_and_fill`).
+    """
     models = df["model"].to_numpy(dtype=object)
-    unpriced = [m for m in pd.unique(models[need]) if m not in catalog]
-    if unpriced:
-        first = unpriced[0]
-        i = int(np.argmax((models == first) & need))
-        raise _fail(
-            path, _row(df, i),
-            f"model {first!r} has no price and the row has no cost_usd"
-            + (f" (also unpriced: {', '.join(map(repr, unpriced[1:4]))}"
-               f"{', ...' if len(unpriced) > 4 else ''})" if len(unpriced) > 1 else ""),
-            f"pass --prices FILE (columns model,input_usd_per_mtok,output_usd_per_mtok), add "
-            f"[models.\"{first}\"] to models/catalog.toml, or add a cost_usd column")
+    need = need & np.isin(models, [m for m in pd.unique(models[need]) if m in catalog])
+    if not need.any():
+        return cost
     out_tokens = df["output_tokens"].to_numpy(dtype="float64")
     filled = out_tokens.copy()
     missing_out = np.isnan(out_tokens) & need
@@ -338,6 +343,83 @@ def _check_prompt_ids(table: pd.DataFrame) -> None:
                              "new id (e.g. a hash of its text)")
 
 
+def _learn_and_fill(frames: list[pd.DataFrame], get_catalog: Callable[[], Catalog],
+                    learn_all: bool) -> dict[str, LearnedPrice]:
+    """Learn prices of catalog-less models from their rows' cost_usd; price their other rows.
+
+    Every model still without a cost on some row (not in the catalog) must have a
+    cost_usd on at least one row, in any file; otherwise a DataError names the
+    first such row. With `learn_all`, models whose rows all carry a cost are
+    learned too (the trainer needs their prices; a reader of costs does not).
+    """
+    if not (learn_all or any(df["cost_usd"].isna().any() for df in frames)):
+        return {}
+    catalog = get_catalog()
+    raw = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    pending = raw["cost_usd"].isna().to_numpy()
+    wanted = None if learn_all else pd.unique(raw["model"].to_numpy()[pending])
+    learned = learn_prices(raw, catalog, wanted)
+    unpriced = [m for m in pd.unique(raw["model"].to_numpy()[pending]) if m not in learned]
+    if unpriced:
+        first = unpriced[0]
+        row = raw[(raw["model"] == first).to_numpy() & pending].iloc[0]
+        also = (f" (also unpriced: {', '.join(map(repr, unpriced[1:4]))}"
+                f"{', ...' if len(unpriced) > 4 else ''})" if len(unpriced) > 1 else "")
+        raise _fail(
+            Path(row[_SRC]), int(row[_ROW]),
+            f"model {first!r} has no price: it is not in the catalog and none of its rows "
+            f"has a cost_usd{also}",
+            f"add a cost_usd column (its prices are then learned from those rows), pass "
+            f"--prices FILE (columns model,input_usd_per_mtok,output_usd_per_mtok), or add "
+            f"[models.\"{first}\"] to models/catalog.toml")
+    if pending.any():
+        priced = catalog.with_prices({m: p.as_price() for m, p in learned.items()})
+        for df in frames:
+            cost = df["cost_usd"].to_numpy(dtype="float64")
+            need = np.isnan(cost)
+            if need.any():
+                df["cost_usd"] = _price(df, cost, need, Path(df[_SRC].iloc[0]), priced)
+    for name, price in learned.items():
+        log.info("learned prices of %s from %d row(s) with cost_usd: $%.4g input, $%.4g output "
+                 "per 1M tokens (%s)", name, price.rows, price.input_usd_per_mtok,
+                 price.output_usd_per_mtok, price.method)
+    return learned
+
+
+def _load(paths: PathsLike, get_catalog: Callable[[], Catalog], duplicates: str,
+          learn_all: bool) -> tuple[pd.DataFrame, dict[str, LearnedPrice]]:
+    if duplicates not in ("mean", "error"):
+        raise DataError(f"duplicates must be 'mean' or 'error', got {duplicates!r}")
+    frames = [_load_one(path, get_catalog) for path in expand_paths(paths)]
+    learned = _learn_and_fill(frames, get_catalog, learn_all)
+    table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    extras = [c for c in table.columns if c not in CANONICAL_COLUMNS]
+    table = table[list(CANONICAL_COLUMNS) + extras]
+    _check_prompt_ids(table)
+    table = _merge_duplicates(table, duplicates)
+    table = table.drop(columns=[_SRC, _ROW]).reset_index(drop=True)
+    for column in ("prompt_id", "messages", "model"):
+        table[column] = table[column].astype(str)
+    for column in ("quality", "input_tokens", "output_tokens", "cost_usd", "weight"):
+        table[column] = table[column].astype("float64")
+    return table, learned
+
+
+def _catalog_getter(catalog: Catalog | None,
+                    prices: Mapping[str, tuple[float, float, int | None]] | None
+                    ) -> Callable[[], Catalog]:
+    """The catalog, with `prices` added, read on first use only."""
+    resolved: list[Catalog] = []
+
+    def get_catalog() -> Catalog:
+        if not resolved:
+            base = catalog if catalog is not None else load_catalog()
+            resolved.append(base.with_prices(prices) if prices else base)
+        return resolved[0]
+
+    return get_catalog
+
+
 def load_outcomes(
     paths: PathsLike,
     *,
@@ -362,29 +444,44 @@ def load_outcomes(
     (prompt_id, model) rows are averaged (`duplicates="mean"`, with a logged
     warning) or refused (`duplicates="error"`). Any problem raises one
     `DataError` naming the file, the 1-based data row and the fix.
+
+    To train, use `load_priced_outcomes`: it also returns the prices learned for
+    models the catalog lacks, as a catalog.
     """
-    if duplicates not in ("mean", "error"):
-        raise DataError(f"duplicates must be 'mean' or 'error', got {duplicates!r}")
-    resolved: list[Catalog] = []
+    return _load(paths, _catalog_getter(catalog, prices), duplicates, learn_all=False)[0]
 
-    def get_catalog() -> Catalog:
-        if not resolved:
-            base = catalog if catalog is not None else load_catalog()
-            resolved.append(base.with_prices(prices) if prices else base)
-        return resolved[0]
 
-    frames = [_load_one(path, get_catalog) for path in expand_paths(paths)]
-    table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    extras = [c for c in table.columns if c not in CANONICAL_COLUMNS]
-    table = table[list(CANONICAL_COLUMNS) + extras]
-    _check_prompt_ids(table)
-    table = _merge_duplicates(table, duplicates)
-    table = table.drop(columns=[_SRC, _ROW]).reset_index(drop=True)
-    for column in ("prompt_id", "messages", "model"):
-        table[column] = table[column].astype(str)
-    for column in ("quality", "input_tokens", "output_tokens", "cost_usd", "weight"):
-        table[column] = table[column].astype("float64")
-    return table
+@dataclass(frozen=True)
+class PricedOutcomes:
+    """An outcome table and the prices to train on it with.
+
+    `catalog` is the catalog (plus `prices`) with an entry for every model of
+    the table: the ones it lacked carry the prices in `learned`, learned from
+    their rows' cost_usd (`training.pricing`).
+    """
+
+    table: pd.DataFrame
+    catalog: Catalog
+    learned: dict[str, LearnedPrice]
+
+
+def load_priced_outcomes(
+    paths: PathsLike,
+    *,
+    catalog: Catalog | None = None,
+    prices: Mapping[str, tuple[float, float, int | None]] | None = None,
+    duplicates: str = "mean",
+) -> PricedOutcomes:
+    """`load_outcomes`, plus a catalog that prices every model of the table.
+
+    A model neither in `catalog` nor in `prices` gets the prices learned from
+    the cost_usd of its rows (before duplicates are merged); a model with
+    neither a price nor any cost_usd is a DataError naming its first row.
+    """
+    get_catalog = _catalog_getter(catalog, prices)
+    table, learned = _load(paths, get_catalog, duplicates, learn_all=True)
+    priced = get_catalog().with_prices({m: p.as_price() for m, p in learned.items()})
+    return PricedOutcomes(table, priced, learned)
 
 
 def conversations(table: pd.DataFrame) -> tuple[list[str], list[Conversation]]:

@@ -30,19 +30,24 @@ import pandas as pd
 from router.catalog import Catalog
 from router.predictor import QualityModel, library_versions
 from training.data import table_fingerprint
+from training.pricing import LearnedPrice
 
 __all__ = ["train"]
 
 
 def train(table: pd.DataFrame, out_dir: str | os.PathLike[str], *, catalog: Catalog,
           holdout_frac: float = 0.1, seed: int = 0, params: Mapping[str, Any] | None = None,
-          progress: bool = True) -> QualityModel:
+          progress: bool = True,
+          learned_prices: Mapping[str, LearnedPrice] | None = None) -> QualityModel:
     """Fit on `table` (from `training.data.load_outcomes`), save to `out_dir`, return it.
 
     `holdout_frac` of the prompts (split by prompt) are held out for the metrics
     and the default bar; `params` override LightGBM parameters. The saved
     metadata's `version_id` is `v<UTC timestamp>-<8 hex of data hash, params and
     seed>`, so two runs on the same data with the same settings are recognisable.
+    `learned_prices` (from `training.data.load_priced_outcomes`, already in
+    `catalog`) are recorded as `metadata["learned_prices"]`: model ->
+    input/output USD per 1M tokens, rows and method.
     """
     created = datetime.now(UTC)
     fingerprint = table_fingerprint(table)
@@ -57,6 +62,7 @@ def train(table: pd.DataFrame, out_dir: str | os.PathLike[str], *, catalog: Cata
         "training_data_hash": fingerprint,
         "training_rows": int(len(table)),
         "library_versions": library_versions(),
+        "learned_prices": {m: p.to_dict() for m, p in (learned_prices or {}).items()},
     })
     model.save(Path(out_dir))
     return model

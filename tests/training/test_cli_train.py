@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 
 from router.catalog import load_catalog
 from router.cli import main
+from router.predictor import QualityModel
 from training.data import write_outcomes
 from training.demo_data import generate_demo
 
@@ -163,3 +167,95 @@ def test_route_names_unknown_models_and_missing_artifacts(
     assert "unknown model(s) in models: gpt-9" in capsys.readouterr().err
     assert main(["route", "hi", "--model", str(tmp_path / "none")]) == 1
     assert "model folder not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------- prices learned from cost_usd
+
+# A model the catalog does not know, with logged costs at these prices (USD per 1M).
+HOUSE_IN, HOUSE_OUT = 0.9, 3.6
+
+
+@pytest.fixture(scope="module")
+def logged(workdir: Path) -> Path:
+    """The demo table plus 'house-llm' answering every prompt, with costs but no price."""
+    demo = pd.read_csv(workdir / "demo.csv")
+    house = demo[demo["model"] == "qwen3-32b"].copy()
+    rng = np.random.default_rng(7)
+    house["model"] = "house-llm"
+    house["input_tokens"] = rng.integers(50, 4000, len(house))  # e.g. long system prompts
+    house["output_tokens"] = rng.integers(10, 900, len(house))
+    house["cost_usd"] = (house["input_tokens"] * HOUSE_IN + house["output_tokens"] * HOUSE_OUT
+                         ) / 1e6 * rng.uniform(0.97, 1.03, len(house))
+    house.iloc[:5, house.columns.get_loc("cost_usd")] = np.nan  # a few rows without a cost
+    path = workdir / "logged.csv"
+    write_outcomes(pd.concat([demo, house], ignore_index=True), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def learned_artifact(workdir: Path, logged: Path) -> tuple[Path, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["train", "--data", str(logged), "--out", str(workdir / "learned"),
+                     "--holdout-frac", "0.2", "--seed", "1"])
+    assert code == 0
+    return workdir / "learned", out.getvalue()
+
+
+def test_train_learns_the_price_of_a_model_missing_from_the_catalog(
+        learned_artifact: tuple[Path, str]) -> None:
+    artifact, summary = learned_artifact
+    assert "9 models" in summary
+    # Learned from the 195 rows with a cost; the 5 without are priced with it.
+    line = re.search(r"prices learned from cost_usd: house-llm \$([\d.]+) in, \$([\d.]+) out "
+                     r"per 1M tokens \(195 rows, least squares\)", summary)
+    assert line is not None, summary
+    assert (float(line[1]), float(line[2])) == pytest.approx((HOUSE_IN, HOUSE_OUT), rel=0.03)
+    meta = json.loads((artifact / "meta.json").read_text())
+    assert set(meta["learned_prices"]) == {"house-llm"}
+    learned = meta["learned_prices"]["house-llm"]
+    assert learned["input_usd_per_mtok"] == pytest.approx(HOUSE_IN, rel=0.03)
+    assert learned["output_usd_per_mtok"] == pytest.approx(HOUSE_OUT, rel=0.03)
+    model = QualityModel.load(artifact)
+    spec = model.catalog_["house-llm"]
+    assert (spec.input_usd_per_mtok, spec.output_usd_per_mtok) == (
+        learned["input_usd_per_mtok"], learned["output_usd_per_mtok"])
+    # Catalog models keep their catalog prices.
+    assert model.catalog_["gpt-4o"] == load_catalog()["gpt-4o"]
+    # Predicted costs of the model follow the learned prices.
+    pred = model.predict(["Prove that sqrt(2) is irrational.", "Say hi."])
+    col = pred.models.index("house-llm")
+    assert pred.cost_usd[:, col] == pytest.approx(
+        (pred.input_tokens * spec.input_usd_per_mtok
+         + pred.output_tokens[:, col] * spec.output_usd_per_mtok) / 1e6)
+
+
+def test_predict_and_route_use_the_learned_prices(
+        learned_artifact: tuple[Path, str], logged: Path, workdir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    artifact, _ = learned_artifact
+    scores = workdir / "learned_scores.csv"
+    assert main(["predict", "--model", str(artifact), "--data", str(logged), "--bars", "0.5",
+                 "--out", str(workdir / "learned_routes.csv"), "--scores", str(scores)]) == 0
+    assert "9 candidate models" in capsys.readouterr().out
+    house = pd.read_csv(scores).query("model == 'house-llm'")
+    assert len(house) == 200 and (house["expected_cost_usd"] > 0).all()
+    assert main(["route", "Say hi.", "--model", str(artifact), "--bar", "0"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    house_cand = [c for c in decision["candidates"] if c["model"] == "house-llm"]
+    assert len(house_cand) == 1 and house_cand[0]["expected_cost_usd"] > 0
+
+
+def test_train_names_a_model_with_neither_price_nor_cost(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = pd.read_csv(workdir / "demo.csv").head(16).drop(columns="cost_usd")
+    table.loc[3, "model"] = "mystery-7b"
+    bad = workdir / "no_price.csv"
+    table.to_csv(bad, index=False)
+    code = main(["train", "--data", str(bad), "--out", str(workdir / "never")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert (f"{bad}, row 4: model 'mystery-7b' has no price: it is not in the catalog and "
+            "none of its rows has a cost_usd") in err
+    assert "add a cost_usd column" in err
+    assert not (workdir / "never").exists()

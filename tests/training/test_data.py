@@ -14,9 +14,11 @@ from training.data import (
     CANONICAL_COLUMNS,
     conversations,
     load_outcomes,
+    load_priced_outcomes,
     table_fingerprint,
     write_outcomes,
 )
+from training.pricing import learn_price
 
 # Prices in USD per 1M tokens: cheap 1/2, strong 10/30.
 CATALOG = Catalog({
@@ -219,18 +221,118 @@ def test_unparseable_messages_names_row(tmp_path: Path):
 
 
 def test_model_without_price_or_cost_names_model_and_fix(tmp_path: Path):
-    err = load_error(tmp_path, "prompt_id,prompt,model,quality\n"
-                               "p1,a,cheap,1\n"
-                               "p1,a,mystery-7b,1\n")
-    assert err.message == (f"{tmp_path / 'bad.csv'}, row 2: model 'mystery-7b' has no price "
-                           f"and the row has no cost_usd")
+    err = load_error(tmp_path, "prompt_id,prompt,model,quality,cost_usd\n"
+                               "p1,a,cheap,1,0.1\n"
+                               "p1,a,mystery-7b,1,\n")
+    assert err.message == (f"{tmp_path / 'bad.csv'}, row 2: model 'mystery-7b' has no price: it "
+                           f"is not in the catalog and none of its rows has a cost_usd")
+    assert "add a cost_usd column" in err.hint
     assert "--prices FILE" in err.hint and "models/catalog.toml" in err.hint
+    with pytest.raises(DataError) as info:
+        load_priced_outcomes(tmp_path / "bad.csv", catalog=CATALOG)
+    assert info.value.message == err.message
 
 
 def test_unpriced_model_is_fine_when_cost_is_given(tmp_path: Path):
     path = write_csv(tmp_path / "t.csv", "prompt_id,prompt,model,quality,cost_usd\n"
                                          "p1,a,mystery-7b,1,0.25\n")
     assert load_outcomes(path, catalog=CATALOG).loc[0, "cost_usd"] == 0.25
+
+
+# ------------------------------------------------------------- learned prices
+
+# The unknown model's true prices, USD per 1M tokens.
+TRUE_IN, TRUE_OUT = 0.6, 2.4
+
+
+def logged_rows(n: int, seed: int = 0, *, noise: float = 0.0) -> pd.DataFrame:
+    """Rows of a catalog-less model costed at TRUE_IN / TRUE_OUT (times 1 +- noise)."""
+    rng = np.random.default_rng(seed)
+    tok_in = rng.integers(20, 3000, n).astype(float)
+    tok_out = rng.integers(5, 1500, n).astype(float)
+    cost = (tok_in * TRUE_IN + tok_out * TRUE_OUT) / 1e6 * rng.uniform(1 - noise, 1 + noise, n)
+    return pd.DataFrame({"prompt_id": [f"q{i}" for i in range(n)],
+                         "prompt": [f"question {i}" for i in range(n)],
+                         "model": "house-llm", "quality": rng.uniform(0, 1, n).round(2),
+                         "input_tokens": tok_in, "output_tokens": tok_out, "cost_usd": cost})
+
+
+def test_prices_of_a_catalog_less_model_are_learned_from_its_costs(tmp_path: Path):
+    rows = logged_rows(200, noise=0.05)
+    rows.loc[:9, "cost_usd"] = np.nan  # e.g. failed cost lookups in the log
+    path = write_outcomes(rows, tmp_path / "log.csv")
+    priced = load_priced_outcomes(path, catalog=CATALOG)
+    learned = priced.learned["house-llm"]
+    assert learned.input_usd_per_mtok == pytest.approx(TRUE_IN, rel=0.03)
+    assert learned.output_usd_per_mtok == pytest.approx(TRUE_OUT, rel=0.03)
+    assert (learned.rows, learned.method) == (190, "least squares")
+    spec = priced.catalog["house-llm"]
+    assert (spec.input_usd_per_mtok, spec.output_usd_per_mtok) == (
+        learned.input_usd_per_mtok, learned.output_usd_per_mtok)
+    assert set(priced.catalog.names) == {"cheap", "strong", "house-llm"}
+    # Rows without a cost get the learned price; rows with one keep their own.
+    table = priced.table
+    assert table.loc[:9, "cost_usd"].to_numpy() == pytest.approx(
+        spec.cost_usd(rows.loc[:9, "input_tokens"], rows.loc[:9, "output_tokens"]))
+    assert table.loc[10:, "cost_usd"].to_numpy() == pytest.approx(rows.loc[10:, "cost_usd"])
+    # load_outcomes prices the same way, learning only what it needs.
+    assert load_outcomes(path, catalog=CATALOG)["cost_usd"].equals(table["cost_usd"])
+
+
+def test_exact_costs_give_the_exact_prices(tmp_path: Path):
+    path = write_outcomes(logged_rows(50), tmp_path / "log.csv")
+    learned = load_priced_outcomes(path, catalog=CATALOG).learned["house-llm"]
+    assert learned.input_usd_per_mtok == pytest.approx(TRUE_IN, rel=1e-6)
+    assert learned.output_usd_per_mtok == pytest.approx(TRUE_OUT, rel=1e-6)
+
+
+def test_without_output_tokens_one_input_price_is_learned(tmp_path: Path):
+    path = write_csv(tmp_path / "log.csv", "prompt_id,prompt,model,quality,input_tokens,cost_usd\n"
+                                           "p1,a,house-llm,1,100,0.0002\n"
+                                           "p2,b,house-llm,0,300,0.0006\n"
+                                           "p3,c,house-llm,1,200,\n")
+    priced = load_priced_outcomes(path, catalog=CATALOG)
+    learned = priced.learned["house-llm"]
+    # sum(cost) / sum(input tokens): 0.0008 / 400 tokens = $2 per 1M, nothing for output.
+    assert (learned.input_usd_per_mtok, learned.output_usd_per_mtok) == pytest.approx((2.0, 0.0))
+    assert (learned.rows, learned.method) == (2, "input only")
+    assert priced.table.loc[2, "cost_usd"] == pytest.approx(200 * 2.0 / 1e6)
+
+
+def test_a_models_costs_in_one_file_price_its_rows_in_another(tmp_path: Path):
+    rows = logged_rows(30)
+    with_cost = write_outcomes(rows.iloc[:20], tmp_path / "a.csv")
+    without = write_outcomes(rows.iloc[20:].drop(columns="cost_usd"), tmp_path / "b.csv")
+    priced = load_priced_outcomes([with_cost, without], catalog=CATALOG)
+    assert priced.learned["house-llm"].rows == 20
+    assert priced.table.loc[20:, "cost_usd"].to_numpy() == pytest.approx(
+        rows.loc[20:, "cost_usd"].to_numpy(), rel=1e-6)
+
+
+def test_catalog_models_keep_catalog_prices_and_their_own_costs(basic: Path, tmp_path: Path):
+    path = write_csv(tmp_path / "t.csv", "prompt_id,prompt,model,quality,input_tokens,"
+                                         "output_tokens,cost_usd\n"
+                                         "p1,a,cheap,1,100,50,0.5\n"
+                                         "p2,b,cheap,1,100,50,\n")
+    priced = load_priced_outcomes(path, catalog=CATALOG)
+    assert priced.learned == {}
+    assert priced.catalog["cheap"] == CATALOG["cheap"]
+    assert priced.table["cost_usd"].tolist() == pytest.approx([0.5, (100 * 1 + 50 * 2) / 1e6])
+    # A model given by --prices is priced, not learned.
+    rows = write_outcomes(logged_rows(5), tmp_path / "log.csv")
+    priced = load_priced_outcomes(rows, catalog=CATALOG, prices={"house-llm": (1.0, 1.0, None)})
+    assert priced.learned == {} and priced.catalog["house-llm"].input_usd_per_mtok == 1.0
+
+
+def test_learn_price_guards_degenerate_token_counts():
+    # Output always twice the input: the split is unknowable, one input price is fitted.
+    tok_in = np.array([100.0, 200.0, 300.0])
+    learned = learn_price("m", (tok_in * 1.0 + 2 * tok_in * 3.0) / 1e6, tok_in, 2 * tok_in)
+    assert learned is not None and learned.method == "input only"
+    assert (learned.input_usd_per_mtok, learned.output_usd_per_mtok) == pytest.approx((7.0, 0.0))
+    assert learn_price("m", [np.nan, np.nan], [1.0, 2.0], [1.0, 2.0]) is None
+    with pytest.raises(DataError, match="'m': cannot learn its price"):
+        learn_price("m", [0.1], [0.0], [np.nan])
 
 
 def test_unknown_extension_and_missing_file(tmp_path: Path):

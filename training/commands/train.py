@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "quality.lgb, output_tokens.lgb). The artifact's default quality bar is "
                     "the lowest bar at which routing the held-out prompts matches the best "
                     "single model's quality at no more than its cost (0.7 when that cannot be "
-                    "measured).",
+                    "measured). A model neither the catalog nor --prices prices gets the "
+                    "effective prices learned from its rows' cost_usd and token counts, stored "
+                    "in the artifact's catalog.json and listed in the summary.",
         examples=[
             "router train --data demo.csv --out models/demo",
             "router train --data ../shared/data/routellm_gsm8k.csv.gz "
@@ -37,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="artifact folder to write (replaced if it holds an artifact)")
     parser.add_argument("--prices", default=None, metavar="FILE",
                         help="prices CSV (model,input_usd_per_mtok,output_usd_per_mtok"
-                             "[,context_tokens]) for models not in the catalog")
+                             "[,context_tokens]) for models not in the catalog; without it, "
+                             "such a model's prices are learned from its rows' cost_usd")
     parser.add_argument("--catalog", default=None, metavar="FILE",
                         help="model catalog TOML (default: $ROUTER_CATALOG or "
                              "models/catalog.toml)")
@@ -50,18 +53,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from router.catalog import load_catalog, load_prices_csv
-    from training.data import load_outcomes
+    from training.data import load_priced_outcomes
     from training.train import train
 
     if not 0.0 <= args.holdout_frac < 1.0:
         raise ConfigError(f"--holdout-frac must be in [0, 1), got {args.holdout_frac}")
     catalog = load_catalog(args.catalog)
     prices = load_prices_csv(args.prices) if args.prices else None
-    if prices:
-        catalog = catalog.with_prices(prices)
-    table = load_outcomes(args.data, catalog=catalog)
-    model = train(table, args.out, catalog=catalog, holdout_frac=args.holdout_frac,
-                  seed=args.seed, progress=sys.stderr.isatty())
+    priced = load_priced_outcomes(args.data, catalog=catalog, prices=prices)
+    model = train(priced.table, args.out, catalog=priced.catalog,
+                  holdout_frac=args.holdout_frac, seed=args.seed, progress=sys.stderr.isatty(),
+                  learned_prices=priced.learned)
     print(_summary(model, args.out))
     return 0
 
@@ -97,6 +99,10 @@ def _summary(model: Any, out: str) -> str:
                          f"${metrics['best_single_cost_usd']:.6f}/request{routed}")
     else:
         lines.append("held out: nothing (--holdout-frac 0), no metrics")
+    for name, price in (meta.get("learned_prices") or {}).items():
+        lines.append(f"prices learned from cost_usd: {name} ${price['input_usd_per_mtok']:.4g} "
+                     f"in, ${price['output_usd_per_mtok']:.4g} out per 1M tokens "
+                     f"({price['rows']:,} rows, {price['method']})")
     lines.append(f"default bar {meta['default_bar']:.2f} ({meta['default_bar_source']})")
     lines.append(f"saved {meta['version_id']} to {out}")
     return "\n".join(lines)
