@@ -4,9 +4,9 @@
 by prompt, never by row) and stores what this module measures on them in the
 artifact's metadata: calibration (`holdout_metrics`: log loss, Brier,
 `expected_calibration_error`, AUC for 0/1 labels) and the routing bar served by
-default (`choose_default_bar`), so a new model ships with evidence and a bar
-chosen on prompts it never saw. `DEFAULT_BAR` is the bar used when there is no
-such evidence.
+default with its meaning (`calibrate_bar`: the map from a target mean quality
+to the utility rule's lambda, `router.policy.BarCalibration`), so a new model
+ships with evidence and a bar measured on prompts it never saw.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from router.conversation import Conversation
+from router.policy import BarCalibration
 
 if TYPE_CHECKING:
     from router.predictor import QualityModel
 
-__all__ = ["DEFAULT_BAR", "choose_default_bar", "expected_calibration_error", "holdout_metrics"]
-
-DEFAULT_BAR = 0.7
+__all__ = ["calibrate_bar", "expected_calibration_error", "holdout_metrics"]
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
@@ -58,51 +57,45 @@ def holdout_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return out
 
 
-def choose_default_bar(model: QualityModel, table: Any, rows: np.ndarray,
-                       quality: np.ndarray, model_codes: np.ndarray, prompt_codes: np.ndarray,
-                       hold_convs: list[Conversation],
-                       hold_prompts: np.ndarray) -> tuple[float, str, dict[str, float]]:
-    """Lowest bar whose routed held-out quality reaches the best single model's
-    at no more than its cost.
+def calibrate_bar(model: QualityModel, table: Any, prompt_codes: np.ndarray,
+                  model_codes: np.ndarray, quality: np.ndarray, prompts: np.ndarray,
+                  convs: list[Conversation], source: str
+                  ) -> tuple[BarCalibration, float, str, dict[str, Any]]:
+    """The bar's calibration, the default bar and what they measured, on `prompts`.
 
-    Only held-out prompts answered by every model count (a routed choice must
-    have a known outcome). Falls back to `DEFAULT_BAR` when the router never
-    reaches the best single model or too few prompts are complete.
+    `prompts` are the calibration prompt codes (prompts the model did not train
+    on, where there are any) and `convs` their conversations, in the same order;
+    `quality`, `model_codes` and `prompt_codes` are per row of `table`. Each
+    decision is scored with the realised outcome where the table has one for the
+    chosen model, else with the prediction (`BarCalibration.fit`).
 
-    `rows` masks the held-out rows of `table` (`quality`, `model_codes` and
-    `prompt_codes` are per row of it); `hold_prompts` are the held-out prompt
-    codes and `hold_convs` their conversations, in the same order.
+    The default bar is the best single model's mean quality on these prompts:
+    served without options, the router aims at the flagship's quality for less.
     """
-    from router.policy import choose
-
     m = len(model.models_)
-    local = {int(p): i for i, p in enumerate(hold_prompts)}
-    actual_q = np.full((len(hold_prompts), m), np.nan)
-    actual_c = np.full((len(hold_prompts), m), np.nan)
-    where = np.array([local[int(p)] for p in prompt_codes[rows]], dtype=np.int64)
+    local = np.full(int(prompt_codes.max()) + 1, -1, dtype=np.int64)
+    local[prompts] = np.arange(len(prompts))
+    rows = local[prompt_codes] >= 0
+    where = local[prompt_codes[rows]]
+    actual_q = np.full((len(prompts), m), np.nan)
+    actual_c = np.full((len(prompts), m), np.nan)
     actual_q[where, model_codes[rows]] = quality[rows]
     actual_c[where, model_codes[rows]] = table["cost_usd"].to_numpy(np.float64)[rows]
-    complete = ~np.isnan(actual_q).any(axis=1)
-    if complete.sum() < 10 or m < 2:
-        return DEFAULT_BAR, "default (fewer than 10 complete held-out prompts)", {}
-    pred = model.predict([hold_convs[i] for i in np.flatnonzero(complete)])
-    aq, ac = actual_q[complete], actual_c[complete]
-    # Rows without a cost of their own are counted at the predicted cost.
-    ac = np.where(np.isnan(ac), pred.cost_usd, ac)
-    single_q = aq.mean(axis=0)
-    best = int(np.argmax(single_q))
+    pred = model.predict(convs)
+    pq, pc = np.asarray(pred.quality), np.asarray(pred.cost_usd)
+    calibration = BarCalibration.fit(pq, pc, actual_q, actual_c, source=source)
+    aq = np.where(np.isfinite(actual_q), actual_q, pq)
+    ac = np.where(np.isfinite(actual_c), actual_c, pc)
+    single_q, single_c = aq.mean(axis=0), ac.mean(axis=0)
+    best = int(np.lexsort((single_c, -single_q))[0])
+    bar = round(float(single_q[best]), 4)
+    routed_q, routed_c = calibration.expected_at(bar)
+    known = float(np.isfinite(actual_q).mean())
     out = {"best_single_model": model.models_[best],
            "best_single_quality": float(single_q[best]),
-           "best_single_cost_usd": float(ac[:, best].mean())}
-    idx = np.arange(len(aq))
-    for bar in np.round(np.arange(0.0, 1.0001, 0.01), 2):
-        chosen = choose(pred.quality, pred.cost_usd, bar=float(bar))
-        routed_q = float(aq[idx, chosen].mean())
-        routed_c = float(ac[idx, chosen].mean())
-        # A default that costs more than always calling the best model is no saving.
-        if routed_q >= single_q[best] - 1e-12 and routed_c <= out["best_single_cost_usd"]:
-            out.update({"routed_quality_at_default_bar": routed_q,
-                        "routed_cost_usd_at_default_bar": routed_c})
-            return float(bar), "held-out: lowest bar reaching the best single model", out
-    return (DEFAULT_BAR, "default (held-out routing never matched the best single model "
-            "at or below its cost)", out)
+           "best_single_cost_usd": float(single_c[best]),
+           "routed_quality_at_default_bar": routed_q,
+           "routed_cost_usd_at_default_bar": routed_c,
+           "calibration_outcomes_known": known}
+    return (calibration, bar,
+            f"{source}: the best single model's mean quality ({model.models_[best]})", out)

@@ -40,7 +40,7 @@ import numpy as np
 from router.catalog import Catalog
 from router.conversation import Conversation
 from router.errors import ArtifactError, PolicyError
-from router.policy import Candidate, Decision, decide, validate_lambda
+from router.policy import BarCalibration, Candidate, Decision, decide, validate_bar, validate_lambda
 
 __all__ = [
     "QualityModelLike",
@@ -91,6 +91,7 @@ class RouteResult:
     fallbacks: tuple[str, ...]
     decision_s: float
     utility_lambda: float | None = None
+    min_quality: float | None = None
 
     def candidates_json(self) -> list[dict[str, Any]]:
         return [{"model": c.model, "expected_quality": c.expected_quality,
@@ -155,6 +156,7 @@ class RoutingService:
     version: str
     catalog: Catalog
     default_bar: float
+    calibration: BarCalibration | None = None
     exploration: float = 0.0
     routable: tuple[str, ...] = ()
     predictor_models: tuple[str, ...] = ()
@@ -177,15 +179,21 @@ class RoutingService:
         predictor_models = tuple(_predictor_models(model))
         routable = tuple(m for m in predictor_models
                          if m in catalog and (proxy_all or catalog[m].base_url))
+        calibration = BarCalibration.from_metadata(meta if isinstance(meta, Mapping) else None)
         return cls(model=model, version=model_version_of(model, path), catalog=catalog,
-                   default_bar=bar, exploration=exploration, routable=routable,
+                   default_bar=bar, calibration=calibration, exploration=exploration,
+                   routable=routable,
                    predictor_models=predictor_models, path=path,
                    decisions=DecisionCache(decision_cache_size))
 
     def validate(self) -> None:
-        """Refuse a model that cannot serve: no models, or non-finite predictions."""
+        """Refuse a model that cannot serve: no models, no bar calibration, or
+        non-finite predictions."""
         if not self.predictor_models:
             raise ArtifactError(f"model {self.version}: predicts for no models")
+        if self.calibration is None:
+            raise ArtifactError(f"model {self.version}: no bar calibration, so a quality bar "
+                                f"has no meaning", hint="retrain it with router train")
         prediction = self.model.predict([_PROBE])
         quality = np.asarray(prediction.quality, dtype=np.float64)
         cost = np.asarray(prediction.cost_usd, dtype=np.float64)
@@ -200,21 +208,22 @@ class RoutingService:
     def route(self, conversation: Conversation, *, bar: float | None = None,
               max_cost_usd: float | None = None, models: Sequence[str] | None = None,
               rng: random.Random | None = None, proxy_only: bool = False,
-              utility_lambda: float | None = None) -> RouteResult:
+              utility_lambda: float | None = None,
+              min_quality: float | None = None) -> RouteResult:
         """Decide for one conversation. `rng` given = explore with `self.exploration`.
 
-        With `utility_lambda` (quality per USD) the utility rule argmax q - lambda * c
-        decides and no bar applies; otherwise the threshold rule with `bar` (default:
-        the service's). `proxy_only` limits the choice to models the upstream can
-        serve (chat). Raises `PolicyError` for a bad bar or lambda, unknown models or
-        no usable model.
+        At most one of `bar` (a target mean quality; default: the service's),
+        `min_quality` (a hard per-request floor) and `utility_lambda` (quality per
+        USD); see `router.policy`. `proxy_only` limits the choice to models the
+        upstream can serve (chat). Raises `PolicyError` for a bad bar, floor or
+        lambda, unknown models or no usable model.
         """
         started = time.perf_counter()
-        if utility_lambda is not None:
-            if bar is not None:
-                raise PolicyError("give either quality_bar or utility_lambda, not both")
-            validate_lambda(utility_lambda)
-        else:
+        if sum(v is not None for v in (bar, min_quality, utility_lambda)) > 1:
+            raise PolicyError("give at most one of quality_bar, min_quality and utility_lambda")
+        validate_lambda(utility_lambda)
+        validate_bar(min_quality, name="min_quality")
+        if utility_lambda is None and min_quality is None:
             bar = self.default_bar if bar is None else bar
         pool = self.routable if proxy_only else self.predictor_models
         if models is not None:
@@ -229,12 +238,13 @@ class RoutingService:
                               + (" that the upstream can serve" if proxy_only else ""),
                               hint="allow more models, or configure base_url / "
                                    "--upstream-base-url for them")
-        key = (conversation.digest, bar, utility_lambda, max_cost_usd, pool)
+        key = (conversation.digest, bar, min_quality, utility_lambda, max_cost_usd, pool)
         cached = self.decisions.get(key)
         if cached is None:
-            decision = self._decide(conversation, bar, utility_lambda, max_cost_usd, pool)
+            decision = self._decide(conversation, bar, min_quality, utility_lambda,
+                                    max_cost_usd, pool)
             # The chain after the policy's choice, computed once with the decision.
-            cached = (decision, self._meeting(decision, decision.model, bar, utility_lambda))
+            cached = (decision, self._meeting(decision, decision.model))
             self.decisions.put(key, cached)
         decision, policy_fallbacks = cached
         chosen, propensity, explored = decision.model, 1.0, False
@@ -250,39 +260,42 @@ class RoutingService:
         else:
             picked = next(c for c in decision.candidates if c.model == chosen)
             picked_quality, picked_cost = picked.expected_quality, picked.expected_cost_usd
-            fallbacks = self._meeting(decision, chosen, bar, utility_lambda)
+            fallbacks = self._meeting(decision, chosen)
         return RouteResult(
             model=chosen, policy_model=decision.model, quality_bar=bar,
             expected_quality=picked_quality, expected_cost_usd=picked_cost,
             candidates=decision.candidates, propensity=propensity, explored=explored,
             fallbacks=fallbacks, decision_s=time.perf_counter() - started,
-            utility_lambda=utility_lambda,
+            utility_lambda=utility_lambda, min_quality=min_quality,
         )
 
     def _decide(self, conversation: Conversation, bar: float | None,
-                utility_lambda: float | None, max_cost_usd: float | None,
-                pool: tuple[str, ...]) -> Decision:
+                min_quality: float | None, utility_lambda: float | None,
+                max_cost_usd: float | None, pool: tuple[str, ...]) -> Decision:
         prediction = self.model.predict([conversation])
         quality = np.asarray(prediction.quality, dtype=np.float64)[0]
         cost = np.asarray(prediction.cost_usd, dtype=np.float64)[0]
         return decide(list(prediction.models), quality, cost, bar=bar,
+                      calibration=self.calibration, min_quality=min_quality,
                       utility_lambda=utility_lambda, max_cost_usd=max_cost_usd,
                       allowed_models=pool)
 
     @staticmethod
-    def _meeting(decision: Decision, chosen: str, bar: float | None,
-                 utility_lambda: float | None = None) -> tuple[str, ...]:
+    def _meeting(decision: Decision, chosen: str) -> tuple[str, ...]:
         """The rest of the chain after `chosen`.
 
-        Threshold rule: the other candidates meeting the bar, cheapest first.
-        Utility rule: the other candidates by utility, best first.
+        A floor: the other candidates meeting it, cheapest first. A bar or a
+        lambda: the other candidates by utility under the decision's lambda, best
+        first.
         """
         others = [c for c in decision.candidates if c.model != chosen]
-        if utility_lambda is not None:
-            ranked = sorted(others, key=lambda c: (-(c.expected_quality - utility_lambda
+        lam = decision.utility_lambda
+        if lam is not None:
+            ranked = sorted(others, key=lambda c: (-(c.expected_quality - lam
                                                      * c.expected_cost_usd), c.model))
         else:
-            ranked = sorted((c for c in others if c.expected_quality >= bar),
+            floor = decision.min_quality
+            ranked = sorted((c for c in others if c.expected_quality >= floor),
                             key=lambda c: (c.expected_cost_usd, c.model))
         return tuple(c.model for c in ranked)
 

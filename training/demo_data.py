@@ -23,8 +23,10 @@ having, and keeps it visible in the prompt text so a text model can learn it:
 * output tokens depend on the task, the difficulty and the model's verbosity;
   `cost_usd` = tokens x catalog prices.
 
-Deterministic for a seed: the same `(n_prompts, seed, catalog)` gives the same
-table, byte for byte once written.
+Deterministic: the same `(n_prompts, seed, catalog, world)` gives the same table,
+byte for byte once written. The seed draws prompts and outcomes; the world (the
+models' skills) is fixed unless asked for, so tables drawn with different seeds
+are fresh prompts from the same traffic.
 """
 
 from __future__ import annotations
@@ -236,8 +238,13 @@ def _skills(catalog: Catalog, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate_demo(n_prompts: int = 2000, seed: int = 0, catalog: Catalog | None = None,
-                  *, with_expected: bool = False) -> pd.DataFrame:
+                  *, world: int = 0, with_expected: bool = False) -> pd.DataFrame:
     """A synthetic outcome table over every catalog model (see the module docstring).
+
+    `seed` draws the prompts and their outcomes; `world` draws the models' skills.
+    Two tables with different seeds and the same world are fresh prompts of the same
+    traffic to the same models: what a router trained on one is tested on with the
+    other. A different world is different models (a drift).
 
     Columns: prompt_id, prompt (the last user message), messages (JSON, only for
     chats with a system prompt, empty otherwise), model, quality, input_tokens,
@@ -251,7 +258,7 @@ def generate_demo(n_prompts: int = 2000, seed: int = 0, catalog: Catalog | None 
     names = list(catalog.names)
     rng = np.random.default_rng(seed)
     prompts = [_make_prompt(rng) for _ in range(n_prompts)]
-    skills, verbosity = _skills(catalog, seed)
+    skills, verbosity = _skills(catalog, world)
     task_idx = np.array([TASKS.index(p.task) for p in prompts])
     level = np.array([p.level for p in prompts])
     # (prompts, models): chance of a good answer.

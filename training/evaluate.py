@@ -3,17 +3,17 @@
 On the prompts of a canonical outcome table (full information: every model's
 realised quality and cost per prompt), `evaluate` computes:
 
-* **router**: the bar is swept (quantiles of the predicted quality, plus 0 and 1);
-  each bar routes every prompt with `router.policy.choose` on the *predicted*
-  quality and cost, and the point is scored with the *realised* quality and cost of
-  the chosen models (mean per request). AIQ is the area under its hull.
-* **utility mode**: the same, sweeping lambda in argmax q - lambda * c (DESIGN.md's
-  second rule) over a geometric grid scaled to the table's costs
-  (`training.sweep.utility_lambdas`, shared with the promotion gate). The router's
-  `aiq`, `cost_at_best_single_quality` and `quality_at_10pct_cost` are read off
-  the hull of *all* its operating points (bars and lambdas), since a deployment
-  picks whichever setting it likes; `aiq_threshold` and `aiq_utility` give each
-  rule alone. The kNN baseline gets exactly the same two sweeps.
+* **router** (the default rule, what a caller gets without options): the quality
+  bar is swept (`training.sweep.DEFAULT_SWEEP_BARS`); each bar routes every prompt
+  with `router.policy.choose` (lambda(bar) from the model's `BarCalibration`) on
+  the *predicted* quality and cost, and the point is scored with the *realised*
+  quality and cost of the chosen models (mean per request). `aiq`,
+  `cost_at_best_single_quality` and `quality_at_10pct_cost` are read off its hull.
+* **the hard floor** (min_quality swept over quantiles of the predicted quality)
+  and **the utility rule** (explicit lambda over a geometric grid scaled to the
+  table's costs, `training.sweep.utility_lambdas`, shared with the promotion
+  gate): `aiq_floor` and `aiq_utility`, each rule alone. The kNN baseline gets
+  those two sweeps (it has no calibration) and its AIQ is the hull of both.
 * **single models** and the **Zero router** (the hull over the single models, i.e.
   mixing them at random), which a router must beat to be worth anything.
 * **random**: RouterBench's random router, calling the best single model with
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -45,11 +45,21 @@ import pandas as pd
 from tqdm import tqdm
 
 from router.errors import DataError
+from router.policy import BarCalibration
 from training import metrics
 from training.data import conversations
-from training.sweep import sweep_bars, sweep_lambdas, utility_lambdas
+from training.sweep import (
+    DEFAULT_SWEEP_BARS,
+    RowCalibrations,
+    calibration_of,
+    sweep_bars,
+    sweep_floors,
+    sweep_lambdas,
+    utility_lambdas,
+)
 
-__all__ = ["DEFAULT_KNN_K", "EvalReport", "KnnPrediction", "evaluate", "knn_quality",
+__all__ = ["DEFAULT_KNN_K", "EvalReport", "KnnPrediction", "evaluate", "headline",
+           "knn_quality",
            "outcome_matrices", "report_from_predictions", "sweep_bars", "sweep_lambdas",
            "utility_lambdas"]
 
@@ -70,7 +80,8 @@ class EvalReport:
     """Every figure of one evaluation; `to_json()` is what `router eval --json` prints.
 
     Costs are mean USD per request; qualities mean realised quality; curves are lists
-    of {bar, cost_usd, quality}. Fractions (`cost_at_best_single_quality`, CPT) are in
+    of {bar, cost_usd, quality} (`curve`: the default rule's bars; `floor_curve`:
+    {min_quality, ...}; `utility_curve`: {lambda, ...}). Fractions (`cost_at_best_single_quality`, CPT) are in
     [0, 1]; None where a target is never reached.
     """
 
@@ -89,7 +100,10 @@ class EvalReport:
     quality_at_10pct_cost: float | None
     knn: dict[str, Any] | None = None
     utility_curve: list[dict[str, float]] = field(default_factory=list)
-    aiq_threshold: float | None = None
+    floor_curve: list[dict[str, float]] = field(default_factory=list)
+    aiq_floor: float | None = None
+    # The model's default bar, and what it realised here: {bar, cost_usd, quality}.
+    default_point: dict[str, float] | None = None
     aiq_utility: float | None = None
     apgr: float | None = None
     cpt50: float | None = None
@@ -153,14 +167,15 @@ def knn_quality(train_vectors: np.ndarray, train_quality: np.ndarray,
     return out
 
 
-def _default_bars(pred_quality: np.ndarray) -> list[float]:
+def _floors(pred_quality: np.ndarray) -> list[float]:
     qs = np.quantile(pred_quality, np.linspace(0.0, 1.0, _N_BAR_QUANTILES))
     bars = np.unique(np.clip(np.concatenate([[0.0, 1.0], qs]), 0.0, 1.0))
     return [float(b) for b in bars]
 
 
-def _curve_dicts(points: np.ndarray) -> list[dict[str, float]]:
-    return [{"bar": float(b), "cost_usd": float(c), "quality": float(q)} for b, c, q in points]
+def _curve_dicts(points: np.ndarray, setting: str = "bar") -> list[dict[str, float]]:
+    return [{setting: float(b), "cost_usd": float(c), "quality": float(q)}
+            for b, c, q in points]
 
 
 def _hull_dicts(points: np.ndarray) -> list[dict[str, float]]:
@@ -244,7 +259,8 @@ def evaluate(
     knn = _knn_baseline(model, kept_ids, kept_convs, quality, cost, models, train_table,
                         knn_k, seed, notes)
     steps.update()
-    report = report_from_predictions(models, quality, cost, pq, pc, knn=knn, bars=bars,
+    report = report_from_predictions(models, quality, cost, pq, pc, model=model,
+                                     knn=knn, bars=bars,
                                      notes=notes)
     steps.update(3)
     steps.close()
@@ -268,6 +284,8 @@ def report_from_predictions(
     pred_quality: np.ndarray,
     pred_cost: np.ndarray,
     *,
+    model: Any = None,
+    calibration: BarCalibration | RowCalibrations | None = None,
     knn: KnnPrediction | None = None,
     bars: Sequence[float] | None = None,
     notes: list[str] | None = None,
@@ -276,11 +294,19 @@ def report_from_predictions(
 
     This is `evaluate` without the model: benchmarks pool out-of-fold predictions
     from several fitted models and score them here, with the same definitions.
+    `model` (or anything with its `metadata`) gives the bar calibration
+    (`training.sweep.calibration_of`), unless `calibration` is given: e.g.
+    `RowCalibrations` when the rows were predicted by several models (folds),
+    each with its own.
     """
     models = [str(m) for m in models]
     notes = list(notes or [])
-    bar_list = list(bars) if bars is not None else _default_bars(pred_quality)
-    router_pts = sweep_bars(pred_quality, pred_cost, quality, cost, bar_list)
+    if calibration is None:
+        calibration = calibration_of(model, pred_quality, pred_cost, notes)
+    bar_list = list(bars) if bars is not None else list(DEFAULT_SWEEP_BARS)
+    router_pts = sweep_bars(pred_quality, pred_cost, quality, cost, bar_list, calibration)
+    floor_list = _floors(pred_quality)
+    floor_pts = sweep_floors(pred_quality, pred_cost, quality, cost, floor_list)
     lambdas = utility_lambdas(cost)
     utility_pts = sweep_lambdas(pred_quality, pred_cost, quality, cost, lambdas)
     single_cost, single_quality = cost.mean(axis=0), quality.mean(axis=0)
@@ -301,15 +327,16 @@ def report_from_predictions(
     orc = metrics.oracle(quality, cost)
     knn_report = None
     if knn is not None:
-        knn_pts = sweep_bars(knn.quality, knn.cost_usd, quality, cost, bar_list)
+        knn_pts = sweep_floors(knn.quality, knn.cost_usd, quality, cost, _floors(knn.quality))
         knn_util = sweep_lambdas(knn.quality, knn.cost_usd, quality, cost, lambdas)
         knn_xy = np.vstack([knn_pts[:, 1:], knn_util[:, 1:]])
-        knn_report = {"k": knn.k, "fitted_on": knn.fitted_on, "curve": _curve_dicts(knn_pts),
+        knn_report = {"k": knn.k, "fitted_on": knn.fitted_on,
+                      "curve": _curve_dicts(knn_pts, "min_quality"),
                       "aiq": metrics.aiq(knn_xy[:, 0], knn_xy[:, 1], c_max),
-                      "aiq_threshold": metrics.aiq(knn_pts[:, 1], knn_pts[:, 2], c_max),
+                      "aiq_floor": metrics.aiq(knn_pts[:, 1], knn_pts[:, 2], c_max),
                       "aiq_utility": metrics.aiq(knn_util[:, 1], knn_util[:, 2], c_max)}
 
-    router_xy = np.vstack([router_pts[:, 1:], utility_pts[:, 1:]])
+    router_xy = router_pts[:, 1:]
     report = EvalReport(
         n_prompts=int(quality.shape[0]),
         models=models,
@@ -327,10 +354,13 @@ def report_from_predictions(
                                                             reference_cost=best_cost)
         if best_cost > 0 else None,
         quality_at_10pct_cost=metrics.quality_at_cost(router_xy, 0.1 * best_cost),
+        default_point=_default_point(model, pred_quality, pred_cost, quality, cost,
+                                     calibration),
         knn=knn_report,
         utility_curve=[{"lambda": float(lam), "cost_usd": float(c), "quality": float(q)}
                        for lam, c, q in utility_pts],
-        aiq_threshold=metrics.aiq(router_pts[:, 1], router_pts[:, 2], c_max),
+        floor_curve=_curve_dicts(floor_pts, "min_quality"),
+        aiq_floor=metrics.aiq(floor_pts[:, 1], floor_pts[:, 2], c_max),
         aiq_utility=metrics.aiq(utility_pts[:, 1], utility_pts[:, 2], c_max),
         notes=notes,
     )
@@ -338,6 +368,39 @@ def report_from_predictions(
         _add_two_model(report, pred_quality, None if knn is None else knn.quality, quality,
                        models, single_quality)
     return report
+
+
+def _default_point(model: Any, pred_quality: np.ndarray, pred_cost: np.ndarray,
+                   quality: np.ndarray, cost: np.ndarray,
+                   calibration: Any) -> dict[str, float] | None:
+    meta = getattr(model, "metadata", None) or {}
+    bar = meta.get("default_bar") if isinstance(meta, dict) else None
+    if bar is None:
+        return None
+    [(b, c, q)] = sweep_bars(pred_quality, pred_cost, quality, cost, [float(bar)], calibration)
+    return {"bar": float(b), "cost_usd": float(c), "quality": float(q)}
+
+
+def headline(data: Mapping[str, Any]) -> str:
+    """What an evaluation measured (`EvalReport.to_dict()`), in the sentences the
+    README quotes for the demo."""
+    best = next(s for s in data["single_models"] if s["model"] == data["best_single_model"])
+    parts = [f"On {data['n_prompts']:,} prompts it never saw, the router"]
+    point = data.get("default_point")
+    if point is not None:
+        parts.append(f" at its default bar ({point['bar']:.2f}) answered with mean quality "
+                     f"{point['quality']:.3f} at {point['cost_usd'] / best['cost_usd']:.0%} "
+                     f"of the cost of the best single model ({data['best_single_model']}, "
+                     f"{best['quality']:.3f}).")
+    else:
+        parts.append(".")
+    reach = data["cost_at_best_single_quality"]
+    parts.append(" Swept over bars, it reaches that model's quality at "
+                 + (f"{reach:.0%} of its cost" if reach is not None else "no cost on this curve")
+                 + f"; AIQ {data['aiq']:.3f} against the Zero router's "
+                 f"{data['zero_router_aiq']:.3f}"
+                 + (f" and kNN's {data['knn']['aiq']:.3f}" if data.get("knn") else "") + ".")
+    return "".join(parts)
 
 
 def _add_two_model(report: EvalReport, pq: np.ndarray, knn_pq: np.ndarray | None,

@@ -1,9 +1,11 @@
 """Champion/challenger gate: a retrained model reaches traffic only if it is not worse.
 
 Two kinds of evidence, each turned into a cost/quality curve per policy by
-sweeping *both* decision rules of `router.policy.choose` (the rule the server
-runs): the threshold rule at each quality bar (`DEFAULT_BARS`) and the utility
-rule, argmax q - lambda * c, at each lambda (`training.sweep.utility_lambdas`,
+sweeping two decision rules of `router.policy.choose` (the rule the server
+runs): the default rule at each quality bar (`DEFAULT_BARS`; each policy's own
+bar calibration turns a bar into its lambda, so a bar is compared with what
+that bar buys from each model) and the utility rule, argmax q - lambda * c, at
+each explicit lambda (`training.sweep.utility_lambdas`,
 the grid `router eval` uses, scaled to the source's costs and so the same for
 both policies). A deployment may run any of these operating points, so a
 policy is judged on all of them, as `router eval`'s AIQ is:
@@ -22,7 +24,7 @@ and the challenger's hull minus the champion's hull is averaged over the costs
 both can reach. A challenger must not be worse by more than the tolerance on
 any rule the traffic uses (`rules`): serving runs one rule per request, so a
 gain on one rule never pays for a loss on the other. Which rules are in use is
-read off the recent logs (`rules_in_use`: the threshold rule, plus the utility
+read off the recent logs (`rules_in_use`: the default rule, plus the utility
 rule when some logged request asked for it); without logs both are judged. The
 difference over all operating points together is reported too, with the AIQ of
 each policy, as information. The challenger is promoted only when it passes
@@ -47,7 +49,14 @@ from router.conversation import parse_conversation
 from router.errors import DataError
 from training.metrics import aiq, hull_quality_at
 from training.offpolicy import bandit_from_table, doubly_robust
-from training.sweep import RULE_KEYWORDS, decisions, sweep_bars, sweep_lambdas, utility_lambdas
+from training.sweep import (
+    RULE_KEYWORDS,
+    calibration_of,
+    decisions,
+    sweep_bars,
+    sweep_lambdas,
+    utility_lambdas,
+)
 
 __all__ = [
     "DEFAULT_BARS",
@@ -64,14 +73,16 @@ __all__ = [
 ]
 
 DEFAULT_BARS: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
-RULES: tuple[str, ...] = tuple(RULE_KEYWORDS)  # "threshold", "utility"
+# The rules the gate judges. The hard floor is not among them: the outcome log does
+# not record it, so no traffic can be shown to use it.
+RULES: tuple[str, ...] = ("default", "utility")
 
 
 @dataclass(frozen=True)
 class Curve:
     """(mean cost per request, mean quality) at each operating point of one policy.
 
-    `bars`, `cost_usd`, `quality`: the threshold rule at each swept bar;
+    `bars`, `cost_usd`, `quality`: the default rule at each swept bar;
     `lambdas`, `utility_cost_usd`, `utility_quality`: the utility rule at each
     swept lambda (empty when it was not swept). The policy reaches the hull of
     all of them (`points()`).
@@ -85,23 +96,23 @@ class Curve:
     utility_quality: tuple[float, ...] = ()
 
     @classmethod
-    def from_sweeps(cls, threshold: np.ndarray, utility: np.ndarray) -> Curve:
+    def from_sweeps(cls, default: np.ndarray, utility: np.ndarray) -> Curve:
         """From (setting, cost, quality) rows of each rule, as `training.sweep` returns."""
         def col(points: np.ndarray, j: int) -> tuple[float, ...]:
             return tuple(float(v) for v in np.asarray(points).reshape(-1, 3)[:, j])
 
-        return cls(col(threshold, 0), col(threshold, 1), col(threshold, 2),
+        return cls(col(default, 0), col(default, 1), col(default, 2),
                    col(utility, 0), col(utility, 1), col(utility, 2))
 
     def points(self, rule: str | None = None) -> np.ndarray:
         """(cost, quality) rows of every operating point, or only `rule`'s.
 
-        `rule` is "threshold" (the bars) or "utility" (the lambdas).
+        `rule` is "default" (the bars) or "utility" (the lambdas).
         """
-        parts = {"threshold": (self.cost_usd, self.quality),
+        parts = {"default": (self.cost_usd, self.quality),
                  "utility": (self.utility_cost_usd, self.utility_quality)}
         if rule is not None and rule not in parts:
-            raise ValueError(f"rule must be 'threshold' or 'utility', got {rule!r}")
+            raise ValueError(f"rule must be 'default' or 'utility', got {rule!r}")
         chosen = [parts[rule]] if rule else list(parts.values())
         cost = np.concatenate([np.asarray(c, dtype=np.float64) for c, _ in chosen])
         quality = np.concatenate([np.asarray(q, dtype=np.float64) for _, q in chosen])
@@ -115,7 +126,7 @@ class Curve:
 class SourceResult:
     """One source's verdict: both curves, the differences at equal cost, pass/skip.
 
-    `delta_by_rule` is the difference on each rule's points ({"threshold": ...,
+    `delta_by_rule` is the difference on each rule's points ({"default": ...,
     "utility": ...}); `rules` are the ones judged, and `delta_quality` is the
     smallest of their differences (the decisive one). `delta_all_points` is the
     difference over every operating point together, for information.
@@ -208,7 +219,7 @@ def quality_at_equal_cost(reference: Curve, candidate: Curve, n_grid: int = 101,
     """(candidate - reference, reference mean, candidate mean) of hull quality at equal cost.
 
     The hulls are over every operating point of each curve (bars and lambdas),
-    or over one rule's points with `rule` ("threshold", "utility"). Averaged over
+    or over one rule's points with `rule` ("default", "utility"). Averaged over
     a linear cost grid from the dearer of the two cheapest points (below it one
     of them cannot go) to the dearest point of either curve.
     """
@@ -248,7 +259,7 @@ def sweep_table(model: Any, table: pd.DataFrame, *, bars: Sequence[float] = DEFA
     On a full table. Each policy may only choose models it knows that the table
     has an outcome for (per prompt), so a model missing from the table is never
     rewarded. `lambdas` defaults to `utility_lambdas` of the table's costs (the
-    same for every model swept on it); `()` sweeps the threshold rule only.
+    same for every model swept on it); `()` sweeps the default rule only.
     """
     ids, convs, quality, cost = _matrices(table, where)
     if lambdas is None:
@@ -267,7 +278,8 @@ def sweep_table(model: Any, table: pd.DataFrame, *, bars: Sequence[float] = DEFA
     q_pred, c_pred = pred.quality[rows_ok][:, cols], pred.cost_usd[rows_ok][:, cols]
     q_true, c_true, allowed = q_true[rows_ok], c_true[rows_ok], allowed[rows_ok]
     return Curve.from_sweeps(
-        sweep_bars(q_pred, c_pred, q_true, c_true, bars, allowed=allowed),
+        sweep_bars(q_pred, c_pred, q_true, c_true, bars, calibration_of(model, q_pred, c_pred),
+                   allowed=allowed),
         sweep_lambdas(q_pred, c_pred, q_true, c_true, lambdas, allowed=allowed))
 
 
@@ -280,7 +292,7 @@ def sweep_logged(model: Any, logged: pd.DataFrame, reward: Any, *,
     On logs. `reward` is the model whose predictions serve as the DR reward
     model. `lambdas` defaults to `utility_lambdas` of the logged cost of each
     served model (the same for every model swept on these logs); `()` sweeps the
-    threshold rule only.
+    default rule only.
     """
     if conversations is None:
         conversations = [parse_conversation(m, where=f"logged row {i}")
@@ -300,34 +312,36 @@ def sweep_logged(model: Any, logged: pd.DataFrame, reward: Any, *,
         served = logged.groupby("model")["cost_usd"].mean().to_numpy(dtype=np.float64)
         lambdas = utility_lambdas(served[np.newaxis, :])
 
+    calibration = calibration_of(model, pred.quality, pred.cost_usd)
+
     def estimates(rule: str, settings: Sequence[float]) -> np.ndarray:
         out = np.empty((len(settings), 3))
         for i, (value, pick) in enumerate(decisions(pred.quality, pred.cost_usd, rule,
-                                                    settings)):
+                                                    settings, calibration=calibration)):
             est = doubly_robust(log, pick, rq, rc)
             out[i] = (value, est.cost_usd, est.quality)
         return out
 
-    return Curve.from_sweeps(estimates(RULE_KEYWORDS["threshold"], bars),
+    return Curve.from_sweeps(estimates(RULE_KEYWORDS["default"], bars),
                              estimates(RULE_KEYWORDS["utility"], lambdas))
 
 
 def rules_in_use(recent: pd.DataFrame | None) -> tuple[str, ...]:
-    """The decision rules recent traffic used: always the threshold rule (the
+    """The decision rules recent traffic used: always the default rule (the
     default), plus the utility rule when a logged request set `utility_lambda`.
     Without logs nothing is known, so both."""
     if recent is None or not len(recent):
         return RULES
     if "utility_lambda" in recent and recent["utility_lambda"].notna().any():
         return RULES
-    return ("threshold",)
+    return ("default",)
 
 
 def _compare(name: str, n: int, champ: Curve, chall: Curve, tolerance: float,
              c_max: float | None, rules: Sequence[str]) -> SourceResult:
     swept = [r for r in RULES if len(champ.points(r)) and len(chall.points(r))]
     by_rule = {rule: quality_at_equal_cost(champ, chall, rule=rule) for rule in swept}
-    judged = tuple(r for r in rules if r in by_rule) or ("threshold",)
+    judged = tuple(r for r in rules if r in by_rule) or ("default",)
     worst = min(judged, key=lambda r: by_rule[r][0])
     delta, q_ref, q_new = by_rule[worst]
     result = SourceResult(name=name, n=n, status="pass" if delta >= -tolerance else "fail",
@@ -365,7 +379,7 @@ def run_gate(
     fallback model should be left out by the caller (their propensity is not the
     served model's). `eval_table` is a canonical outcome table. `bars` and
     `lambdas` are the operating points swept (see `sweep_table`); `lambdas=()`
-    sweeps the threshold rule alone. `rules` are the decision rules judged
+    sweeps the default rule alone. `rules` are the decision rules judged
     (default: `rules_in_use(recent)`).
     """
     if tolerance < 0:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from router.errors import DataError
-from router.policy import choose
+from router.policy import BarCalibration, choose
 
 __all__ = [
     "LoggedBandit",
@@ -183,9 +183,12 @@ def doubly_robust(log: LoggedBandit, target: np.ndarray, reward_quality: np.ndar
 
 
 def policy_actions(quality: np.ndarray, cost: np.ndarray, *, bar: float | np.ndarray | None = None,
+                   calibration: BarCalibration | None = None,
+                   min_quality: float | np.ndarray | None = None,
                    utility_lambda: float | None = None) -> np.ndarray:
     """The served decision rule applied to predicted matrices: one model index per row."""
-    return choose(quality, cost, bar=bar, utility_lambda=utility_lambda)
+    return choose(quality, cost, bar=bar, calibration=calibration, min_quality=min_quality,
+                  utility_lambda=utility_lambda)
 
 
 def bandit_from_table(table: pd.DataFrame, models: Sequence[str], *,
@@ -235,7 +238,9 @@ def evaluate_policy(model: Any, table: pd.DataFrame, *, bar: float | None = None
         bars: float | np.ndarray = table["quality_bar"].to_numpy(dtype=np.float64)
     else:
         bars = bar
-    actions = policy_actions(pred.quality, pred.cost_usd, bar=bars)
+    actions = policy_actions(pred.quality, pred.cost_usd, bar=bars,
+                             calibration=BarCalibration.from_metadata(
+                                 getattr(model, "metadata", None)))
     log = bandit_from_table(table, models)
     if reward_model is None or reward_model is model:
         rq, rc = pred.quality, pred.cost_usd

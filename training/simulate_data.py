@@ -19,6 +19,7 @@ import pandas as pd
 from router.errors import ConfigError, DataError
 from training.data import conversations
 from training.evaluate import outcome_matrices, report_from_predictions
+from training.sweep import calibration_of
 
 __all__ = ["MIN_PROMPTS", "TableSplit", "split_table", "HeldOut"]
 
@@ -124,18 +125,18 @@ class HeldOut:
     def at_bar(self, model: Any, bar: float | None) -> tuple[float, float]:
         """Mean realised (quality, cost) of `model`'s decisions at `bar` (None: its default)."""
         from router.policy import choose
-        from router.service import FALLBACK_DEFAULT_BAR
 
+        meta = getattr(model, "metadata", None) or {}
         if bar is None:
-            bar = (getattr(model, "metadata", None) or {}).get("default_bar")
-            bar = FALLBACK_DEFAULT_BAR if bar is None else float(bar)
+            bar = float(meta["default_bar"])
         pred = model.predict(self.convs)
         names = [str(m) for m in pred.models]
         use = [m for m in self.models if m in names]
         data_cols = [self.models.index(m) for m in use]
         pred_cols = [names.index(m) for m in use]
-        pick = choose(np.asarray(pred.quality, dtype=np.float64)[:, pred_cols],
-                      np.asarray(pred.cost_usd, dtype=np.float64)[:, pred_cols], bar=bar)
+        pq = np.asarray(pred.quality, dtype=np.float64)[:, pred_cols]
+        pc = np.asarray(pred.cost_usd, dtype=np.float64)[:, pred_cols]
+        pick = choose(pq, pc, bar=bar, calibration=calibration_of(model, pq, pc))
         rows = np.arange(len(self.convs))
         return (float(self.quality[:, data_cols][rows, pick].mean()),
                 float(self.cost[:, data_cols][rows, pick].mean()))
@@ -151,4 +152,5 @@ class HeldOut:
         return report_from_predictions(
             use, self.quality[:, data_cols], self.cost[:, data_cols],
             np.asarray(pred.quality, dtype=np.float64)[:, pred_cols],
-            np.asarray(pred.cost_usd, dtype=np.float64)[:, pred_cols])
+            np.asarray(pred.cost_usd, dtype=np.float64)[:, pred_cols],
+            model=model)

@@ -1,67 +1,95 @@
-"""A router's operating points: both decision rules swept over their settings.
+"""A router's operating points: each decision rule swept over its settings.
 
 One quality model is a family of routers, one per setting of `router.policy.choose`:
-the threshold rule at each quality bar and the utility rule (argmax q - lambda * c)
-at each lambda. A deployment may run any of them, so `router eval`
-(`training.evaluate`) reads AIQ off the hull of all of them and the promotion gate
-(`training.gate`) compares hulls over all of them. Both take the lambda grid and
-the decisions from here, so "every operating point" means the same thing in both.
+the default rule at each quality bar (lambda(bar) from the model's
+`BarCalibration`), the hard floor at each min_quality, and the utility rule
+(argmax q - lambda * c) at each lambda. `router eval` (`training.evaluate`), the
+promotion gate (`training.gate`), the simulator and the benchmarks take the grids
+and the decisions from here, so "an operating point" means the same thing in all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from router.policy import choose
+from router.policy import BarCalibration, choose, lambda_grid
 
-__all__ = ["RULES", "RULE_KEYWORDS", "decisions", "sweep_bars", "sweep_lambdas", "sweep_realised",
-           "utility_lambdas"]
+__all__ = ["DEFAULT_SWEEP_BARS", "RULES", "RULE_KEYWORDS", "RowCalibrations", "calibration_of",
+           "decisions", "sweep_bars",
+           "sweep_floors", "sweep_lambdas", "sweep_realised", "utility_lambdas"]
 
 # Each decision rule by name, and the `router.policy.choose` keyword that sets it.
-RULE_KEYWORDS: dict[str, str] = {"threshold": "bar", "utility": "utility_lambda"}
+RULE_KEYWORDS: dict[str, str] = {"default": "bar", "floor": "min_quality",
+                                 "utility": "utility_lambda"}
 RULES: tuple[str, ...] = tuple(RULE_KEYWORDS.values())
+# Bars a sweep of the default rule visits: every calibration point is reached by
+# some bar in a 0.005 grid unless two points are closer than that in quality.
+DEFAULT_SWEEP_BARS: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 201), 3))
+
+
+@dataclass(frozen=True)
+class RowCalibrations:
+    """Several models' bar calibrations over their pooled predictions: row i of the
+    swept matrices takes lambda(bar) from `calibrations[group[i]]`. For predictions
+    pooled out of fold from several fitted models (cross-validation), each fold's
+    rows routed with their own model's calibration, as that model would serve them."""
+
+    calibrations: tuple[BarCalibration, ...]
+    group: np.ndarray
+
+    def lambdas_for(self, bar: float) -> np.ndarray:
+        """lambda(bar), one per row."""
+        per_model = np.array([c.lambda_for(bar) for c in self.calibrations])
+        return per_model[np.asarray(self.group)]
 
 
 def utility_lambdas(cost: np.ndarray, n: int = 60) -> list[float]:
-    """0 (best quality at any price) then a geometric grid spanning the cost scale.
+    """The lambda grid swept for the utility rule (`router.policy.lambda_grid`)."""
+    return lambda_grid(cost, n)
 
-    `cost` is realised cost per row and model (rows x models; NaN where a model
-    has no outcome); each model's scale is its mean over the rows it has.
-    lambda is quality per USD: from 1e-3 / (dearest mean cost), where cost barely
-    matters, to 10 / (cheapest mean cost), where only cost does. The grid depends
-    on the data only, so every model swept on the same data gets the same lambdas.
-    """
-    cost = np.asarray(cost, dtype=np.float64)
-    finite = np.isfinite(cost)
-    counts = finite.sum(axis=0)
-    # sum / count rather than np.nanmean: a model without any outcome is skipped,
-    # not a RuntimeWarning (and on complete data it equals cost.mean(axis=0)).
-    mean_cost = np.where(finite, cost, 0.0).sum(axis=0)[counts > 0] / counts[counts > 0]
-    positive = mean_cost[mean_cost > 0]
-    if positive.size == 0:
-        return [0.0]
-    low, high = 1e-3 / positive.max(), 10.0 / positive.min()
-    return [0.0, *np.geomspace(low, high, n).tolist()]
+
+def calibration_of(model: Any, pred_quality: np.ndarray, pred_cost: np.ndarray,
+                   notes: list[str] | None = None) -> BarCalibration:
+    """The model's stored bar calibration; for a model that stores none, one fitted on
+    these predictions alone (never on realised outcomes being scored), noted in `notes`."""
+    calibration = BarCalibration.from_metadata(getattr(model, "metadata", None))
+    if calibration is not None:
+        return calibration
+    if notes is not None:
+        notes.append("the model stores no bar calibration: bars calibrated on the "
+                     "predictions of the evaluated prompts")
+    return BarCalibration.fit(pred_quality, pred_cost, source="the evaluated prompts' predictions")
 
 
 def decisions(pred_quality: np.ndarray, pred_cost: np.ndarray, rule: str,
               settings: Sequence[float], *,
+              calibration: BarCalibration | RowCalibrations | None = None,
               allowed: np.ndarray | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """(setting, chosen model index per row) for each setting of one rule.
 
-    `rule` is a `router.policy.choose` keyword (`RULES`): "bar" or "utility_lambda";
-    `allowed` is passed through to `choose` (models a row may be routed to).
+    `rule` is a `router.policy.choose` keyword (`RULES`): "bar" (needs the
+    model's `calibration`, or `RowCalibrations`), "min_quality" or
+    "utility_lambda"; `allowed` is passed through to `choose` (models a row may
+    be routed to).
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     for value in settings:
-        yield value, choose(pred_quality, pred_cost, allowed=allowed, **{rule: float(value)})
+        if rule == "bar" and isinstance(calibration, RowCalibrations):
+            yield value, choose(pred_quality, pred_cost, allowed=allowed,
+                                utility_lambda=calibration.lambdas_for(float(value)))
+            continue
+        yield value, choose(pred_quality, pred_cost, allowed=allowed, calibration=calibration,
+                            **{rule: float(value)})
 
 
 def sweep_realised(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
                    cost: np.ndarray, rule: str, settings: Sequence[float], *,
+                   calibration: BarCalibration | RowCalibrations | None = None,
                    allowed: np.ndarray | None = None) -> np.ndarray:
     """(setting, mean realised cost, mean realised quality) per setting of one rule.
 
@@ -72,16 +100,26 @@ def sweep_realised(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.
     rows = np.arange(quality.shape[0])
     out = np.empty((len(settings), 3))
     for i, (value, idx) in enumerate(decisions(pred_quality, pred_cost, rule, settings,
-                                               allowed=allowed)):
+                                               calibration=calibration, allowed=allowed)):
         out[i] = (value, cost[rows, idx].mean(), quality[rows, idx].mean())
     return out
 
 
 def sweep_bars(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
-               cost: np.ndarray, bars: Sequence[float], *,
+               cost: np.ndarray, bars: Sequence[float],
+               calibration: BarCalibration | RowCalibrations, *,
                allowed: np.ndarray | None = None) -> np.ndarray:
-    """(bar, mean realised cost, mean realised quality) per bar, routing on predictions."""
-    return sweep_realised(pred_quality, pred_cost, quality, cost, "bar", bars, allowed=allowed)
+    """(bar, mean realised cost, mean realised quality) per bar of the default rule."""
+    return sweep_realised(pred_quality, pred_cost, quality, cost, "bar", bars,
+                          calibration=calibration, allowed=allowed)
+
+
+def sweep_floors(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,
+                 cost: np.ndarray, floors: Sequence[float], *,
+                 allowed: np.ndarray | None = None) -> np.ndarray:
+    """(min_quality, mean realised cost, mean realised quality) per hard floor."""
+    return sweep_realised(pred_quality, pred_cost, quality, cost, "min_quality", floors,
+                          allowed=allowed)
 
 
 def sweep_lambdas(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,

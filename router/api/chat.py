@@ -25,14 +25,13 @@ from typing import Any, NamedTuple
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from router.api.route import checked_conversation, checked_lambda, route_record
+from router.api.route import checked_conversation, checked_rule, route_record
 from router.api.schemas import ROUTER_FIELDS, ChatRequest
 from router.cache import CachedResponse, cache_key, should_use_cache
 from router.conversation import Conversation
 from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
 from router.errors import PolicyError
 from router.outcome_log import RequestRecord
-from router.policy import validate_bar
 from router.service import RouteResult, RoutingService, parse_router_model
 from router.upstream import UpstreamError
 
@@ -82,7 +81,8 @@ class _Plan:
 
 def plan_chat(ctx: AppContext, request_id: str, client: str | None, started: float, *,
               model: str, messages: Any, stream: bool, quality_bar: float | None,
-              utility_lambda: float | None, max_cost_usd: float | None,
+              min_quality: float | None, utility_lambda: float | None,
+              max_cost_usd: float | None,
               models: list[str] | None) -> _Plan:
     """Decide what one chat request will do, or raise `ApiError` (before anything
     is logged or counted, so a caller may hand the request to another path)."""
@@ -99,15 +99,10 @@ def plan_chat(ctx: AppContext, request_id: str, client: str | None, started: flo
         chain = ctx.upstream.chain_for(model)
         return _Plan(request_id, client, conversation, None, None, chain, started, stream)
     service = ctx.require_service()
-    if bar is None:
-        bar = quality_bar
+    bar, floor, lam = checked_rule(quality_bar if bar is None else bar, min_quality,
+                                   utility_lambda)
     try:
-        validate_bar(bar)
-    except PolicyError as exc:
-        raise ApiError(400, str(exc), param="quality_bar", code="invalid_quality_bar") from None
-    lam = checked_lambda(bar, utility_lambda)
-    try:
-        result = service.route(conversation, bar=bar, utility_lambda=lam,
+        result = service.route(conversation, bar=bar, min_quality=floor, utility_lambda=lam,
                                max_cost_usd=max_cost_usd, models=models,
                                rng=ctx.rng, proxy_only=True)
     except PolicyError as exc:
@@ -164,7 +159,8 @@ async def chat_completions(body: ChatRequest, request: Request, ctx: Ctx,
     request.state.request_id = request_id
     plan = plan_chat(ctx, request_id, client, started, model=body.model,
                      messages=body.messages, stream=body.stream,
-                     quality_bar=body.quality_bar, utility_lambda=body.utility_lambda,
+                     quality_bar=body.quality_bar, min_quality=body.min_quality,
+                     utility_lambda=body.utility_lambda,
                      max_cost_usd=body.max_cost_usd, models=body.models)
     request.state.model = plan.first_model
     answer = await answer_chat(ctx, plan, forwarded_body(body.model_dump(exclude_unset=True)),

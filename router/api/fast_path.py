@@ -45,8 +45,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_ROUTE_FIELDS = frozenset(("messages", "quality_bar", "utility_lambda", "max_cost_usd",
-                           "models"))
+_ROUTE_FIELDS = frozenset(("messages", "quality_bar", "min_quality", "utility_lambda",
+                           "max_cost_usd", "models"))
 _PATHS = frozenset(("/v1/route", "/v1/chat/completions"))
 
 
@@ -89,7 +89,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 
 
 def _route_fields(raw: bytes) -> tuple[Any, float | None, float | None, float | None,
-                                       list[str] | None]:
+                                       float | None, list[str] | None]:
     body = _json_object(raw)
     if not body.keys() <= _ROUTE_FIELDS:
         raise _Fallback
@@ -98,8 +98,8 @@ def _route_fields(raw: bytes) -> tuple[Any, float | None, float | None, float | 
         messages = list(messages)  # pydantic hands the handler a copy
     elif type(messages) is not str:
         raise _Fallback
-    return (messages, _number(body, "quality_bar"), _number(body, "utility_lambda"),
-            _number(body, "max_cost_usd"), _models(body))
+    return (messages, _number(body, "quality_bar"), _number(body, "min_quality"),
+            _number(body, "utility_lambda"), _number(body, "max_cost_usd"), _models(body))
 
 
 def _chat_fields(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -110,6 +110,7 @@ def _chat_fields(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         raise _Fallback
     return ({"model": model, "messages": list(messages), "stream": stream,
              "quality_bar": _number(body, "quality_bar"),
+             "min_quality": _number(body, "min_quality"),
              "utility_lambda": _number(body, "utility_lambda"),
              "max_cost_usd": _number(body, "max_cost_usd"), "models": _models(body)},
             forwarded_body(body))
@@ -188,9 +189,9 @@ class FastPath:
                      authorization: str | None) -> None:
         try:
             client = authenticate(ctx, api_key, authorization)
-            messages, bar, lam, max_cost, models = _route_fields(raw)
+            messages, bar, floor, lam, max_cost, models = _route_fields(raw)
             content, request_id, model = route_response(
-                ctx, client, messages, bar, lam, max_cost, models, started)
+                ctx, client, messages, bar, floor, lam, max_cost, models, started)
         except Exception:
             await self._replay(scope, receive, send, raw)
             return

@@ -74,24 +74,27 @@ def _schema_version(service: RoutingService) -> int | None:
         return None
 
 
-def checked_lambda(bar: float | None, utility_lambda: float | None) -> float | None:
-    """The request's utility weight, or an OpenAI-shaped 400 naming the field."""
-    if utility_lambda is None:
-        return None
-    if bar is not None:
-        raise ApiError(400, "give either quality_bar or utility_lambda, not both",
-                       param="utility_lambda", code="invalid_utility_lambda")
+def checked_rule(bar: float | None, min_quality: float | None, utility_lambda: float | None
+                 ) -> tuple[float | None, float | None, float | None]:
+    """The request's (quality_bar, min_quality, utility_lambda), at most one set, or an
+    OpenAI-shaped 400 naming the field."""
+    given = [name for name, value in (("quality_bar", bar), ("min_quality", min_quality),
+                                      ("utility_lambda", utility_lambda)) if value is not None]
+    if len(given) > 1:
+        raise ApiError(400, f"give one of quality_bar, min_quality and utility_lambda, "
+                       f"not {' and '.join(given)}", param=given[-1],
+                       code=f"invalid_{given[-1]}")
     try:
-        return validate_lambda(utility_lambda)
+        return (validate_bar(bar), validate_bar(min_quality, name="min_quality"),
+                validate_lambda(utility_lambda))
     except PolicyError as exc:
-        raise ApiError(400, str(exc), param="utility_lambda",
-                       code="invalid_utility_lambda") from None
+        raise ApiError(400, str(exc), param=given[0], code=f"invalid_{given[0]}") from None
 
 
 def route_response(ctx: AppContext, client: str | None, messages: object,
-                   quality_bar: float | None, utility_lambda: float | None,
-                   max_cost_usd: float | None, models: list[str] | None,
-                   started: float) -> tuple[bytes, str, str]:
+                   quality_bar: float | None, min_quality: float | None,
+                   utility_lambda: float | None, max_cost_usd: float | None,
+                   models: list[str] | None, started: float) -> tuple[bytes, str, str]:
     """Decide, log and count one /v1/route request: (JSON body, request id, model).
 
     Shared by the FastAPI handler and the lean ASGI path (`router.api.fast_path`).
@@ -100,13 +103,9 @@ def route_response(ctx: AppContext, client: str | None, messages: object,
     """
     conversation = checked_conversation(ctx, messages)
     service = ctx.require_service()
+    bar, floor, lam = checked_rule(quality_bar, min_quality, utility_lambda)
     try:
-        validate_bar(quality_bar)
-    except Exception as exc:
-        raise ApiError(400, str(exc), param="quality_bar", code="invalid_quality_bar") from None
-    lam = checked_lambda(quality_bar, utility_lambda)
-    try:
-        result = service.route(conversation, bar=quality_bar, utility_lambda=lam,
+        result = service.route(conversation, bar=bar, min_quality=floor, utility_lambda=lam,
                                max_cost_usd=max_cost_usd, models=models)
     except PolicyError as exc:
         raise ApiError(400, str(exc), param="models", code="invalid_models") from None
@@ -121,6 +120,8 @@ def route_response(ctx: AppContext, client: str | None, messages: object,
         "candidates": candidates,
         "model_version": service.version,
     }
+    if result.min_quality is not None:
+        payload["min_quality"] = result.min_quality
     if result.utility_lambda is not None:
         payload["utility_lambda"] = result.utility_lambda
     body = _encode_compact(payload).encode()
@@ -147,7 +148,7 @@ def route_response(ctx: AppContext, client: str | None, messages: object,
 async def route(body: RouteRequest, request: Request, ctx: Ctx, client: ClientKey) -> Response:
     request.state.endpoint = "route"
     content, request_id, model = route_response(
-        ctx, client, body.messages, body.quality_bar, body.utility_lambda, body.max_cost_usd,
-        body.models, time.perf_counter())
+        ctx, client, body.messages, body.quality_bar, body.min_quality, body.utility_lambda,
+        body.max_cost_usd, body.models, time.perf_counter())
     return Response(content, media_type="application/json",
                     headers={"x-request-id": request_id, "x-router-model": model})

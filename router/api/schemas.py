@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 __all__ = ["RouteRequest", "ChatRequest", "FeedbackRequest", "ROUTER_FIELDS"]
 
 #: Body fields the router reads and never forwards upstream.
-ROUTER_FIELDS = ("quality_bar", "utility_lambda", "max_cost_usd", "models")
+ROUTER_FIELDS = ("quality_bar", "min_quality", "utility_lambda", "max_cost_usd", "models")
 
 
 class RouteRequest(BaseModel):
@@ -24,6 +24,7 @@ class RouteRequest(BaseModel):
 
     messages: list[Any] | str
     quality_bar: float | None = None
+    min_quality: float | None = None
     utility_lambda: float | None = None
     max_cost_usd: float | None = None
     models: list[str] | None = None
@@ -38,6 +39,7 @@ class ChatRequest(BaseModel):
     messages: list[Any]
     stream: bool = False
     quality_bar: float | None = None
+    min_quality: float | None = None
     utility_lambda: float | None = None
     max_cost_usd: float | None = None
     models: list[str] | None = None

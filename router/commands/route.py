@@ -21,12 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "JSON list of chat messages; '-' reads standard input) and print the "
                     "decision in the shape of the HTTP POST /v1/route response: request_id, "
                     "model, quality_bar, expected_quality, expected_cost_usd, candidates, "
-                    "model_version. Without --bar the artifact's default bar is used (the "
-                    "lowest bar that matched the best single model on held-out prompts, "
-                    "else 0.7). Without --model the registry's current version is used.",
+                    "model_version. The bar is a target mean quality over traffic like the "
+                    "training data; without --bar the artifact's default is used (the best "
+                    "single model's mean quality on held-out prompts). --min-quality is a "
+                    "hard floor for this one request instead. Without --model the registry's current version is used.",
         examples=[
             "router route 'Prove that sqrt(2) is irrational.' --model models/demo --bar 0.8",
             "router route 'Summarise: the cat sat.' --model models/demo --utility-lambda 1000",
+            "router route 'Extract the invoice total.' --model models/demo --min-quality 0.9",
             "router route '[{\"role\": \"user\", \"content\": \"hi\"}]' --model models/demo "
             "--models deepseek-v4-flash,gpt-4o --max-cost-usd 0.001",
         ],
@@ -39,7 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "version)")
     rule = parser.add_mutually_exclusive_group()
     rule.add_argument("--bar", type=float, default=None, metavar="B",
-                      help="quality bar in [0, 1] (default: the artifact's default bar)")
+                      help="quality bar in [0, 1]: the target mean quality the artifact's "
+                           "calibration maps to a cost weight (default: the artifact's "
+                           "default bar)")
+    rule.add_argument("--min-quality", type=float, default=None, metavar="Q",
+                      help="hard floor instead of a bar: the cheapest model predicted to "
+                           "reach Q on this prompt (else the best predicted)")
     rule.add_argument("--utility-lambda", type=float, default=None, metavar="L",
                       help="utility rule instead of a bar: argmax quality - L * cost_usd "
                            "(L in quality per USD, e.g. 1000)")
@@ -71,11 +78,14 @@ def _run(args: argparse.Namespace) -> int:
         allowed = [m.strip() for m in args.models.split(",") if m.strip()]
         if not allowed:
             raise ConfigError("--models is empty", hint="e.g. --models gpt-4o,qwen3-32b")
-    lam = args.utility_lambda
-    bar = None if lam is not None else (model.default_bar if args.bar is None else args.bar)
+    lam, floor = args.utility_lambda, args.min_quality
+    bar = args.bar
+    if bar is None and lam is None and floor is None:
+        bar = model.default_bar
     pred = model.predict([conversation])
     decision = decide(pred.models, pred.quality[0], pred.cost_usd[0], bar=bar,
-                      utility_lambda=lam, max_cost_usd=args.max_cost_usd,
+                      calibration=model.bar_calibration if bar is not None else None,
+                      min_quality=floor, utility_lambda=lam, max_cost_usd=args.max_cost_usd,
                       allowed_models=allowed)
     print(json.dumps({
         "request_id": "req_" + uuid.uuid4().hex,
@@ -87,6 +97,7 @@ def _run(args: argparse.Namespace) -> int:
                         "expected_cost_usd": c.expected_cost_usd}
                        for c in decision.candidates],
         "model_version": model.version or str(path),
+        **({"min_quality": floor} if floor is not None else {}),
         **({"utility_lambda": lam} if lam is not None else {}),
     }, indent=2))
     return 0

@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from router.app import create_app
 from router.catalog import DEFAULT_CATALOG_PATH, load_catalog
 from router.conversation import Conversation
+from router.policy import BarCalibration
 from router.settings import load_settings
 from router.threaded_server import serve_in_thread
 
@@ -68,6 +69,11 @@ class StubModel:
         self.catalog = load_catalog(DEFAULT_CATALOG_PATH)
         self.metadata = {"version_id": self.version, "default_bar": self.default_bar,
                          "models": list(self.models), "feature_schema_version": 1}
+        # Calibrated on prompts of many lengths, as training calibrates on held-out ones.
+        probes = [Conversation.from_prompt("x" * n) for n in range(0, 50, 5)]
+        pred = StubModel.predict(self, probes)  # not counted by subclasses that count
+        self.metadata["bar_calibration"] = BarCalibration.fit(
+            pred.quality, pred.cost_usd, source="stub probes").to_dict()
 
     def predict(self, conversations: Sequence[Conversation],
                 models: Sequence[str] | None = None) -> StubPrediction:

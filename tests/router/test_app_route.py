@@ -37,9 +37,11 @@ def test_route_returns_cheapest_model_meeting_the_bar_with_every_candidate(
     # A lower bar picks a cheaper model; a model subset is respected; a prompt string works.
     assert server.client.post("/v1/route", json={"messages": "hi", "quality_bar": 0.6}
                               ).json()["model"] == "deepseek-v4-flash"
-    assert server.client.post("/v1/route", json={"messages": MESSAGES, "quality_bar": 0.8,
-                                                 "models": ["glm-4-plus", "gpt-4o"]}
-                              ).json()["model"] == "gpt-4o"
+    # A hard floor holds per request: within the subset only gpt-4o is predicted >= 0.8.
+    floor = server.client.post("/v1/route", json={"messages": MESSAGES, "min_quality": 0.8,
+                                                  "models": ["glm-4-plus", "gpt-4o"]}).json()
+    assert floor["model"] == "gpt-4o" and floor["min_quality"] == 0.8
+    assert [c["model"] for c in floor["candidates"]] == ["glm-4-plus", "gpt-4o"]
     # Without a bar: the model's default_bar (0.8 for the stub).
     assert server.client.post("/v1/route", json={"messages": MESSAGES}).json()[
         "quality_bar"] == 0.8
@@ -194,11 +196,27 @@ def test_route_in_utility_mode_trades_quality_for_cost(router_factory: Any) -> N
                               ).json()["model"] == "glm-4-plus"
 
 
+@pytest.mark.parametrize(("body", "message", "param"), [
+    ({"min_quality": 1.2}, "min_quality must be a number in [0, 1], got 1.2", "min_quality"),
+    ({"min_quality": 0.9, "quality_bar": 0.8},
+     "give one of quality_bar, min_quality and utility_lambda, not quality_bar and min_quality",
+     "min_quality"),
+])
+def test_bad_floor_is_refused(router_factory: Any, body: dict[str, Any], message: str,
+                              param: str) -> None:
+    server = router_factory()
+    for path, extra in (("/v1/route", {}), ("/v1/chat/completions", {"model": "router"})):
+        r = server.client.post(path, json={"messages": MESSAGES, **extra, **body})
+        assert (r.status_code, r.json()) == error(400, message, param=param,
+                                                  code=f"invalid_{param}")
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ({"utility_lambda": -1}, "utility_lambda must be a finite number >= 0 (quality per USD), "
                              "got -1.0"),
-    ({"utility_lambda": 10, "quality_bar": 0.8}, "give either quality_bar or utility_lambda, "
-                                                 "not both"),
+    ({"utility_lambda": 10, "quality_bar": 0.8}, "give one of quality_bar, min_quality and "
+                                                 "utility_lambda, not quality_bar and "
+                                                 "utility_lambda"),
 ])
 def test_bad_utility_lambda_is_refused(router_factory: Any, body: dict[str, Any],
                                        message: str) -> None:

@@ -1,36 +1,36 @@
 import numpy as np
 import pytest
 
-from router.errors import PolicyError
-from router.policy import choose, decide
+from router.errors import ArtifactError, PolicyError
+from router.policy import BarCalibration, choose, decide
 
 MODELS = ["cheap", "mid", "premium"]
 COST = [0.001, 0.005, 0.030]
 
 
-def test_cheapest_model_meeting_the_bar_wins():
-    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, bar=0.8)
+def test_floor_takes_the_cheapest_model_meeting_it():
+    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.8)
     assert decision.model == "mid"
     assert decision.met_bar
     assert decision.expected_cost_usd == pytest.approx(0.005)
 
 
-def test_low_bar_takes_the_cheapest_model():
-    assert decide(MODELS, [0.62, 0.81, 0.93], COST, bar=0.5).model == "cheap"
+def test_low_floor_takes_the_cheapest_model():
+    assert decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.5).model == "cheap"
 
 
-def test_unreachable_bar_falls_back_to_the_best_model():
-    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, bar=0.99)
+def test_unreachable_floor_falls_back_to_the_best_model():
+    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.99)
     assert decision.model == "premium"
     assert not decision.met_bar
 
 
 def test_best_quality_tie_goes_to_the_cheaper_model():
-    assert decide(MODELS, [0.5, 0.9, 0.9], COST, bar=0.95).model == "mid"
+    assert decide(MODELS, [0.5, 0.9, 0.9], COST, min_quality=0.95).model == "mid"
 
 
-def test_bar_is_inclusive():
-    assert decide(MODELS, [0.8, 0.9, 0.95], COST, bar=0.8).model == "cheap"
+def test_floor_is_inclusive():
+    assert decide(MODELS, [0.8, 0.9, 0.95], COST, min_quality=0.8).model == "cheap"
 
 
 def test_utility_mode_trades_quality_for_cost():
@@ -44,50 +44,56 @@ def test_utility_mode_trades_quality_for_cost():
 
 
 def test_max_cost_removes_expensive_candidates():
-    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, bar=0.9, max_cost_usd=0.01)
+    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.9, max_cost_usd=0.01)
     # premium is the only one meeting 0.9 but is over budget: the best affordable wins
     assert decision.model == "mid"
 
 
 def test_max_cost_below_every_model_picks_the_cheapest():
-    assert decide(MODELS, [0.62, 0.81, 0.93], COST, bar=0.9, max_cost_usd=1e-6).model == "cheap"
+    assert decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.9, max_cost_usd=1e-6).model == "cheap"
 
 
 def test_allowed_models_restrict_the_choice_and_the_candidates():
-    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, bar=0.5, allowed_models=["mid", "premium"])
+    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.5, allowed_models=["mid", "premium"])
     assert decision.model == "mid"
     assert [c.model for c in decision.candidates] == ["mid", "premium"]
 
 
 def test_every_candidate_is_reported_with_its_numbers():
-    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, bar=0.8)
+    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.8)
     assert [(c.model, c.expected_quality, c.expected_cost_usd) for c in decision.candidates] == [
         ("cheap", 0.62, 0.001), ("mid", 0.81, 0.005), ("premium", 0.93, 0.030)]
 
 
 @pytest.mark.parametrize("bar", [-0.1, 1.5, float("nan"), "0.8", True])
-def test_bar_outside_unit_interval_is_refused(bar):
-    with pytest.raises(PolicyError, match="quality_bar must be a number in \\[0, 1\\]"):
-        decide(MODELS, [0.5, 0.6, 0.7], COST, bar=bar)
+def test_floor_outside_unit_interval_is_refused(bar):
+    with pytest.raises(PolicyError, match="min_quality must be a number in \\[0, 1\\]"):
+        decide(MODELS, [0.5, 0.6, 0.7], COST, min_quality=bar)
 
 
 def test_unknown_allowed_model_is_named():
     with pytest.raises(PolicyError, match="unknown model\\(s\\) in models: gpt-9"):
-        decide(MODELS, [0.5, 0.6, 0.7], COST, bar=0.5, allowed_models=["gpt-9"])
+        decide(MODELS, [0.5, 0.6, 0.7], COST, min_quality=0.5, allowed_models=["gpt-9"])
 
 
 def test_non_positive_budget_is_refused():
     with pytest.raises(PolicyError, match="max_cost_usd must be positive"):
-        decide(MODELS, [0.5, 0.6, 0.7], COST, bar=0.5, max_cost_usd=0)
+        decide(MODELS, [0.5, 0.6, 0.7], COST, min_quality=0.5, max_cost_usd=0)
 
 
 def test_choose_vectorised_matches_per_row_decisions():
     rng = np.random.default_rng(0)
     quality = rng.uniform(size=(500, 3))
     cost = np.tile(COST, (500, 1))
+    floors = rng.uniform(size=500)
+    batch = choose(quality, cost, min_quality=floors)
+    single = [MODELS.index(decide(MODELS, q, c, min_quality=float(b)).model)
+              for q, c, b in zip(quality, cost, floors, strict=True)]
+    assert batch.tolist() == single
+    calibration = BarCalibration.fit(quality, cost)
     bars = rng.uniform(size=500)
-    batch = choose(quality, cost, bar=bars)
-    single = [MODELS.index(decide(MODELS, q, c, bar=float(b)).model)
+    batch = choose(quality, cost, bar=bars, calibration=calibration)
+    single = [MODELS.index(decide(MODELS, q, c, bar=float(b), calibration=calibration).model)
               for q, c, b in zip(quality, cost, bars, strict=True)]
     assert batch.tolist() == single
 
@@ -95,3 +101,96 @@ def test_choose_vectorised_matches_per_row_decisions():
 def test_choose_needs_exactly_one_rule():
     with pytest.raises(ValueError, match="exactly one"):
         choose(np.ones((1, 2)), np.ones((1, 2)))
+    with pytest.raises(PolicyError, match="give one of quality_bar, min_quality"):
+        decide(MODELS, [0.5, 0.6, 0.7], COST, bar=0.5, min_quality=0.5,
+               calibration=BarCalibration((0.6,), (0.001,), (1.0,)))
+
+
+# -- the default rule: a bar is a target mean quality --------------------------------
+
+def _traffic(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Easy prompts every model answers; hard ones only the dearer models answer."""
+    rng = np.random.default_rng(seed)
+    hard = rng.uniform(size=n) < 0.4
+    quality = np.where(hard[:, None], [0.2, 0.75, 0.8], [0.9, 0.92, 0.95])
+    quality = np.clip(quality + rng.normal(0, 0.05, size=(n, 3)), 0, 1)
+    return quality, np.tile(COST, (n, 1))
+
+
+def test_a_bar_is_reached_on_average_at_the_least_cost():
+    quality, cost = _traffic()
+    calibration = BarCalibration.fit(quality, cost, quality, cost)
+    rows = np.arange(len(quality))
+    for bar in (0.7, 0.8, 0.85):
+        chosen = choose(quality, cost, bar=bar, calibration=calibration)
+        assert quality[rows, chosen].mean() >= bar - 1e-9
+        # The least-cost way there, up to the calibration grid's step: no lambda of a
+        # finer sweep reaching the bar is more than 1% cheaper.
+        cheaper = [cost[rows, choose(quality, cost, utility_lambda=lam)].mean()
+                   for lam in np.geomspace(1e-2, 1e5, 1000)
+                   if quality[rows, choose(quality, cost, utility_lambda=lam)].mean() >= bar]
+        assert cost[rows, chosen].mean() <= 1.01 * min(cheaper)
+
+
+def test_a_higher_bar_never_lowers_mean_quality_or_mean_cost():
+    quality, cost = _traffic(seed=1)
+    calibration = BarCalibration.fit(quality, cost, quality, cost)
+    rows = np.arange(len(quality))
+    means = []
+    for bar in np.linspace(0, 1, 101):
+        chosen = choose(quality, cost, bar=bar, calibration=calibration)
+        means.append((quality[rows, chosen].mean(), cost[rows, chosen].mean()))
+    q, c = np.array(means).T
+    assert (np.diff(q) >= -1e-12).all() and (np.diff(c) >= -1e-12).all()
+    assert q[-1] > q[0] and c[-1] > c[0]
+    assert np.all(np.diff(calibration.quality) > 0) and np.all(np.diff(calibration.cost_usd) >= 0)
+
+
+def test_an_unreachable_bar_does_not_buy_the_dearest_model_for_nothing():
+    # premium is predicted a hair above mid at 6x the price, and measured equal on
+    # the calibration prompts: the floor rule buys it for a bar no model clears;
+    # the default rule does not.
+    pred = np.tile([0.3, 0.600, 0.601], (50, 1))
+    realised = np.tile([0.3, 0.6, 0.6], (50, 1))
+    cost = np.tile(COST, (50, 1))
+    calibration = BarCalibration.fit(pred, cost, realised, cost)
+    assert MODELS[choose(pred, cost, min_quality=0.9)[0]] == "premium"
+    assert MODELS[choose(pred, cost, bar=0.9, calibration=calibration)[0]] == "mid"
+    assert decide(MODELS, pred[0], cost[0], bar=0.9, calibration=calibration).met_bar
+
+
+def test_calibration_is_scored_on_realised_outcomes_where_known():
+    pred = np.tile([0.5, 0.9, 0.95], (100, 1))
+    cost = np.tile(COST, (100, 1))
+    realised = np.tile([0.5, 0.6, 0.95], (100, 1))  # mid is worse than predicted
+    calibration = BarCalibration.fit(pred, cost, realised, cost)
+    # Reaching a mean of 0.9 takes premium: mid was measured at 0.6.
+    lam = calibration.lambda_for(0.9)
+    assert MODELS[choose(pred, cost, utility_lambda=lam)[0]] == "premium"
+    assert calibration.expected_at(0.9) == pytest.approx((0.95, 0.030))
+
+
+def test_calibration_round_trips_and_rejects_malformed_data():
+    quality, cost = _traffic(seed=2)
+    calibration = BarCalibration.fit(quality, cost, source="held-out prompts")
+    again = BarCalibration.from_dict(calibration.to_dict())
+    assert again == calibration
+    assert BarCalibration.from_metadata({"bar_calibration": calibration.to_dict()}) == calibration
+    assert BarCalibration.from_metadata({}) is None
+    with pytest.raises(ArtifactError, match="bar calibration is malformed"):
+        BarCalibration.from_dict({"quality": [0.5]})
+    with pytest.raises(ArtifactError, match="rise in quality and cost"):
+        BarCalibration((0.6, 0.5), (0.001, 0.002), (2.0, 1.0))
+
+
+def test_a_bar_without_calibration_is_refused_with_the_fix():
+    with pytest.raises(PolicyError, match="no bar calibration.*retrain"):
+        decide(MODELS, [0.5, 0.6, 0.7], COST, bar=0.5)
+
+
+def test_the_decision_reports_the_lambda_it_used():
+    quality, cost = _traffic(seed=3)
+    calibration = BarCalibration.fit(quality, cost)
+    decision = decide(MODELS, quality[0], cost[0], bar=0.8, calibration=calibration)
+    assert decision.utility_lambda == calibration.lambda_for(0.8)
+    assert decision.quality_bar == 0.8

@@ -62,13 +62,15 @@ def test_predict_writes_one_decision_per_prompt_and_bar(
     assert list(scores.columns) == ["prompt_id", "model", "expected_quality",
                                     "expected_cost_usd"]
     assert len(scores) == 1600
-    # Every decision is the policy's: cheapest model meeting the bar, else the best.
+    # Every decision is the default rule's: argmax quality - lambda(bar) * cost, with
+    # lambda(bar) from the artifact's calibration (ties: the cheaper model).
+    calibration = QualityModel.load(artifact).bar_calibration
     for (pid, bar), row in routes.set_index(["prompt_id", "bar"]).iterrows():
         cands = scores[scores["prompt_id"] == pid]
-        meets = cands[cands["expected_quality"] >= bar]
-        expected = (meets.loc[meets["expected_cost_usd"].idxmin(), "model"] if len(meets)
-                    else cands.loc[cands["expected_quality"].idxmax(), "model"])
-        assert row["model"] == expected
+        utility = cands["expected_quality"] - calibration.lambda_for(bar) * cands[
+            "expected_cost_usd"]
+        best = cands[utility >= utility.max()]
+        assert row["model"] == best.loc[best["expected_cost_usd"].idxmin(), "model"]
     # A higher bar never buys a cheaper answer on average.
     mean_cost = routes.groupby("bar")["expected_cost_usd"].mean()
     assert mean_cost[0.9] >= mean_cost[0.5] > 0
@@ -128,10 +130,19 @@ def test_route_prints_the_http_decision_shape(artifact: Path,
     assert decision["model_version"] == meta["version_id"]
     cands = decision["candidates"]
     assert [c["model"] for c in cands] == meta["models"]
-    meeting = [c for c in cands if c["expected_quality"] >= 0.8]
-    best = (min(meeting, key=lambda c: c["expected_cost_usd"]) if meeting
-            else max(cands, key=lambda c: c["expected_quality"]))
+    # The default rule: argmax quality - lambda(0.8) * cost.
+    lam = QualityModel.load(artifact).bar_calibration.lambda_for(0.8)
+    best = max(cands, key=lambda c: (c["expected_quality"] - lam * c["expected_cost_usd"],
+                                     -c["expected_cost_usd"]))
     assert decision["model"] == best["model"]
+    # A hard floor instead: the cheapest model predicted to reach it, else the best.
+    assert main(["route", "Prove that sqrt(2) is irrational.", "--model", str(artifact),
+                 "--min-quality", "0.8"]) == 0
+    floor = json.loads(capsys.readouterr().out)
+    meeting = [c for c in cands if c["expected_quality"] >= 0.8]
+    expected = (min(meeting, key=lambda c: c["expected_cost_usd"]) if meeting
+                else max(cands, key=lambda c: c["expected_quality"]))
+    assert floor["model"] == expected["model"] and floor["min_quality"] == 0.8
 
 
 def test_route_in_utility_mode_maximises_quality_minus_lambda_cost(

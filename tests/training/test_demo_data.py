@@ -121,3 +121,24 @@ def _write(table: pd.DataFrame, path: Path) -> Path:
     from training.data import write_outcomes
 
     return write_outcomes(table, path)
+
+
+def _implied_skills(table: pd.DataFrame) -> pd.Series:
+    """Each model's skill per task relative to the first model, read back from
+    expected = sigmoid(8 (skill - level)): on one prompt, the logit gap of two
+    models is 8 x their skill gap, whatever the prompt's level."""
+    logit = np.log(table["expected_quality"] / (1 - table["expected_quality"])) / 8.0
+    wide = table.assign(logit=logit).pivot(index="prompt_id", columns="model", values="logit")
+    gap = wide.sub(wide.iloc[:, 0], axis=0)
+    task = table.groupby("prompt_id")["task"].first()
+    return gap.groupby(task).mean().stack().round(6)
+
+
+def test_other_seeds_are_fresh_prompts_from_the_same_models_and_worlds_differ():
+    # A router trained on one seed is tested on another: the models must be the same.
+    a, b = generate_demo(300, seed=0, with_expected=True), generate_demo(300, seed=1,
+                                                                         with_expected=True)
+    assert set(a["prompt_id"]).isdisjoint(b["prompt_id"])
+    assert _implied_skills(a).equals(_implied_skills(b))
+    drifted = generate_demo(300, seed=0, world=1, with_expected=True)
+    assert not _implied_skills(a).equals(_implied_skills(drifted))

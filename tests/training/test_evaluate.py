@@ -289,13 +289,18 @@ def test_router_beats_random_on_held_out_gsm8k(shared_data) -> None:
     assert report.two_model["oracle"]["cpt50"] < report.cpt50
 
 
-def test_utility_rule_is_swept_and_the_router_aiq_covers_both_rules() -> None:
+def test_every_rule_is_swept_and_the_router_aiq_is_the_default_rules() -> None:
     # Blurred predictions: "mid" and "dear" look alike on hard prompts, which is where the
-    # threshold rule pays for "dear" and the utility rule can decline to.
+    # hard floor pays for "dear" and the default (utility) rule can decline to.
     report = evaluate(StubModel(blur=0.4), make_table(300, seed=2))
     lambdas = [p["lambda"] for p in report.utility_curve]
     assert lambdas[0] == 0.0 and lambdas == sorted(lambdas)
     # lambda = 0 is "best predicted quality at any price"; the largest lambda is "cheapest".
     assert report.utility_curve[-1]["cost_usd"] == pytest.approx(COST["cheap"])
-    assert report.aiq >= report.aiq_threshold and report.aiq >= report.aiq_utility
-    assert {"aiq", "aiq_threshold", "aiq_utility"} <= set(report.knn)
+    floors = [p["min_quality"] for p in report.floor_curve]
+    assert floors == sorted(floors) and floors[0] == 0.0 and floors[-1] == 1.0
+    # The stub stores no calibration: bars are calibrated on its predictions (noted).
+    assert any("no bar calibration" in n for n in report.notes)
+    assert report.aiq > report.aiq_floor
+    assert report.aiq == pytest.approx(report.aiq_utility, abs=0.01)
+    assert {"aiq", "aiq_floor", "aiq_utility"} <= set(report.knn)

@@ -39,7 +39,7 @@ def log_from(mu, cost, rng, *, explore: float = 0.3):
 
 
 def target_policy(mu, cost, bar=0.7):
-    return policy_actions(mu, cost, bar=bar)
+    return policy_actions(mu, cost, min_quality=bar)
 
 
 def test_ips_and_dr_recover_the_true_value_of_a_policy_never_run() -> None:

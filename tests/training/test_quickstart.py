@@ -1,4 +1,7 @@
 import json
+from pathlib import Path
+
+import pytest
 
 from router.cli import main
 from router.registry import Registry
@@ -31,3 +34,15 @@ def _json_blocks(text: str) -> list[str]:
             if depth == 0 and start is not None:
                 blocks.append(text[start:index + 1])
     return [b for b in blocks if '"request_id"' in b]
+
+
+@pytest.mark.slow
+def test_the_readme_quotes_what_the_default_quickstart_measures(tmp_path, capsys):
+    code = main(["quickstart", "--dir", str(tmp_path / "demo"),
+                 "--registry", str(tmp_path / "models"), "--no-serve"])
+    assert code == 0
+    [summary] = [line[len("summary: "):] for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("summary: ")]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    quoted = readme.split("<!-- quickstart-summary -->\n", 1)[1].split("\n<!--", 1)[0]
+    assert quoted == summary

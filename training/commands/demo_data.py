@@ -31,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompts", type=int, default=2000, metavar="N",
                         help="number of prompts (rows = N x catalog models; default 2000)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="random seed (default 0)")
+                        help="seed of the prompts and their outcomes (default 0); other "
+                             "seeds give fresh prompts from the same traffic")
+    parser.add_argument("--world", type=int, default=0, metavar="W",
+                        help="seed of the models' skills per task (default 0); another "
+                             "world is other models, e.g. to simulate a drift")
     parser.add_argument("--catalog", default=None, metavar="FILE",
                         help="model catalog TOML (default: $ROUTER_CATALOG or "
                              "models/catalog.toml)")
@@ -45,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.prompts < 1:
         raise ConfigError(f"--prompts must be at least 1, got {args.prompts}")
     catalog = load_catalog(args.catalog)
-    table = generate_demo(args.prompts, args.seed, catalog)
+    table = generate_demo(args.prompts, args.seed, catalog, world=args.world)
     path = write_outcomes(table, args.out)
     per_model = table.groupby("model", sort=False)[["quality", "cost_usd"]].mean()
     best = per_model["quality"].idxmax()

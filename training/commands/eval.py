@@ -167,6 +167,8 @@ def _pct(value: float | None) -> str:
 
 def format_report(data: Mapping[str, Any], *, model_dir: str = "") -> str:
     """The human-readable table of an `EvalReport.to_dict()`."""
+    from training.evaluate import headline
+
     lines = [f"router eval{' of ' + model_dir if model_dir else ''}: {data['n_prompts']} "
              f"prompts, {len(data['models'])} models"]
     lines += [f"note: {n}" for n in data["notes"]]
@@ -190,8 +192,8 @@ def format_report(data: Mapping[str, Any], *, model_dir: str = "") -> str:
     gain = data["aiq"] - data["zero_router_aiq"]
     rules = ""
     if data.get("aiq_utility") is not None:
-        rules = (f" [threshold rule {data['aiq_threshold']:.4f}, "
-                 f"utility rule {data['aiq_utility']:.4f}]")
+        rules = (f" [hard floor {data['aiq_floor']:.4f}, "
+                 f"explicit lambda {data['aiq_utility']:.4f}]")
     parts = [f"router {data['aiq']:.4f}{rules}",
              f"Zero router {data['zero_router_aiq']:.4f} (router {gain:+.4f})"]
     if data.get("knn"):
@@ -205,6 +207,11 @@ def format_report(data: Mapping[str, Any], *, model_dir: str = "") -> str:
     q10 = data["quality_at_10pct_cost"]
     lines.append("  quality at 10% of the best single model's cost: "
                  + ("not reachable" if q10 is None else f"{q10:.4f}"))
+    point = data.get("default_point")
+    if point:
+        lines.append(f"  at the model's default bar {point['bar']:.2f}: "
+                     f"{_usd(point['cost_usd'])}/request, quality {point['quality']:.4f}")
+    lines += ["", "summary: " + headline(data)]
     tm = data.get("two_model")
     if tm:
         lines.append(f"  two models ({tm['weak']} weak, {tm['strong']} strong), strong-call "

@@ -19,8 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="route every prompt of a table at one or more quality bars, write a CSV",
         description="Score every prompt of --data with a trained model and write one row per "
                     "(prompt_id, bar): prompt_id, bar, model, expected_quality, "
-                    "expected_cost_usd (the decision of the default policy: the cheapest model "
-                    "whose expected quality meets the bar, else the best). --data is an outcome "
+                    "expected_cost_usd: the decision of the default rule, the one `router "
+                    "route` and the server run (a bar is a target mean quality; the "
+                    "artifact's calibration turns it into a cost weight lambda and each "
+                    "prompt takes argmax quality - lambda * cost). --data is an outcome "
                     "table (candidates: the models it contains, which must all be in the "
                     "artifact) or a table of prompts only (prompt_id plus prompt or messages; "
                     "candidates: every model of the artifact). Costs use the artifact's prices "
@@ -75,10 +77,11 @@ def _run(args: argparse.Namespace) -> int:
         model = model.with_prices(load_prices_csv(args.prices))
     prompt_ids, convs, candidates = _read_prompts(args.data, model, args.model)
     pred = model.predict(convs, models=candidates)
+    calibration = model.bar_calibration
     n, m = pred.quality.shape
     decisions = []
     for bar in bars:
-        chosen = choose(pred.quality, pred.cost_usd, bar=bar)
+        chosen = choose(pred.quality, pred.cost_usd, bar=bar, calibration=calibration)
         decisions.append(pd.DataFrame({
             "prompt_id": prompt_ids,
             "bar": bar,

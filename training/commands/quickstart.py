@@ -83,7 +83,9 @@ def _run(args: argparse.Namespace) -> int:
             "--seed", str(args.seed))
 
     _step(3, total, f"evaluating on {test_data.name} (prompts the model never saw) -> {plot}")
-    _router("eval", "--model", str(model_dir), "--data", str(test_data), "--plot", str(plot))
+    # kNN learns from the same training prompts as the router: the fair baseline.
+    _router("eval", "--model", str(model_dir), "--data", str(test_data), "--plot", str(plot),
+            "--train-data", str(train_data))
 
     _step(4, total, "routing two prompts (an easy one, a hard one)")
     for prompt in EXAMPLE_PROMPTS:
