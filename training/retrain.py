@@ -293,7 +293,7 @@ def retrain(
     tests can inject a deliberately bad trainer.
     """
     from router.predictor import QualityModel
-    from training.data import load_outcomes
+    from training.data import load_outcomes, load_priced_outcomes
     from training.gate import run_gate
 
     if catalog is None:
@@ -316,7 +316,10 @@ def retrain(
     train_rows, recent = split_recent(rows, holdout_frac if len(rows) >= min_rows else 0.0)
     parts = [train_rows] if len(train_rows) else []
     if base:
-        base_table = load_outcomes(list(base), catalog=catalog)
+        # A base table may hold models the catalog lacks: their prices are learned
+        # from their rows' cost_usd, as `router train` does.
+        priced = load_priced_outcomes(list(base), catalog=catalog)
+        base_table, catalog = priced.table, priced.catalog
         echo(f"base: {len(base_table)} rows from {len(base)} table(s)")
         parts.append(base_table)
     if not parts:
