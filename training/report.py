@@ -25,6 +25,11 @@ requests that have any; `rated` says how many.
 
 Fallback: the model that answered (`served_model`) is not the one the policy
 chose (`chosen_model`). Days are UTC calendar days.
+
+Only chat completions are requests here. A decision from `POST /v1/route` alone
+(endpoint "route") called no model and spent nothing, so it has no place in the
+spend or the savings: counting its flagship counterfactual would claim a saving
+on a call nobody made. Such decisions are counted apart, in `route_only`.
 """
 
 from __future__ import annotations
@@ -98,10 +103,19 @@ def _mean(values: pd.Series) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
+def _route_only(frame: pd.DataFrame) -> np.ndarray:
+    """Rows that are `/v1/route` decisions alone (no model was called)."""
+    if "endpoint" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    return (frame["endpoint"] == "route").to_numpy(dtype=bool)
+
+
 def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
                  since: datetime | None = None, until: datetime | None = None,
                  source: str = "") -> dict[str, Any]:
     """Every figure of the report from `load_log`'s frame; JSON-able (see module docstring)."""
+    route_only = _route_only(frame)
+    frame = frame[~route_only]
     n = len(frame)
     report: dict[str, Any] = {
         "source": source,
@@ -109,6 +123,11 @@ def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
         "until": until.isoformat() if until else None,
         "estimate": ESTIMATE_NOTE,
         "requests": n,
+        "route_only": {
+            "decisions": int(route_only.sum()),
+            "description": "POST /v1/route decisions: no model called, not in spend or "
+                           "savings",
+        },
     }
     if n == 0:
         report.update(spend_usd=0.0, mean_feedback_quality=None, rated=0, models=[], days=[],
@@ -236,6 +255,10 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as text: headline, savings, rates, then per-model and per-day tables."""
     window = f"since {report['since']}" if report["since"] else "all time"
     out = [f"outcome log {report['source']}, {window}: {report['requests']:,} requests"]
+    decisions = report.get("route_only", {}).get("decisions", 0)
+    if decisions:
+        out.append(f"route-only decisions: {decisions:,} (POST /v1/route, no model called; "
+                   "not in spend or savings)")
     if not report["requests"]:
         out.append("no requests in this window; widen --since or check --log")
         return "\n".join(out)

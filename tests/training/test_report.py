@@ -190,3 +190,35 @@ def test_parse_since():
     assert parse_since("7d", now=now) == datetime(2026, 3, 3, 12, tzinfo=UTC)
     assert parse_since("36h", now=now) == datetime(2026, 3, 9, 0, tzinfo=UTC)
     assert parse_since("2026-03-01", now=now) == datetime(2026, 3, 1, tzinfo=UTC)
+
+
+async def test_route_only_decisions_are_counted_apart_not_as_savings(tmp_path, capsys):
+    """`/v1/route` called no model: it adds neither requests nor a flagship counterfactual."""
+    path = tmp_path / "mixed.db"
+    log = open_outcome_log(str(path))
+    await log.start()
+    answered = [record("c1", at(DAY1, 9), "cheap", "cheap", 0.001),
+                record("c2", at(DAY1, 10), "mid", "mid", 0.004)]
+    decisions = [record(f"d{i}", at(DAY1, 11 + i), "cheap", None, None, endpoint="route")
+                 for i in range(3)]
+    for rec in answered + decisions:
+        assert log.log(rec)
+    await log.close()
+
+    report = build_report(load_log(str(path)), source="x")
+    assert report["requests"] == 2
+    assert report["route_only"]["decisions"] == 3
+    top = report["counterfactuals"]["most_expensive"]
+    assert top["spend_usd"] == pytest.approx(0.020)  # strong's .010 for c1 and c2 only
+    assert top["saving_usd"] == pytest.approx(0.015)
+    assert [(m["model"], m["requests"], m["share"]) for m in report["models"]] == [
+        ("cheap", 1, 0.5), ("mid", 1, 0.5)]
+    assert report["days"][0]["requests"] == 2
+
+    assert main(["report", "--log", str(path), "--since", "30d"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(": 2 requests")
+    assert lines[1] == ("route-only decisions: 3 (POST /v1/route, no model called; "
+                        "not in spend or savings)")
+    assert any("the most expensive model considered: $0.0200; saving $0.0150 (75.0%)" in line
+               for line in lines)
