@@ -9,7 +9,7 @@ import pytest
 
 from router.conversation import parse_conversation
 from router.errors import DataError, NotFittedError
-from router.features import FEATURE_SCHEMA_VERSION, FeatureExtractor
+from router.features import FEATURE_SCHEMA_VERSION, KEYWORD_GROUPS, FeatureExtractor
 
 CORPUS = [
     "Write a python function that reverses a linked list.\n```python\ndef f(x):\n    "
@@ -163,3 +163,116 @@ def test_math_latex_and_url_counts(fitted: FeatureExtractor, text: str, math: in
     row = _row(fitted, text)
     assert (row["last_math_symbols"], row["last_latex"], row["last_urls"]) == (
         math, latex, urls)
+
+
+# -- text in any language ----------------------------------------------------------
+# Chinese coding requests, Chinese poems, Japanese math questions and Chinese small
+# talk, each kind with its own templates and topics and no Latin words, so only the
+# CJK text tells the kinds apart.
+ZH_CODE = (["请用{}写一个函数，代码要有注释。", "我的程序在{}时报错了，帮我调试这段代码。",
+            "如何用代码实现{}的算法？写出函数。", "这个{}函数的代码有错误，请修改程序。"],
+           ["快速排序", "二叉树遍历", "读取文件", "链表反转", "字符串匹配", "哈希表", "递归",
+            "正则表达式"])
+ZH_POEM = (["写一首关于{}的诗，要有古典的风格。", "请以{}为题作一首七言诗，意境优美。",
+            "为{}写一首抒情的现代诗歌。", "用{}的意象写一首短诗，表达思念。"],
+           ["秋天的落叶", "明月", "江南春雨", "故乡", "大海", "梅花", "黄昏", "山水"])
+JA_MATH = (["次の方程式を解きなさい：{}の値はいくつですか？",
+            "{}の面積を計算してください。答えは整数です。",
+            "確率の問題：{}となる確率を求めなさい。", "{}の平均を計算して、答えを求めなさい。"],
+           ["三角形", "円", "正方形", "サイコロの目の和", "五つの数", "二次関数", "台形",
+            "平行四辺形"])
+ZH_CHAT = (["你好，今天{}，你心情怎么样？", "周末想去{}玩，你觉得好不好？",
+            "我最近在看{}，你喜欢吗？", "跟我聊聊{}吧，我有点无聊。"],
+           ["天气很好", "海边", "一本小说", "电影", "猫和狗", "下雨了", "公园", "音乐"])
+
+
+def _kind(kind: tuple[list[str], list[str]], n: int) -> list[str]:
+    templates, topics = kind
+    return [templates[i % 4].format(topics[(i // 4 + i) % len(topics)]) for i in range(n)]
+
+
+CJK_CORPUS = _kind(ZH_CODE, 24) + _kind(ZH_POEM, 24) + _kind(JA_MATH, 24) + _kind(ZH_CHAT, 24)
+
+
+@pytest.fixture(scope="module")
+def cjk_fitted() -> FeatureExtractor:
+    return FeatureExtractor(n_components=16).fit(CORPUS + CJK_CORPUS)
+
+
+def test_cjk_prompts_of_different_kinds_embed_apart(cjk_fitted: FeatureExtractor) -> None:
+    # New sentences: as one `\w\w+` token each, none would share anything with training.
+    code_a, code_b, poem, math_a, math_b = cjk_fitted.embed([
+        "请用代码实现合并数组的函数，写出注释。",
+        "我的程序报错了，这个排序函数的代码有错误。",
+        "写一首关于冬天雪景的诗，意境要优美。",
+        "次の方程式を解きなさい：xの値を求めなさい。",
+        "長方形の面積を計算してください。"])
+    assert code_a @ code_b > code_a @ poem + 0.2
+    assert math_a @ math_b > max(math_a @ code_a, math_a @ poem) + 0.2
+
+
+def test_a_cjk_prompt_is_many_tokens_not_one(cjk_fitted: FeatureExtractor) -> None:
+    new = "请用代码实现合并数组的函数，写出注释。"
+    _, (row,) = cjk_fitted.transform_with_tfidf([new])
+    assert len(row[0]) > 20  # its character 1-2-grams seen in training
+    thai = FeatureExtractor(n_components=2).fit(["ภาษาไทยง่าย", "ภาษาอังกฤษ", "ไม่มีช่องว่าง"])
+    _, (thai_row,) = thai.transform_with_tfidf(["ภาษาไทยไม่มีช่องว่างระหว่างคำ"])
+    assert len(thai_row[0]) > 5
+
+
+def test_words_beside_cjk_text_are_still_words(cjk_fitted: FeatureExtractor) -> None:
+    mixed = _row(cjk_fitted, "用python写一个函数，处理json数据")
+    assert mixed["kw_coding"] == 3  # python, json and 函数
+    assert mixed["kw_math"] == 1  # 函数, as "function" is both
+
+
+def test_cjk_keywords_count_toward_their_groups(cjk_fitted: FeatureExtractor) -> None:
+    code = _row(cjk_fitted, "这个快速排序函数的代码有错误，请修改程序。")
+    poem = _row(cjk_fitted, "写一首关于明月的诗，要有古典的风格。")
+    math = _row(cjk_fitted, "次の方程式を解きなさい：答えはいくつですか？")
+    assert code["kw_coding"] == 3 and code["kw_writing"] == 0
+    assert poem["kw_writing"] == 2 and poem["kw_coding"] == 0
+    assert math["kw_math"] == 2 and math["kw_coding"] == 0  # 方程, いくつ
+    # Every CJK phrase of every group is counted when it stands alone.
+    for group, (_, phrases) in KEYWORD_GROUPS.items():
+        cjk = [p for p in phrases if not p.isascii()]
+        column = cjk_fitted.feature_names_.index(f"kw_{group}")
+        counts = cjk_fitted.transform(cjk)[:, column]
+        assert [p for p, n in zip(cjk, counts, strict=True) if n < 1] == []
+
+
+def test_cjk_batches_equal_singles(cjk_fitted: FeatureExtractor) -> None:
+    batch = [*CORPUS[:9], *CJK_CORPUS[::12], "한국어 텍스트 분류", "mixed 中文 text", "café"]
+    singles = np.vstack([cjk_fitted.transform([c]) for c in batch])
+    assert np.array_equal(cjk_fitted.transform(batch), singles)
+    assert np.isfinite(singles).all()
+
+
+def test_quality_model_tells_cjk_prompt_kinds_apart() -> None:
+    """Chinese coding requests fail on the cheap model, Chinese small talk does not."""
+    import json
+
+    import pandas as pd
+
+    from router.catalog import Catalog, ModelSpec
+    from router.predictor import QualityModel
+
+    catalog = Catalog({"cheap": ModelSpec("cheap", 0.1, 0.4, 16_000),
+                       "strong": ModelSpec("strong", 5.0, 15.0, 128_000)})
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(_kind(ZH_CODE, 250) + _kind(ZH_CHAT, 250)):
+        hard = i < 250
+        messages = json.dumps([{"role": "user", "content": f"{text}（{i}）"}],
+                              ensure_ascii=False)
+        for model, p_success in (("cheap", 0.1 if hard else 0.9), ("strong", 0.95)):
+            rows.append({"prompt_id": f"p{i}", "messages": messages, "model": model,
+                         "quality": float(rng.random() < p_success), "input_tokens": 30.0,
+                         "output_tokens": 100.0, "cost_usd": np.nan, "weight": 1.0})
+    model = QualityModel(n_components=16).fit(pd.DataFrame(rows), catalog=catalog)
+    cheap = model.predict(["请用代码实现合并数组的函数，写出注释。",
+                           "我的程序报错了，这个排序函数的代码有错误。",
+                           "你好，今天下雪了，你心情怎么样？",
+                           "我最近在看一部纪录片，你喜欢吗？"]).quality[:, 0]
+    # Margins hold for table seeds 0-5 (hard at most 0.39, easy at least 0.76).
+    assert max(cheap[:2]) < 0.45 < 0.7 < min(cheap[2:])
