@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,6 +86,10 @@ def test_readme_commands_work_as_written(tmp_path):
     for var in ("ROUTER_LOG_URL", "ROUTER_CACHE_URL", "ROUTER_CONFIG", "ROUTER_API_KEYS",
                 "ROUTER_MODEL_DIR", "ROUTER_REGISTRY_DIR", "ROUTER_PORT"):
         env.pop(var, None)
+    # The blocks run from a clone's root: the files they read from the repository too.
+    examples = tmp_path / "training" / "examples"
+    examples.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "training" / "examples" / "prompts.csv", examples)
     setup = subprocess.run(["router", "quickstart", "--no-serve"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=240)
     assert setup.returncode == 0, setup.stderr[-3000:]
@@ -128,6 +133,11 @@ def test_readme_commands_work_as_written(tmp_path):
     assert 'router_requests_total{endpoint="chat"' in joined
     assert "had every request gone to" in joined
     assert '"full_data_aiq"' in joined and (tmp_path / "tour" / "loop.png").is_file()
+    assert "24 pairs run" in joined  # router collect over the shipped example prompts
+    # Everything the tour writes stays under tour/ (and the quickstart's demo/).
+    written = {p.name for p in tmp_path.iterdir()} - {"training", "registry", "serve.log"}
+    assert written <= {"tour", "demo", "models", "router_outcomes.db", "router_outcomes.db-wal",
+                       "router_outcomes.db-shm"}, written
     routes = (tmp_path / "tour" / "routes.csv").read_text().splitlines()
     assert routes[0] == "prompt_id,bar,model,expected_quality,expected_cost_usd"
     assert len(routes) == 1 + 2 * 250

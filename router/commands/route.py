@@ -6,11 +6,16 @@ import argparse
 import json
 import sys
 import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from router.cli import add_command
 from router.errors import ArtifactError, ConfigError
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from router.policy import Decision
+
+__all__ = ["register", "route_one"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,9 +61,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated models allowed (default: all the artifact's)")
 
 
+def route_one(model: Any, conversation: Any, *, bar: float | None = None,
+              min_quality: float | None = None, utility_lambda: float | None = None,
+              max_cost_usd: float | None = None,
+              allowed_models: Sequence[str] | None = None) -> Decision:
+    """One decision of a loaded `QualityModel` for one conversation, by the rule the
+    server runs: the artifact's default bar unless a bar, floor or lambda is given."""
+    from router.policy import decide
+
+    if bar is None and min_quality is None and utility_lambda is None:
+        bar = model.default_bar
+    pred = model.predict([conversation])
+    return decide(pred.models, pred.quality[0], pred.cost_usd[0], bar=bar,
+                  calibration=model.bar_calibration if bar is not None else None,
+                  min_quality=min_quality, utility_lambda=utility_lambda,
+                  max_cost_usd=max_cost_usd, allowed_models=allowed_models)
+
+
 def _run(args: argparse.Namespace) -> int:
     from router.conversation import parse_conversation
-    from router.policy import decide
     from router.predictor import QualityModel
     from router.registry import Registry
 
@@ -79,14 +100,9 @@ def _run(args: argparse.Namespace) -> int:
         if not allowed:
             raise ConfigError("--models is empty", hint="e.g. --models gpt-4o,qwen3-32b")
     lam, floor = args.utility_lambda, args.min_quality
-    bar = args.bar
-    if bar is None and lam is None and floor is None:
-        bar = model.default_bar
-    pred = model.predict([conversation])
-    decision = decide(pred.models, pred.quality[0], pred.cost_usd[0], bar=bar,
-                      calibration=model.bar_calibration if bar is not None else None,
-                      min_quality=floor, utility_lambda=lam, max_cost_usd=args.max_cost_usd,
-                      allowed_models=allowed)
+    decision = route_one(model, conversation, bar=args.bar, min_quality=floor,
+                         utility_lambda=lam, max_cost_usd=args.max_cost_usd,
+                         allowed_models=allowed)
     print(json.dumps({
         "request_id": "req_" + uuid.uuid4().hex,
         "model": decision.model,

@@ -1,10 +1,12 @@
-import json
+import socket
 from pathlib import Path
 
 import pytest
 
 from router.cli import main
+from router.predictor import QualityModel
 from router.registry import Registry
+from training.commands.quickstart import EXAMPLE_PROMPTS
 
 
 def test_quickstart_trains_evaluates_routes_and_promotes(tmp_path, capsys):
@@ -13,27 +15,50 @@ def test_quickstart_trains_evaluates_routes_and_promotes(tmp_path, capsys):
                  "--registry", str(registry_root), "--no-serve"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "[5/5] promoted" in out
+    steps = [line for line in out.splitlines() if line.startswith("[")]
+    assert [s[:5] for s in steps] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
     assert (tmp_path / "demo" / "eval.png").stat().st_size > 10_000
-    decisions = [json.loads(block) for block in _json_blocks(out)]
-    assert len(decisions) == 2
-    assert all(d["model"] in {c["model"] for c in d["candidates"]} for d in decisions)
+    # Each routed prompt is shown (shortened) with one line per candidate, the choice marked.
+    model = QualityModel.load(tmp_path / "demo" / "model")
+    for prompt in EXAMPLE_PROMPTS:
+        shown = prompt if len(prompt) <= 76 else prompt[:73] + "..."
+        table = out.split(f'"{shown}"\n', 1)[1].split("\n\n", 1)[0].splitlines()
+        rows = table[1:1 + len(model.models_)]
+        assert sorted(r[6:26].strip() for r in rows) == sorted(model.models_)
+        assert sum(r.startswith("    ->") for r in rows) == 1
+    assert "summary: On 200 prompts it never saw, the router" in out
+    assert "default (default (" not in out
     registry = Registry(registry_root)
-    assert registry.current_version() == decisions[0]["model_version"]
+    assert registry.current_version() == model.version
 
 
-def _json_blocks(text: str) -> list[str]:
-    blocks, depth, start = [], 0, None
-    for index, char in enumerate(text):
-        if char == "{":
-            if depth == 0:
-                start = index
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0 and start is not None:
-                blocks.append(text[start:index + 1])
-    return [b for b in blocks if '"request_id"' in b]
+def test_a_busy_port_is_refused_before_any_work(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["quickstart", "--dir", str(tmp_path / "demo"), "--port", str(port)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"error: port {port} on 127.0.0.1 is already in use" in err
+    assert "--port" in err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_ctrl_c_while_serving_ends_quietly(tmp_path, capsys, monkeypatch):
+    import router.cli
+
+    real_main = router.cli.main
+
+    def main_with_interrupted_serve(argv):
+        return 130 if argv[0] == "serve" else real_main(argv)
+
+    monkeypatch.setattr(router.cli, "main", main_with_interrupted_serve)
+    code = real_main(["quickstart", "--dir", str(tmp_path / "demo"), "--prompts", "200",
+                      "--registry", str(tmp_path / "models"), "--port", "0"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "error" not in captured.err and "hint" not in captured.err
 
 
 @pytest.mark.slow
