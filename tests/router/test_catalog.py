@@ -117,3 +117,11 @@ def test_subset_drops_outside_fallbacks():
 def test_token_estimate_is_four_chars_per_token():
     assert estimate_tokens("a" * 400) == 100
     assert estimate_tokens("") == 1
+
+
+def test_cjk_characters_count_about_a_token_each():
+    # Four characters per token would make a Chinese request look 4x cheaper than it is.
+    assert estimate_tokens("请写一个函数来排序列表") == 11
+    assert estimate_tokens("こんにちは世界") == 7
+    assert estimate_tokens("排序 list please") == 2 + 3  # 2 wide + ceil(12 / 4)
+    assert estimate_tokens("café au lait") == 3  # accents are not wide
