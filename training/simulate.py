@@ -301,7 +301,8 @@ class Simulation:
             mismatched=mismatched, seconds=time.monotonic() - started)
         self.rounds.append(outcome)
         verdict = (f"promoted {result.version_id}" if result.promoted
-                   else f"kept it ({outcome.gate_reason})")
+                   else f"refused the challenger, {version} keeps serving "
+                        f"({outcome.gate_reason})")
         self.echo(f"round {number}: {outcome.requests} requests served by {version}: quality "
                   f"{outcome.quality:.4f}, ${outcome.cost_usd:.6f}/request, AIQ "
                   f"{outcome.aiq:.4f}; retrain {verdict}")
