@@ -6,14 +6,14 @@ router, the kNN router and the oracle. x is the mean cost per request in USD (lo
 scale when costs span more than a factor 20, as they do between a 7B model and
 GPT-4), y the mean realised quality.
 
-matplotlib is imported and switched to the Agg backend inside `plot_report`, so
-importing this module never touches a display or costs import time.
+matplotlib is imported inside `eval_figure`, which draws on an Agg canvas without
+pyplot, so importing this module never touches a display or costs import time.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +21,38 @@ import numpy as np
 
 from training import metrics
 
-__all__ = ["plot_report"]
+__all__ = ["plot_report", "eval_figure", "eval_title", "usd_formatter"]
 
 _LOG_X_RATIO = 20.0
 
 
 def plot_report(report: Any, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
-    """Write the evaluation figure as a PNG to `path`; returns the path.
+    """Write `eval_figure(report, title=title)` as a PNG to `path`; returns the path."""
+    fig = eval_figure(report, title=title)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def eval_title(model_version: str, data: Sequence[str | os.PathLike[str]]) -> str:
+    """The title "router VERSION on FILE, FILE": what was evaluated on what.
+
+    The version, not the artifact's folder: folders are mostly called "model".
+    """
+    names = [Path(d).name for d in data]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"router {model_version} on {shown}" if shown else f"router {model_version}"
+
+
+def eval_figure(report: Any, *, title: str | None = None) -> Any:
+    """The evaluation figure, a matplotlib `Figure` on the Agg canvas.
 
     `report` is an `EvalReport` or its `to_dict()` (so a saved `--json` can be
-    re-plotted).
+    re-plotted); `title` (see `eval_title`) heads it, above the prompt and model counts.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     data: Mapping[str, Any] = report if isinstance(report, Mapping) else report.to_dict()
     singles = data["single_models"]
@@ -48,63 +65,84 @@ def plot_report(report: Any, path: str | os.PathLike[str], *, title: str | None 
     log_x = positive.size > 0 and positive.max() / positive.min() > _LOG_X_RATIO
     x_hi = float(all_costs.max()) * (1.15 if log_x else 1.04)
 
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
-    try:
-        zero = metrics.convex_hull_upper(np.column_stack([s_cost, s_qual]))
-        ax.plot(*_flat_to(zero, x_hi), color="0.45", lw=1.8, ls="--",
-                label=f"Zero router hull (AIQ {data['zero_router_aiq']:.3f})")
-        ax.scatter(s_cost, s_qual, color="0.25", s=28, zorder=4, label="single models")
-        for name, c, q in zip([s["model"] for s in singles], s_cost, s_qual, strict=True):
-            ax.annotate(_short(name), (c, q), textcoords="offset points", xytext=(5, -10),
-                        fontsize=7.5, color="0.25")
+    fig = Figure(figsize=(9, 6), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    zero = metrics.convex_hull_upper(np.column_stack([s_cost, s_qual]))
+    ax.plot(*_flat_to(zero, x_hi), color="0.45", lw=1.8, ls="--",
+            label=f"Zero router hull (AIQ {data['zero_router_aiq']:.3f})")
+    ax.scatter(s_cost, s_qual, color="0.25", s=28, zorder=4, label="single models")
+    for name, c, q in zip([s["model"] for s in singles], s_cost, s_qual, strict=True):
+        ax.annotate(_short(name), (c, q), textcoords="offset points", xytext=(5, -10),
+                    fontsize=7.5, color="0.25")
 
-        rand = data["random"]["curve"]
-        ax.plot([p["cost_usd"] for p in rand], [p["quality"] for p in rand], color="tab:gray",
-                lw=1.2, ls=":", label=f"random (AIQ {data['random']['aiq']:.3f})")
-        if data.get("knn"):
-            k_cost = [p["cost_usd"] for p in data["knn"]["curve"]]
-            k_qual = [p["quality"] for p in data["knn"]["curve"]]
-            ax.plot(k_cost, k_qual, color="tab:orange", lw=1.2, marker=".", ms=4, alpha=0.8,
-                    label=f"kNN router (AIQ {data['knn']['aiq']:.3f})")
+    rand = data["random"]["curve"]
+    ax.plot([p["cost_usd"] for p in rand], [p["quality"] for p in rand], color="tab:gray",
+            lw=1.2, ls=":", label=f"random (AIQ {data['random']['aiq']:.3f})")
+    if data.get("knn"):
+        k_cost = [p["cost_usd"] for p in data["knn"]["curve"]]
+        k_qual = [p["quality"] for p in data["knn"]["curve"]]
+        ax.plot(k_cost, k_qual, color="tab:orange", lw=1.2, marker=".", ms=4, alpha=0.8,
+                label=f"kNN router (AIQ {data['knn']['aiq']:.3f})")
 
-        order = np.argsort(r_cost, kind="stable")
-        ax.plot(r_cost[order], r_qual[order], color="tab:blue", lw=1.0, marker="o", ms=3.5,
-                alpha=0.75, label="router, threshold rule (one point per bar)")
-        if data.get("utility_curve"):
-            u_cost = np.array([p["cost_usd"] for p in data["utility_curve"]])
-            u_qual = np.array([p["quality"] for p in data["utility_curve"]])
-            u_order = np.argsort(u_cost, kind="stable")
-            ax.plot(u_cost[u_order], u_qual[u_order], color="tab:purple", lw=1.0, marker="x",
-                    ms=4, alpha=0.75, label="router, utility rule (one point per lambda)")
-        hull = np.array([(h["cost_usd"], h["quality"]) for h in data["hull"]])
-        ax.plot(*_flat_to(hull, x_hi), color="tab:blue", lw=2.4,
-                label=f"router hull (AIQ {data['aiq']:.3f})")
-        ax.scatter([data["oracle"]["cost_usd"]], [data["oracle"]["quality"]], marker="*",
-                   s=220, color="tab:green", edgecolor="k", zorder=5, label="oracle")
+    order = np.argsort(r_cost, kind="stable")
+    ax.plot(r_cost[order], r_qual[order], color="tab:blue", lw=1.0, marker="o", ms=3.5,
+            alpha=0.75, label="router, threshold rule (one point per bar)")
+    if data.get("utility_curve"):
+        u_cost = np.array([p["cost_usd"] for p in data["utility_curve"]])
+        u_qual = np.array([p["quality"] for p in data["utility_curve"]])
+        u_order = np.argsort(u_cost, kind="stable")
+        ax.plot(u_cost[u_order], u_qual[u_order], color="tab:purple", lw=1.0, marker="x",
+                ms=4, alpha=0.75, label="router, utility rule (one point per lambda)")
+    hull = np.array([(h["cost_usd"], h["quality"]) for h in data["hull"]])
+    ax.plot(*_flat_to(hull, x_hi), color="tab:blue", lw=2.4,
+            label=f"router hull (AIQ {data['aiq']:.3f})")
+    ax.scatter([data["oracle"]["cost_usd"]], [data["oracle"]["quality"]], marker="*",
+               s=220, color="tab:green", edgecolor="k", zorder=5, label="oracle")
 
-        if log_x:
-            from matplotlib.ticker import FuncFormatter
+    if log_x:
+        from matplotlib.ticker import FuncFormatter
 
-            ax.set_xscale("log")
-            # Dollar labels on minor ticks too: a decade is often the whole range.
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:.2g}"))
-            ax.xaxis.set_minor_formatter(FuncFormatter(_minor_dollars))
-            ax.tick_params(axis="x", which="minor", labelsize=7)
-        ax.set_xlim(right=x_hi)
-        ax.set_xlabel("mean cost per request (USD)" + (", log scale" if log_x else ""))
-        ax.set_ylabel("mean quality")
-        ax.grid(True, which="major", alpha=0.3)
-        subtitle = f"{data['n_prompts']} prompts, {len(singles)} models"
-        ax.set_title(f"{title}\n{subtitle}" if title else f"Router vs baselines ({subtitle})",
-                     fontsize=11)
-        ax.legend(loc="lower right", fontsize=8.5, framealpha=0.9)
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
-    finally:
-        plt.close(fig)
-    return out
+        ax.set_xscale("log")
+        # Dollar labels on minor ticks too: a decade is often the whole range.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:.2g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_dollars))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlim(right=x_hi)
+    ax.set_xlabel("mean cost per request (USD)" + (", log scale" if log_x else ""))
+    ax.set_ylabel("mean quality")
+    ax.grid(True, which="major", alpha=0.3)
+    subtitle = f"{data['n_prompts']} prompts, {len(singles)} models"
+    ax.set_title(f"{title}\n{subtitle}" if title else f"Router vs baselines ({subtitle})",
+                 fontsize=11)
+    ax.legend(loc="lower right", fontsize=8.5, framealpha=0.9)
+    fig.tight_layout()
+    return fig
+
+
+def usd_formatter() -> Any:
+    """Tick labels in plain dollars ("$0.0012"), as many decimals as the tick step needs.
+
+    matplotlib's default switches small costs to an offset ("1e-3" above the axis),
+    which readers miss; a dollar figure on every tick cannot be misread.
+    """
+    from matplotlib.ticker import Formatter
+
+    class _Usd(Formatter):
+        decimals = 2
+
+        def set_locs(self, locs: Sequence[float]) -> None:
+            steps = np.diff(np.sort(np.asarray(locs, dtype=float)))
+            steps = steps[steps > 0]
+            step = float(steps.min()) if steps.size else float(np.max(np.abs(locs), initial=1))
+            # The fewest decimals (2 to 10) that write the step exactly: 0.00025 needs 5.
+            self.decimals = next((d for d in range(2, 11)
+                                  if abs(step * 10**d - round(step * 10**d)) < 1e-6), 10)
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"${x:.{self.decimals}f}"
+
+    return _Usd()
 
 
 def _flat_to(hull: np.ndarray, x_end: float) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,7 @@ __all__ = [
     "build_report",
     "format_report",
     "plot_report",
+    "spend_figure",
 ]
 
 ESTIMATE_NOTE = (
@@ -304,14 +305,25 @@ def _plain(text: str) -> str:
 
 
 def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Daily spend against the two counterfactuals, and feedback quality over time."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; set here, not at import, to leave callers alone
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
+    """Write `spend_figure(report)` as a PNG to `path`; returns the path."""
+    fig = spend_figure(report)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def spend_figure(report: dict[str, Any]) -> Any:
+    """Daily spend against the two counterfactuals, and feedback quality over time.
+
+    A matplotlib `Figure` on the Agg canvas (no pyplot, no display, no global state).
+    Only what is drawn gets a legend entry: a day without feedback has no quality
+    point, and a log without any feedback says so instead of showing an empty line.
+    """
+    import matplotlib.dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     days = report.get("days") or []
     if not days:
         raise ConfigError("nothing to plot: no requests in this window",
@@ -319,53 +331,61 @@ def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     x = [datetime.strptime(d["day"], "%Y-%m-%d") for d in days]
     best = report["counterfactuals"]["best_model"]
     top = report["counterfactuals"]["most_expensive"]
-    fig, (ax_cost, ax_q) = plt.subplots(2, 1, figsize=(10, 7.5), sharex=True,
-                                        gridspec_kw={"height_ratios": [3, 2]})
-    try:
-        ax_cost.plot(x, [d["most_expensive_usd"] for d in days], "s--", color="#d62728",
-                     label=_plain(f"if most expensive considered ({_usd(top['spend_usd'])})"))
-        if best["model"]:
-            ax_cost.plot(x, [d["best_model_usd"] for d in days], "^:", color="#ff7f0e",
-                         label=_plain(f"if all to {best['model']} ({_usd(best['spend_usd'])})"))
-        ax_cost.plot(x, [d["spend_usd"] for d in days], "o-", color="#1f77b4", linewidth=2.5,
-                     label=_plain(f"router, actual ({_usd(report['spend_usd'])})"))
-        ax_cost.set_ylabel("spend per day (USD)")
-        peak = max(max(d["most_expensive_usd"], d["best_model_usd"], d["spend_usd"])
-                   for d in days)
-        ax_cost.set_ylim(0, peak * 1.3 if peak > 0 else 1)  # headroom for the legend
-        ax_cost.grid(alpha=0.3)
-        ax_cost.legend(loc="upper center", fontsize=9, ncol=3, frameon=False)
-        saving = [f"saved {_usd(top['saving_usd'])} ({_opt(top['saving_pct'], '.1f')}%) vs "
-                  "most expensive"]
-        if best["model"]:
-            saving.append(f"{_usd(best['saving_usd'])} ({_opt(best['saving_pct'], '.1f')}%) "
-                          f"vs {best['model']}")
-        ax_cost.set_title(_plain(f"Router spend, {report['requests']:,} requests: "
-                                 + "; ".join(saving)), fontsize=11)
+    fig = Figure(figsize=(10, 7.5))
+    FigureCanvasAgg(fig)
+    ax_cost, ax_q = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    ax_cost.plot(x, [d["most_expensive_usd"] for d in days], "s--", color="#d62728",
+                 label=_plain(f"if most expensive considered ({_usd(top['spend_usd'])})"))
+    if best["model"]:
+        ax_cost.plot(x, [d["best_model_usd"] for d in days], "^:", color="#ff7f0e",
+                     label=_plain(f"if all to {best['model']} ({_usd(best['spend_usd'])})"))
+    ax_cost.plot(x, [d["spend_usd"] for d in days], "o-", color="#1f77b4", linewidth=2.5,
+                 label=_plain(f"router, actual ({_usd(report['spend_usd'])})"))
+    ax_cost.set_ylabel("spend per day (USD)")
+    peak = max(max(d["most_expensive_usd"], d["best_model_usd"], d["spend_usd"]) for d in days)
+    ax_cost.set_ylim(0, peak * 1.3 if peak > 0 else 1)  # headroom for the legend
+    ax_cost.grid(alpha=0.3)
+    ax_cost.legend(loc="upper center", fontsize=9, ncol=3, frameon=False)
+    saving = [f"saved {_usd(top['saving_usd'])} ({_opt(top['saving_pct'], '.1f')}%) vs "
+              "most expensive"]
+    if best["model"]:
+        saving.append(f"{_usd(best['saving_usd'])} ({_opt(best['saving_pct'], '.1f')}%) "
+                      f"vs {best['model']}")
+    ax_cost.set_title(_plain(f"Router spend, {report['requests']:,} requests: "
+                             + "; ".join(saving)), fontsize=11)
 
-        models = sorted({m for d in days for m in d["quality_by_model"]})
-        for model in models:
-            ys = [d["quality_by_model"].get(model) for d in days]
-            ys = [np.nan if y is None else y for y in ys]
-            if not all(np.isnan(ys)):
-                ax_q.plot(x, ys, ".-", alpha=0.6, linewidth=1, label=model)
-        overall = [np.nan if d["mean_feedback_quality"] is None else d["mean_feedback_quality"]
-                   for d in days]
-        ax_q.plot(x, overall, "o-", color="black", linewidth=2.5, label="all requests")
-        ax_q.set_ylabel("mean feedback quality")
-        ax_q.set_ylim(-0.02, 1.25)  # headroom for the legend above the 0-1 scale
-        ax_q.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-        ax_q.grid(alpha=0.3)
-        ax_q.legend(loc="upper center", fontsize=8, ncol=min(5, len(models) + 1),
-                    frameon=False)
-        ax_q.set_xlabel("day (UTC)")
+    drawn = 0
+    models = sorted({m for d in days for m in d["quality_by_model"]})
+    for model in models:
+        ys = [d["quality_by_model"].get(model) for d in days]
+        if any(y is not None for y in ys):
+            ax_q.plot(x, [np.nan if y is None else y for y in ys], ".-", alpha=0.6,
+                      linewidth=1, label=model)
+            drawn += 1
+    overall = [d["mean_feedback_quality"] for d in days]
+    if any(y is not None for y in overall):
+        ax_q.plot(x, [np.nan if y is None else y for y in overall], "o-", color="black",
+                  linewidth=2.5, label="all requests")
+        drawn += 1
+    ax_q.set_ylabel("mean feedback quality")
+    ax_q.set_ylim(-0.02, 1.25)  # headroom for the legend above the 0-1 scale
+    ax_q.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax_q.grid(alpha=0.3)
+    if drawn:
+        ax_q.legend(loc="upper center", fontsize=8, ncol=min(5, drawn), frameon=False)
+    else:
+        ax_q.text(0.5, 0.5, "no feedback in this window (POST /v1/feedback)",
+                  transform=ax_q.transAxes, ha="center", va="center", color="0.4")
+    ax_q.set_xlabel("day (UTC)")
+    if x[-1] - x[0] <= timedelta(days=14):
+        # One tick per logged day: AutoDateLocator would put hour ticks on a short
+        # span, all labelled with the same day.
+        ax_q.set_xticks(x)
         ax_q.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
-        ax_q.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=10))
-        if len(x) == 1:
-            ax_q.set_xlim(x[0] - timedelta(days=1), x[0] + timedelta(days=1))
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    else:  # days or weeks apart; a year or more: months, which "%b %d" would repeat
+        ax_q.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
+        ax_q.xaxis.set_major_formatter(mdates.DateFormatter(
+            "%b %Y" if x[-1] - x[0] > timedelta(days=300) else "%b %d"))
+    ax_q.set_xlim(x[0] - timedelta(hours=12), x[-1] + timedelta(hours=12))
+    fig.tight_layout()
+    return fig

@@ -190,6 +190,28 @@ def test_plot_writes_a_png_from_the_report_or_its_json(tmp_path) -> None:
     assert again.stat().st_size > 10_000
 
 
+def test_plot_title_names_the_model_version_and_the_data(tmp_path) -> None:
+    from training.plots import eval_figure, eval_title
+
+    report = evaluate(StubModel(blur=0.2), make_table(80))
+    title = eval_title("v20251125-101500-ab12", ["data/test.csv.gz", "more/extra.csv"])
+    fig = eval_figure(report, title=title)
+    fig.savefig(tmp_path / "eval.png")
+    (ax,) = fig.axes
+    assert ax.get_title() == ("router v20251125-101500-ab12 on test.csv.gz, extra.csv\n"
+                              "80 prompts, 3 models")
+    assert ax.get_xlabel() == "mean cost per request (USD)"
+    assert ax.get_ylabel() == "mean quality"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        f"Zero router hull (AIQ {report.zero_router_aiq:.3f})", "single models",
+        f"random (AIQ {report.random['aiq']:.3f})", f"kNN router (AIQ {report.knn['aiq']:.3f})",
+        "router, threshold rule (one point per bar)",
+        "router, utility rule (one point per lambda)",
+        f"router hull (AIQ {report.aiq:.3f})", "oracle"]
+    assert eval_title("v1", [f"f{i}.csv" for i in range(5)]) == (
+        "router v1 on f0.csv, f1.csv, f2.csv and 2 more")
+
+
 # -- `router eval` end to end on an artifact trained in the test ----------------------
 
 
@@ -233,6 +255,27 @@ def test_router_eval_json_on_held_out_data_with_plot(trained, capsys) -> None:
     assert data["aiq"] > 0 and data["zero_router_aiq"] > 0
     assert data["knn"]["fitted_on"] == "cross-fit"
     assert not any("in-sample" in n for n in data["notes"])
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_router_eval_plot_is_titled_with_the_version_not_the_folder(trained, capsys,
+                                                                     monkeypatch) -> None:
+    from router.predictor import QualityModel
+    from training import plots
+
+    drawn, real = [], plots.eval_figure
+
+    def spy(report, *, title=None):
+        drawn.append(title)
+        return real(report, title=title)
+
+    monkeypatch.setattr(plots, "eval_figure", spy)
+    plot = trained["root"] / "titled.png"
+    code, _, err = _run_cli(["--model", str(trained["model"]), "--data", str(trained["test"]),
+                             "--plot", str(plot)], capsys)
+    assert code == 0, err
+    version = QualityModel.load(trained["model"]).version
+    assert version and drawn == [f"router {version} on test.csv"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -10,7 +10,14 @@ import pytest
 from router.cli import main
 from router.errors import ConfigError
 from router.outcome_log import FeedbackRecord, RequestRecord, open_outcome_log
-from training.report import build_report, format_report, load_log, parse_since, plot_report
+from training.report import (
+    build_report,
+    format_report,
+    load_log,
+    parse_since,
+    plot_report,
+    spend_figure,
+)
 
 CANDS = [{"model": "cheap", "expected_quality": 0.6, "expected_cost_usd": 0.001},
          {"model": "mid", "expected_quality": 0.75, "expected_cost_usd": 0.004},
@@ -222,3 +229,54 @@ async def test_route_only_decisions_are_counted_apart_not_as_savings(tmp_path, c
                         "not in spend or savings)")
     assert any("the most expensive model considered: $0.0200; saving $0.0150 (75.0%)" in line
                for line in lines)
+
+
+async def _one_day_log(path, *, feedback: bool):
+    day = datetime(2025, 11, 25, tzinfo=UTC)
+    log = open_outcome_log(str(path))
+    await log.start()
+    for i in range(4):
+        assert log.log(record(f"q{i}", at(day, 9 + i), "cheap", "cheap", 0.0011))
+    await log.flush()
+    if feedback:
+        assert await log.add_feedback(FeedbackRecord("q1", 1.0, ts=at(day, 20)))
+    await log.close()
+    return build_report(load_log(str(path)), source=str(path))
+
+
+def _drawn(fig, tmp_path):
+    fig.savefig(tmp_path / "spend.png")  # tick labels and layout are set when drawn
+    cost, quality = fig.axes
+    legend = quality.get_legend()
+    return (cost, quality, [t.get_text() for t in cost.get_legend().get_texts()],
+            [t.get_text() for t in legend.get_texts()] if legend else [])
+
+
+async def test_spend_plot_of_one_day_shows_that_day_once_and_no_empty_legend(tmp_path):
+    report = await _one_day_log(tmp_path / "one.db", feedback=False)
+    cost, quality, cost_legend, quality_legend = _drawn(spend_figure(report), tmp_path)
+    assert [t.get_text() for t in quality.get_xticklabels()] == ["Nov 25"]
+    assert quality.get_xlabel() == "day (UTC)"
+    assert cost.get_ylabel() == "spend per day (USD)"
+    assert cost_legend == [r"if most expensive considered (\$0.0400)",
+                           r"if all to strong (\$0.0400)", r"router, actual (\$0.0044)"]
+    # No feedback at all: no line, so no legend entry; the panel says why it is empty.
+    assert quality_legend == [] and not quality.get_lines()
+    assert [t.get_text() for t in quality.texts] == [
+        "no feedback in this window (POST /v1/feedback)"]
+    assert plot_report(report, tmp_path / "p" / "spend.png").read_bytes()[:4] == b"\x89PNG"
+
+
+async def test_spend_plot_legend_names_only_what_has_a_point(tmp_path):
+    report = await _one_day_log(tmp_path / "one.db", feedback=True)
+    _, quality, _, quality_legend = _drawn(spend_figure(report), tmp_path)
+    assert quality_legend == ["cheap", "all requests"]
+    assert quality.get_ylabel() == "mean feedback quality"
+
+
+def test_spend_plot_of_a_month_labels_every_tick_differently(log_path, tmp_path):
+    report = build_report(load_log(str(log_path)))  # r0 40 days back, then two days
+    assert len(report["days"]) == 3
+    _, quality, _, _ = _drawn(spend_figure(report), tmp_path)
+    labels = [t.get_text() for t in quality.get_xticklabels() if t.get_text()]
+    assert len(labels) >= 3 and len(set(labels)) == len(labels)

@@ -144,10 +144,10 @@ def _run(args: argparse.Namespace) -> int:
                       seed=args.seed, knn_k=k, progress=sys.stderr.isatty())
     report.notes[:0] = notes
     if args.plot:
-        from training.plots import plot_report
+        from training.plots import eval_title, plot_report
 
-        plot_report(report, args.plot, title=f"{Path(args.model).name} on "
-                                             f"{', '.join(Path(d).name for d in args.data)}")
+        plot_report(report, args.plot,
+                    title=eval_title(model.version or Path(args.model).name, args.data))
     if args.json:
         print(report.to_json(indent=2))
     else:
