@@ -5,7 +5,8 @@ model (pass-through, no prediction). The call goes to the upstream along the
 fallback chain; the answer keeps the provider's body, with `x-router-model`
 (the model that answered) and `x-request-id` headers. Streaming requests are
 passed through event by event. Non-streaming temperature-0 requests use the
-cache. Every request, answered or failed, leaves one outcome-log row.
+cache. Every request, answered or failed, leaves one outcome-log row; every
+answered one (upstream, cache or stream) one server log line.
 
 The work is done by `plan_chat` (decide, build the chain; raises `ApiError`
 before anything is logged or counted) and `answer_chat` (call the upstream, log,
@@ -143,6 +144,22 @@ def _observe_served(ctx: AppContext, plan: _Plan, served: str, status: int,
     m.request_duration.labels("chat").observe(time.perf_counter() - plan.started)
 
 
+def _log_answered(plan: _Plan, served: str, cost: float, *, how: str = "",
+                  status: int = 200) -> None:
+    """The one server log line of an answered request: id, model, latency, cost.
+
+    Written once per answered request whatever path answered it (upstream, cache,
+    stream), so counting lines counts requests; never the prompt. `how` says which
+    ("cache hit", "stream"); a stream cut short also gets its status.
+    """
+    notes = [how] if how else []
+    if status != 200:
+        notes.append(f"status {status}")
+    log.info("request %s -> %s in %.1f ms, $%.6f%s", plan.request_id, served,
+             (time.perf_counter() - plan.started) * 1000.0, cost,
+             f" ({', '.join(notes)})" if notes else "")
+
+
 def _failed(ctx: AppContext, plan: _Plan, exc: UpstreamError) -> None:
     ctx.store.log(plan.record(ctx, status=exc.status_code, error=exc.message,
                               fallback_path=[a.to_dict() for a in exc.attempts],
@@ -191,6 +208,7 @@ async def answer_chat(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any
                                       input_tokens=plan.conversation.input_tokens,
                                       output_tokens=0, cost_usd=0.0, status=200))
             _observe_served(ctx, plan, hit.served_model, 200, 0.0, None)
+            _log_answered(plan, hit.served_model, 0.0, how="cache hit")
             return ChatAnswer({"x-router-model": hit.served_model, "x-request-id": request_id,
                                "x-router-cache": "hit"}, body=hit.body)
         ctx.metrics.cache_misses.inc()
@@ -220,8 +238,7 @@ async def answer_chat(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any
         input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
         cost_usd=cost, ttfb_ms=result.ttfb_s * 1000.0, status=200))
     _observe_served(ctx, plan, result.model, 200, cost, result.ttfb_s)
-    log.info("request %s -> %s in %.1f ms, $%.6f", request_id, result.model,
-             (time.perf_counter() - plan.started) * 1000.0, cost)
+    _log_answered(plan, result.model, cost)
     return ChatAnswer({"x-router-model": result.model, "x-request-id": request_id}, body=data)
 
 
@@ -253,6 +270,7 @@ async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -
                 ttfb_ms=stream.ttfb_s * 1000.0, status=status,
                 error=error.message if error is not None else None))
             _observe_served(ctx, plan, stream.model, status, cost, stream.ttfb_s)
+            _log_answered(plan, stream.model, cost, how="stream", status=status)
             if not stream.finished:
                 with contextlib.suppress(Exception):
                     await stream.aclose()

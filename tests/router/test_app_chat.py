@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from typing import Any
@@ -273,3 +274,38 @@ def test_postgres_outcome_log(router_factory: Any) -> None:
         asyncio.run(store.close())
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_one_server_log_line_per_answered_request(router_factory: Any, caplog: Any) -> None:
+    """Routed, pass-through, cache hit and streamed: one line each, never the prompt."""
+    caplog.set_level("INFO", logger="router.api.chat")
+    server = router_factory()
+    c = server.client
+    secret = f"prompt text {uuid.uuid4().hex}"
+    answered = [c.post("/v1/chat/completions", json=chat("router", secret)),
+                c.post("/v1/chat/completions", json=chat("gpt-4o", secret)),
+                c.post("/v1/chat/completions", json=chat("router", secret, temperature=0)),
+                c.post("/v1/chat/completions", json=chat("router", secret, temperature=0))]
+    assert answered[3].headers.get("x-router-cache") == "hit"
+    with c.stream("POST", "/v1/chat/completions",
+                  json=chat("router", secret, stream=True)) as r:
+        r.read()
+        answered.append(r)
+    ids = [r.headers["x-request-id"] for r in answered]
+    models = [r.headers["x-router-model"] for r in answered]
+
+    def lines() -> list[str]:
+        return [rec.getMessage() for rec in caplog.records
+                if rec.name == "router.api.chat" and rec.getMessage().startswith("request ")]
+
+    deadline = time.monotonic() + 10  # the stream's line is written as its generator ends
+    while len(lines()) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    got = lines()
+    assert len(got) == len(ids)
+    for request_id, model, how in zip(ids, models, ["", "", "", " (cache hit)", " (stream)"],
+                                      strict=True):
+        (line,) = [g for g in got if g.startswith(f"request {request_id} ")]
+        assert re.fullmatch(rf"request {request_id} -> {re.escape(model)} in \d+\.\d ms, "
+                            rf"\$\d\.\d{{6}}{re.escape(how)}", line), line
+    assert secret not in caplog.text
