@@ -1,32 +1,62 @@
-"""Routing quality on the real data in ../shared/data, with the baselines of the same run.
+"""Routing quality of the default rule on real data and the demo, with every baseline in one run.
 
-    python bench/quality.py            # full run (5-fold CV everywhere)
-    python bench/quality.py --quick    # smaller run (MMLU subsampled, 3 folds)
-    python bench/quality.py --json     # one JSON object instead of tables
+    python bench/quality.py                                # full run (5-fold CV everywhere)
+    python bench/quality.py --quick                        # 3 folds, MMLU subsampled
+    python bench/quality.py --datasets arena_bench_v1,demo # some datasets only
+    python bench/quality.py --json                         # one JSON object instead of tables
 
-What it measures (definitions in training/metrics.py, DESIGN.md "Metrics"):
+Datasets (read from ../shared/data, or $ROUTER_SHARED_DATA; never copied):
 
-* routellm_mmlu, routellm_gsm8k (Mixtral-8x7B weak, GPT-4-1106 strong): k-fold
-  cross-validation by prompt, a fresh `QualityModel` (features included) fitted
-  inside each fold; pooled out-of-fold predictions give APGR, CPT(50%), CPT(80%)
-  for our router, the kNN router (same folds, on the fold's own embeddings), the
-  random router and the oracle, beside the published RouteLLM figures;
-* out of domain: trained on all of MMLU, tested on GSM8K, and the reverse;
-* a learning curve: 10%, 30%, 100% of each training fold;
-* arena_bench_v1 (15 models, priced with prices.csv): AIQ, Zero-router AIQ, their
-  difference, kNN and random AIQ, cost to reach the best single model's quality
-  (fraction of its cost), and in-process decision latency (predict + policy for
-  one request, p50/p99) with the policy alone as the baseline.
+* arena_bench_v1: 300 prompts x 15 models, GPT-4-judged, priced with prices.csv;
+* routellm_mmlu, routellm_gsm8k, routellm_mt_bench: Mixtral-8x7B (weak) and
+  GPT-4-1106 (strong), priced with prices.csv;
+* demo: `router quickstart`'s synthetic outcomes (`training.demo_data.generate_demo`,
+  2000 prompts x the catalog's 8 models, seed 0), loaded back as `router train` reads it.
 
-The shipped quality model blends the LightGBM booster with a per-model logistic
-regression on TF-IDF (`QualityModel(linear_weight=0.5)`). Each fold's model is
-fitted once and also scored with the head's weight set to 0 (booster only) and 1
-(logistic regression only): the booster and the head are fitted independently,
-so this equals fitting three models. A length-only router (score = input
-tokens, longer prompts go to the strong model) is the trivial baseline. The
-first table is issue 3's target table; the second lists every baseline.
+Protocol: per dataset, k-fold cross-validation by prompt (5; 3 with --quick). In
+each fold a fresh `QualityModel` is fitted on the other folds' rows as `router
+train` fits it by default (10% of its prompts held out; they calibrate the bar,
+b -> lambda(b)); it predicts the fold, and the predictions are pooled out of fold
+and scored once by `training.evaluate.report_from_predictions`, each row's
+default-rule decisions taking its own fold model's lambda(b)
+(`training.sweep.RowCalibrations`). Only prompts answered by every model are
+scored. Nothing is tuned on the evaluation folds.
 
-Skips with a message (exit 0) when ../shared/data (or $ROUTER_SHARED_DATA) is absent.
+Rows of each table (definitions in training/metrics.py, DESIGN.md "Metrics"):
+
+* default rule: b is the target mean quality; each request takes argmax
+  q - lambda(b) * c; b swept over `training.sweep.DEFAULT_SWEEP_BARS`;
+* hard floor (min_quality swept) and utility rule (explicit lambda swept), each alone;
+* Zero router (the single models and their random mixes);
+* kNN router (RouterBench's baseline: mean quality of the k=20 nearest prompts of
+  the fold's training prompts on the fold model's embeddings; hull of its floor
+  and utility sweeps);
+* random router (the cheapest model or the best single model at random);
+* oracle: per prompt argmax realised q - lambda * c, lambda swept (lambda = 0 is
+  DESIGN.md's oracle: the best realised quality, cheapest among ties);
+
+with AIQ, AIQ minus the Zero router's, cost@best (the least mean cost at which the
+hull reaches the best single model's quality, as a fraction of that model's cost)
+and, on the two-model sets, APGR and CPT(50%) (RouteLLM's protocol: thresholds on
+the predicted quality gap q_strong - q_weak; kNN on its own gap).
+
+Leave one dataset out: the three RouteLLM sets share their two models; for each,
+a model is fitted on the other two sets (same recipe, its bar calibrated on their
+held-out prompts) and scored on all of the third, none of which it saw.
+
+Decision latency: predict + the default rule for one request, in process, p50/p99,
+with the last fold model of the first dataset run.
+
+Targets (issue 11), checked in the final summary:
+
+* default-rule AIQ >= Zero router AIQ on every dataset;
+* default-rule AIQ >= kNN AIQ on arena_bench_v1 and demo;
+* arena_bench_v1: default-rule AIQ >= Zero router AIQ + 0.03;
+* routellm_mmlu: APGR >= 0.70 and CPT(50%) <= 25%;
+* routellm_gsm8k: CPT(50%) <= 30%;
+* demo: the default rule reaches the best single model's quality at <= 35% of its cost.
+
+Skips with a message (exit 0) when ../shared/data is absent.
 """
 
 from __future__ import annotations
@@ -35,6 +65,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,31 +76,51 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ROUTER_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-# RouteLLM paper (best router, Mixtral weak / GPT-4 strong) and its perfect router,
-# as quoted in ../shared/data/README.md.
-PUBLISHED = {
-    "routellm_mmlu": {"router_cpt50": 0.35, "oracle_cpt50": 0.06},
-    "routellm_gsm8k": {"router_cpt50": 0.34, "oracle_cpt50": 0.11},
-}
-
-
+ROUTELLM = ("routellm_mmlu", "routellm_gsm8k", "routellm_mt_bench")
+DATASETS = ("arena_bench_v1", *ROUTELLM, "demo")
+# `router quickstart`'s demo-data call: --prompts 2000 --seed 0.
+DEMO_PROMPTS, DEMO_SEED = 2000, 0
+# `router train --holdout-frac` default: the held-out prompts calibrate the bar.
+HOLDOUT_FRAC = 0.1
+KNN_K = 20
+QUICK_MMLU_PROMPTS = 3000
 THREADS = {"num_threads": 1}
-# Head weight of each variant scored from one fitted model (see the docstring).
-VARIANTS = {"blend": 0.5, "booster": 0.0, "linear": 1.0}
+METHODS = {"default": "default rule (bar)", "floor": "hard floor (min_quality)",
+           "utility": "utility (explicit lambda)", "zero": "Zero router",
+           "knn": f"kNN router (k={KNN_K})", "random": "random", "oracle": "oracle"}
 
 
-def _fit(table: pd.DataFrame, catalog: Any, seed: int) -> Any:
-    from router.predictor import QualityModel
+# -- data ----------------------------------------------------------------------------
 
-    # Explicit threads: LightGBM's default (all cores) slows down 10x when the
-    # machine is shared, which would make the timings meaningless.
-    return QualityModel(params=THREADS).fit(table, catalog=catalog, holdout_frac=0.0,
-                                            seed=seed)
+def load_dataset(name: str) -> tuple[pd.DataFrame, Any]:
+    """(outcome table, catalog pricing its models), loaded as `router train` loads it."""
+    from router.catalog import load_catalog, load_prices_csv
+    from training.data import load_priced_outcomes, write_outcomes
+    from training.demo_data import generate_demo
+
+    catalog = load_catalog()
+    if name == "demo":
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_outcomes(generate_demo(DEMO_PROMPTS, DEMO_SEED, catalog),
+                                  Path(tmp) / "outcomes.csv.gz")
+            priced = load_priced_outcomes(path, catalog=catalog)
+    else:
+        priced = load_priced_outcomes(DATA / f"{name}.csv.gz", catalog=catalog,
+                                      prices=load_prices_csv(DATA / "prices.csv"))
+    return priced.table, priced.catalog
+
+
+def _subsample(table: pd.DataFrame, n_prompts: int, seed: int) -> pd.DataFrame:
+    ids = table["prompt_id"].astype(str).unique()
+    if len(ids) <= n_prompts:
+        return table
+    keep = set(np.random.default_rng(seed).choice(ids, size=n_prompts, replace=False))
+    return table[table["prompt_id"].astype(str).isin(keep)].reset_index(drop=True)
 
 
 def _matrices(table: pd.DataFrame, models: list[str]) -> tuple[list[str], list[Any], np.ndarray,
                                                                np.ndarray]:
-    """Unique prompts with an outcome for every model: ids, conversations, quality, cost."""
+    """Prompts with an outcome for every model: ids, conversations, quality, cost."""
     from training.data import conversations
     from training.evaluate import outcome_matrices
 
@@ -80,12 +131,16 @@ def _matrices(table: pd.DataFrame, models: list[str]) -> tuple[list[str], list[A
             [c for c, g in zip(convs, ok, strict=True) if g], quality[ok], cost[ok])
 
 
-def _variant(model: Any, weight: float) -> Any:
-    """The fitted model with its linear-head weight set to `weight` (a shallow copy)."""
-    clone = object.__new__(type(model))
-    clone.__dict__.update(model.__dict__)
-    clone.linear_weight = weight
-    return clone
+# -- fitting and predicting ----------------------------------------------------------
+
+def _fit(table: pd.DataFrame, catalog: Any, seed: int) -> Any:
+    """A `QualityModel` fitted as `router train` fits it by default (threads pinned)."""
+    from router.predictor import QualityModel
+
+    # Explicit threads: LightGBM's default (all cores) slows down 10x when the
+    # machine is shared, which would make the timings meaningless.
+    return QualityModel(params=THREADS).fit(table, catalog=catalog, holdout_frac=HOLDOUT_FRAC,
+                                            seed=seed)
 
 
 def _predict(model: Any, convs: list[Any], models: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -97,357 +152,338 @@ def _predict(model: Any, convs: list[Any], models: list[str]) -> tuple[np.ndarra
 
 
 def _knn(model: Any, train_convs: list[Any], train_q: np.ndarray, train_c: np.ndarray,
-         test_convs: list[Any], k: int) -> tuple[np.ndarray, np.ndarray]:
+         test_convs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """kNN predictions for `test_convs` from the training prompts, on the model's embeddings."""
     from training.evaluate import knn_quality
 
     emb = model.features_.embed
-    pq = knn_quality(np.asarray(emb(train_convs)), train_q, np.asarray(emb(test_convs)), k)
+    pq = knn_quality(np.asarray(emb(train_convs)), train_q, np.asarray(emb(test_convs)), KNN_K)
     return pq, np.broadcast_to(train_c.mean(axis=0), pq.shape).copy()
 
 
 def cross_validate(table: pd.DataFrame, catalog: Any, *, folds: int, seed: int,
-                   fractions: tuple[float, ...] = (1.0,), knn_k: int = 20,
-                   progress: bool = False) -> dict[float, Any]:
-    """Pooled out-of-fold EvalReports of the shipped model, one per training fraction."""
-    return cross_validate_variants(table, catalog, folds=folds, seed=seed,
-                                   fractions=fractions, knn_k=knn_k, progress=progress)[0]
+                   desc: str, progress: bool) -> tuple[Any, Any]:
+    """(pooled out-of-fold EvalReport, the last fold's model) for one dataset.
 
-
-def cross_validate_variants(table: pd.DataFrame, catalog: Any, *, folds: int, seed: int,
-                            fractions: tuple[float, ...] = (1.0,), knn_k: int = 20,
-                            progress: bool = False) -> tuple[dict[float, Any], dict[str, Any]]:
-    """Pooled out-of-fold EvalReports: (shipped model per training fraction,
-    variant name -> report at the full fraction, `VARIANTS`).
-
-    Folds are by prompt; for each fold and fraction a fresh model is fitted on that
-    fraction of the other folds' prompts (all of their rows), then predicts the fold.
-    The kNN router uses the same training prompts and the fold model's embeddings.
+    Folds are by prompt. A fold's model trains on every row of the other folds'
+    prompts (prompts lacking some model's outcome included: they are never
+    scored) and calibrates its bar on its own held-out share of them.
     """
+    from tqdm import tqdm
+
+    from router.policy import BarCalibration
+    from training.evaluate import KnnPrediction, report_from_predictions
+    from training.sweep import RowCalibrations
+
+    models = sorted(table["model"].astype(str).unique())
+    ids, convs, quality, cost = _matrices(table, models)
+    fold_of = np.random.default_rng(seed).permutation(len(ids)) % folds
+    pid = table["prompt_id"].astype(str)
+    pq, pc = np.empty_like(quality), np.empty_like(quality)
+    kq, kc = np.empty_like(quality), np.empty_like(quality)
+    calibrations = []
+    model = None
+    for fold in tqdm(range(folds), desc=desc, unit="fold", disable=not progress):
+        test = np.flatnonzero(fold_of == fold)
+        train = np.flatnonzero(fold_of != fold)
+        test_ids = {ids[i] for i in test}
+        model = _fit(table[~pid.isin(test_ids)], catalog, seed + fold)
+        calibration = BarCalibration.from_metadata(model.metadata)
+        if calibration is None:
+            raise RuntimeError("a fitted QualityModel stores no bar calibration")
+        calibrations.append(calibration)
+        test_convs = [convs[i] for i in test]
+        pq[test], pc[test] = _predict(model, test_convs, models)
+        kq[test], kc[test] = _knn(model, [convs[i] for i in train], quality[train],
+                                  cost[train], test_convs)
+    report = report_from_predictions(
+        models, quality, cost, pq, pc,
+        calibration=RowCalibrations(tuple(calibrations), fold_of),
+        knn=KnnPrediction(kq, kc, KNN_K, f"{folds}-fold out-of-fold"))
+    return report, model
+
+
+def leave_one_out(tables: dict[str, pd.DataFrame], catalogs: dict[str, Any], *, seed: int,
+                  progress: bool) -> dict[str, Any]:
+    """Each RouteLLM set scored by a model fitted on the other two (see the docstring)."""
     from tqdm import tqdm
 
     from training.evaluate import KnnPrediction, report_from_predictions
 
-    models = sorted(table["model"].astype(str).unique())
-    ids, convs, quality, cost = _matrices(table, models)
-    n = len(ids)
-    rng = np.random.default_rng(seed)
-    fold_of = rng.permutation(n) % folds
-    pid = table["prompt_id"].astype(str)
-    out_pq = {f: np.empty_like(quality) for f in fractions}
-    out_pc = {f: np.empty_like(quality) for f in fractions}
-    out_kq = {f: np.empty_like(quality) for f in fractions}
-    out_kc = {f: np.empty_like(quality) for f in fractions}
-    var_pq = {v: np.empty_like(quality) for v in VARIANTS if v != "blend"}
-    bar = tqdm(total=folds * len(fractions), desc="cv fits", disable=not progress)
-    for fold in range(folds):
-        test = np.flatnonzero(fold_of == fold)
-        train_all = np.flatnonzero(fold_of != fold)
-        test_convs = [convs[i] for i in test]
-        for frac in fractions:
-            size = max(10, int(round(frac * len(train_all))))
-            train = np.sort(rng.choice(train_all, size=min(size, len(train_all)),
-                                       replace=False))
-            train_ids = {ids[i] for i in train}
-            model = _fit(table[pid.isin(train_ids)], catalog, seed + fold)
-            out_pq[frac][test], out_pc[frac][test] = _predict(model, test_convs, models)
-            if frac == 1.0:
-                for v in var_pq:
-                    var_pq[v][test] = _predict(_variant(model, VARIANTS[v]), test_convs,
-                                               models)[0]
-            out_kq[frac][test], out_kc[frac][test] = _knn(
-                model, [convs[i] for i in train], quality[train], cost[train], test_convs, knn_k)
-            bar.update()
-    bar.close()
-    reports = {frac: report_from_predictions(
-        models, quality, cost, out_pq[frac], out_pc[frac],
-        knn=KnnPrediction(out_kq[frac], out_kc[frac], knn_k, f"{folds}-fold out-of-fold"))
-        for frac in fractions}
-    variants = {v: report_from_predictions(models, quality, cost, pq, out_pc[1.0])
-                for v, pq in var_pq.items()} if 1.0 in fractions else {}
-    if 1.0 in fractions:
-        variants["blend"] = reports[1.0]
-        variants["input_tokens"] = np.array([c.input_tokens for c in convs], dtype=np.float64)
-    return reports, variants
+    out = {}
+    for name in tqdm(ROUTELLM, desc="leave one dataset out", unit="set", disable=not progress):
+        sources = [s for s in ROUTELLM if s != name]
+        train = pd.concat([tables[s] for s in sources], ignore_index=True)
+        models = sorted(tables[name]["model"].astype(str).unique())
+        model = _fit(train, catalogs[sources[0]], seed)
+        _, s_convs, s_q, s_c = _matrices(train, models)
+        _, t_convs, t_q, t_c = _matrices(tables[name], models)
+        pq, pc = _predict(model, t_convs, models)
+        kq, kc = _knn(model, s_convs, s_q, s_c, t_convs)
+        report = report_from_predictions(models, t_q, t_c, pq, pc, model=model,
+                                         knn=KnnPrediction(kq, kc, KNN_K, " + ".join(sources)))
+        out[name] = {"trained_on": sources, **summarise(report)}
+    return out
 
 
-def length_only(report: Any, quality: np.ndarray, models: list[str],
-                input_tokens: np.ndarray) -> dict[str, Any]:
-    """Two-model APGR/CPT of routing by length: longer prompts go to the strong model."""
+# -- figures -------------------------------------------------------------------------
+
+def _cost_at_best(curve: list[dict[str, float]], report: Any) -> float | None:
     from training import metrics
 
+    best = next(s for s in report.single_models if s["model"] == report.best_single_model)
+    if not best["cost_usd"] > 0 or not curve:
+        return None
+    xy = np.array([[p["cost_usd"], p["quality"]] for p in curve])
+    return metrics.cost_at_quality(xy, best["quality"], reference_cost=best["cost_usd"])
+
+
+def _oracle_curve(quality: np.ndarray, cost: np.ndarray) -> list[dict[str, float]]:
+    """The oracle at every budget: the utility rule swept on the realised outcomes."""
+    from training.sweep import sweep_lambdas, utility_lambdas
+
+    pts = sweep_lambdas(quality, cost, quality, cost, utility_lambdas(cost))
+    return [{"cost_usd": float(c), "quality": float(q)} for _, c, q in pts]
+
+
+def summarise(report: Any, quality: np.ndarray | None = None,
+              cost: np.ndarray | None = None) -> dict[str, Any]:
+    """The figures the tables print, from one EvalReport (and, for the oracle's
+    AIQ and cost@best, the realised matrices it was computed from)."""
+    from training import metrics
+
+    best = next(s for s in report.single_models if s["model"] == report.best_single_model)
+    methods: dict[str, dict[str, Any]] = {
+        "default": {"aiq": report.aiq, "cost_at_best": report.cost_at_best_single_quality},
+        "floor": {"aiq": report.aiq_floor,
+                  "cost_at_best": _cost_at_best(report.floor_curve, report)},
+        "utility": {"aiq": report.aiq_utility,
+                    "cost_at_best": _cost_at_best(report.utility_curve, report)},
+        "zero": {"aiq": report.zero_router_aiq, "cost_at_best": 1.0},
+        "knn": {"aiq": None if report.knn is None else report.knn["aiq"]},
+        "random": {"aiq": report.random["aiq"], "cost_at_best": 1.0},
+        "oracle": {"aiq": None},
+    }
+    if quality is not None and cost is not None:
+        curve = _oracle_curve(quality, cost)
+        xy = np.array([[p["cost_usd"], p["quality"]] for p in curve])
+        methods["oracle"] = {"aiq": metrics.aiq(xy[:, 0], xy[:, 1], report.c_max),
+                             "cost_at_best": _cost_at_best(curve, report)}
     tm = report.two_model
-    strong, weak = models.index(tm["strong"]), models.index(tm["weak"])
-    shares, quals = metrics.two_model_curve(input_tokens, quality[:, weak], quality[:, strong])
-    q_w, q_s = tm["q_weak"], tm["q_strong"]
-    return {"apgr": metrics.apgr(shares, quals, q_w, q_s),
-            "cpt50": metrics.cpt(shares, quals, q_w, q_s, 0.5),
-            "cpt80": metrics.cpt(shares, quals, q_w, q_s, 0.8)}
+    if tm is not None:
+        for key, src in (("default", "router"), ("knn", "knn"), ("random", "random"),
+                         ("oracle", "oracle")):
+            if src in tm:
+                methods[key].update(apgr=tm[src]["apgr"], cpt50=tm[src]["cpt50"])
+    return {
+        "n_prompts": report.n_prompts, "n_models": len(report.models),
+        "best_single": best, "oracle_point": report.oracle, "c_max": report.c_max,
+        "two_model": None if tm is None else {k: tm[k] for k in
+                                              ("weak", "strong", "q_weak", "q_strong")},
+        "methods": methods, "notes": report.notes,
+    }
 
 
-def out_of_domain(source: pd.DataFrame, target: pd.DataFrame, catalog: Any, *, seed: int,
-                  knn_k: int = 20) -> Any:
-    """Fit on all of `source`, score on all of `target` (router and kNN)."""
-    from training.evaluate import KnnPrediction, report_from_predictions
+def decision_latency(model: Any, convs: list[Any], n: int = 300) -> dict[str, float]:
+    """p50/p99 ms of predict + the default rule (at the model's default bar) for one
+    request, and of the rule alone."""
+    from router.policy import BarCalibration, decide
 
-    models = sorted(source["model"].astype(str).unique())
-    model = _fit(source, catalog, seed)
-    _, s_convs, s_q, s_c = _matrices(source, models)
-    _, t_convs, t_q, t_c = _matrices(target, models)
-    pq, pc = _predict(model, t_convs, models)
-    kq, kc = _knn(model, s_convs, s_q, s_c, t_convs, knn_k)
-    return report_from_predictions(models, t_q, t_c, pq, pc,
-                                   knn=KnnPrediction(kq, kc, knn_k, "source domain"))
-
-
-def decision_latency(model: Any, convs: list[Any], models: list[str],
-                     n: int = 300) -> dict[str, float]:
-    """p50/p99 ms of predict + policy for one request, and of the policy alone."""
-    from router.policy import decide
-
+    calibration = BarCalibration.from_metadata(model.metadata)
+    bar = float(model.metadata["default_bar"])
     full, policy = [], []
     for conv in (convs * (n // max(1, len(convs)) + 1))[:n]:
         t0 = time.perf_counter()
         pred = model.predict([conv])
         t1 = time.perf_counter()
-        decide(list(pred.models), pred.quality[0], pred.cost_usd[0], bar=0.7)
+        decide(list(pred.models), pred.quality[0], pred.cost_usd[0], bar=bar,
+               calibration=calibration)
         t2 = time.perf_counter()
         full.append(t2 - t0)
         policy.append(t2 - t1)
-    full_ms, policy_ms = np.array(full[10:]) * 1e3, np.array(policy[10:]) * 1e3  # skip warm-up
+    full_ms, policy_ms = np.array(full[10:]) * 1e3, np.array(policy[10:]) * 1e3  # warm-up
     return {"p50_ms": float(np.percentile(full_ms, 50)),
             "p99_ms": float(np.percentile(full_ms, 99)),
             "policy_p50_ms": float(np.percentile(policy_ms, 50)),
             "policy_p99_ms": float(np.percentile(policy_ms, 99))}
 
 
-def _two(report: Any) -> dict[str, Any]:
-    tm = report.two_model
-    out = {name: {k: tm[name][k] for k in ("apgr", "cpt50", "cpt80")}
-           for name in ("router", "knn", "random", "oracle") if name in tm}
-    out["q_weak"], out["q_strong"] = tm["q_weak"], tm["q_strong"]
-    return out
-
-
-def _subsample(table: pd.DataFrame, n_prompts: int, seed: int) -> pd.DataFrame:
-    ids = table["prompt_id"].astype(str).unique()
-    if len(ids) <= n_prompts:
-        return table
-    keep = set(np.random.default_rng(seed).choice(ids, size=n_prompts, replace=False))
-    return table[table["prompt_id"].astype(str).isin(keep)].reset_index(drop=True)
-
-
-def run(quick: bool, seed: int, progress: bool) -> dict[str, Any]:
-    from router.catalog import load_catalog, load_prices_csv
-    from training.data import load_outcomes
-
-    catalog = load_catalog().with_prices(load_prices_csv(DATA / "prices.csv"))
+def run(datasets: list[str], *, quick: bool, seed: int, progress: bool) -> dict[str, Any]:
+    start = time.perf_counter()
     folds = 3 if quick else 5
-    fractions = (0.3, 1.0) if quick else (0.1, 0.3, 1.0)
-    results: dict[str, Any] = {"quick": quick, "folds": folds, "seed": seed}
-    tables = {}
-    for name in ("routellm_mmlu", "routellm_gsm8k"):
-        table = load_outcomes(DATA / f"{name}.csv.gz", catalog=catalog)
+    results: dict[str, Any] = {"quick": quick, "folds": folds, "seed": seed,
+                               "holdout_frac": HOLDOUT_FRAC, "datasets": {}}
+    tables, catalogs = {}, {}
+    for name in datasets:
+        table, catalog = load_dataset(name)
         if quick and name == "routellm_mmlu":
-            table = _subsample(table, 3000, seed)
-        tables[name] = table
+            table = _subsample(table, QUICK_MMLU_PROMPTS, seed)
+        tables[name], catalogs[name] = table, catalog
+    for name in datasets:
         t0 = time.perf_counter()
-        reports, variants = cross_validate_variants(table, catalog, folds=folds, seed=seed,
-                                           fractions=fractions, progress=progress)
-        full = reports[1.0]
+        table = tables[name]
+        report, model = cross_validate(table, catalogs[name], folds=folds, seed=seed,
+                                       desc=name, progress=progress)
         models = sorted(table["model"].astype(str).unique())
-        _, _, quality, _ = _matrices(table, models)
-        results[name] = {
-            "n_prompts": full.n_prompts,
-            **_two(full),
-            "published": PUBLISHED[name],
-            "booster": _two(variants["booster"])["router"],
-            "linear": _two(variants["linear"])["router"],
-            "length": length_only(full, quality, models, variants["input_tokens"]),
-            "learning_curve": [{"fraction": f, **{k: r.two_model["router"][k]
-                                                  for k in ("apgr", "cpt50", "cpt80")},
-                                "knn_apgr": r.two_model["knn"]["apgr"]}
-                               for f, r in sorted(reports.items())],
+        _, convs, quality, cost = _matrices(table, models)
+        results["datasets"][name] = {
+            **summarise(report, quality, cost),
+            "n_prompts_total": int(table["prompt_id"].nunique()),
             "seconds": time.perf_counter() - t0,
         }
-    for src, dst in (("routellm_mmlu", "routellm_gsm8k"), ("routellm_gsm8k", "routellm_mmlu")):
-        report = out_of_domain(tables[src], tables[dst], catalog, seed=seed)
-        results[f"ood_{src}_to_{dst}"] = _two(report)
-
-    arena = load_outcomes(DATA / "arena_bench_v1.csv.gz", catalog=catalog)
-    t0 = time.perf_counter()
-    reports, variants = cross_validate_variants(arena, catalog, folds=folds, seed=seed,
-                                       progress=progress)
-    report = reports[1.0]
-    models = sorted(arena["model"].astype(str).unique())
-    model = _fit(arena, catalog, seed)
-    _, convs, _, _ = _matrices(arena, models)
-    results["arena_bench_v1"] = {
-        "n_prompts": report.n_prompts, "n_models": len(report.models),
-        "aiq": report.aiq, "zero_router_aiq": report.zero_router_aiq,
-        "aiq_minus_zero": report.aiq - report.zero_router_aiq,
-        "knn_aiq": report.knn["aiq"], "random_aiq": report.random["aiq"],
-        "best_single_model": report.best_single_model,
-        "best_single": next(s for s in report.single_models
-                            if s["model"] == report.best_single_model),
-        "oracle": report.oracle,
-        "cost_at_best_single_quality": report.cost_at_best_single_quality,
-        "quality_at_10pct_cost": report.quality_at_10pct_cost,
-        "variants": {v: {"aiq_minus_zero": variants[v].aiq - variants[v].zero_router_aiq,
-                         "cost_at_best_single_quality":
-                             variants[v].cost_at_best_single_quality}
-                     for v in ("booster", "linear")},
-        "latency": decision_latency(model, convs, models),
-        "latency_booster_only": decision_latency(_variant(model, 0.0), convs, models),
-        "seconds": time.perf_counter() - t0,
-    }
+        if "latency" not in results:
+            results["latency"] = {"dataset": name, **decision_latency(model, convs)}
+    if set(ROUTELLM) <= set(datasets):
+        results["leave_one_out"] = leave_one_out(tables, catalogs, seed=seed,
+                                                 progress=progress)
+    results["targets"] = targets(results)
+    results["seconds"] = time.perf_counter() - start
     return results
 
 
-def _pct(v: float | None) -> str:
-    return "  never" if v is None else f"{100 * v:6.1f}%"
-
-
-def _met(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "NOT met")
-
-
-def target_table(r: dict[str, Any]) -> list[str]:
-    """Issue 3's target table: our value (shipped blend), target, reference, met."""
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 11's targets on the datasets of this run: dataset, target, value, pass."""
     rows = []
-    refs = {"routellm_mmlu": "RouteLLM ~35%; TF-IDF+LR ~36%; oracle 6%",
-            "routellm_gsm8k": "RouteLLM ~34%; oracle 11%"}
-    for name in ("routellm_mmlu", "routellm_gsm8k"):
-        d = r[name]["router"]
-        orc = r[name]["oracle"]
-        rows.append((f"{name} APGR", f"{d['apgr']:.3f}", ">= 0.70",
-                     f"oracle here {orc['apgr']:.3f}", _met(d["apgr"] >= 0.70)))
-        rows.append((f"{name} CPT(50%)", _pct(d["cpt50"]).strip(), "<= 25%",
-                     f"{refs[name]} (oracle here {_pct(orc['cpt50']).strip()})",
-                     _met(d["cpt50"] is not None and d["cpt50"] <= 0.25)))
-    a = r["arena_bench_v1"]
-    rows.append(("arena AIQ - Zero AIQ", f"{a['aiq_minus_zero']:+.4f}", ">= +0.03",
-                 f"kNN {a['knn_aiq'] - a['zero_router_aiq']:+.4f}, random "
-                 f"{a['random_aiq'] - a['zero_router_aiq']:+.4f}",
-                 _met(a["aiq_minus_zero"] >= 0.03)))
-    c = a["cost_at_best_single_quality"]
-    rows.append(("arena cost at best single quality",
-                 "never" if c is None else f"{100 * c:.1f}%", "<= 50%",
-                 f"best single: {a['best_single_model']}",
-                 _met(c is not None and c <= 0.5)))
-    lat = a["latency"]
-    rows.append(("decision latency p99", f"{lat['p99_ms']:.2f} ms", "<= 1 ms",
-                 f"booster only {a['latency_booster_only']['p99_ms']:.2f} ms; policy alone "
-                 f"{lat['policy_p99_ms']:.3f} ms", _met(lat["p99_ms"] <= 1.0)))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    head = ("metric", "ours", "target", "reference", "")
-    widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
-    w0, w1, w2, w3 = widths[:4]
-    return [f"  {c0:<{w0}}  {c1:>{w1}}  {c2:<{w2}}  {c3:<{w3}}  {c4}"
-            for c0, c1, c2, c3, c4 in (head, *rows)]
+    d = r["datasets"]
+
+    def add(name: str, target: str, value: str, ok: bool) -> None:
+        rows.append({"dataset": name, "target": target, "value": value, "pass": bool(ok)})
+
+    for name, res in d.items():
+        m = res["methods"]
+        dflt, zero = m["default"]["aiq"], m["zero"]["aiq"]
+        add(name, "default AIQ >= Zero AIQ", f"{dflt:.4f} vs {zero:.4f}", dflt >= zero)
+        if name in ("arena_bench_v1", "demo") and m["knn"]["aiq"] is not None:
+            knn = m["knn"]["aiq"]
+            add(name, "default AIQ >= kNN AIQ", f"{dflt:.4f} vs {knn:.4f}", dflt >= knn)
+        if name == "arena_bench_v1":
+            add(name, "default AIQ >= Zero AIQ + 0.03", f"{dflt - zero:+.4f}",
+                dflt - zero >= 0.03)
+        if name == "routellm_mmlu":
+            apgr, cpt = m["default"].get("apgr"), m["default"].get("cpt50")
+            add(name, "APGR >= 0.70", _num(apgr, 3), apgr is not None and apgr >= 0.70)
+            add(name, "CPT(50%) <= 25%", _pct(cpt), cpt is not None and cpt <= 0.25)
+        if name == "routellm_gsm8k":
+            cpt = m["default"].get("cpt50")
+            add(name, "CPT(50%) <= 30%", _pct(cpt), cpt is not None and cpt <= 0.30)
+        if name == "demo":
+            c = m["default"]["cost_at_best"]
+            add(name, "cost@best <= 35%", _pct(c), c is not None and c <= 0.35)
+    return rows
 
 
-def baseline_table(r: dict[str, Any]) -> list[str]:
-    """Every method of the run: MMLU / GSM8K APGR and CPT(50%), arena AIQ - Zero, cost."""
-    a = r["arena_bench_v1"]
-    zero = a["zero_router_aiq"]
-    lines = [f"  {'method':<30} {'MMLU APGR':>9} {'CPT50':>7} {'GSM8K APGR':>10} {'CPT50':>7} "
-             f"{'arena AIQ-Zero':>14} {'cost@best':>9}"]
+# -- printing ------------------------------------------------------------------------
 
-    def arena_cost(v: float | None) -> str:
-        return "never" if v is None else f"{100 * v:.1f}%"
+def _pct(v: float | None) -> str:
+    return "never" if v is None else f"{100 * v:.1f}%"
 
-    methods = (
-        ("random", "random", f"{a['random_aiq'] - zero:+.4f}", "-"),
-        ("kNN router (k=20)", "knn", f"{a['knn_aiq'] - zero:+.4f}", "-"),
-        ("length only (input tokens)", "length", "-", "-"),
-        ("booster only (weight 0)", "booster",
-         f"{a['variants']['booster']['aiq_minus_zero']:+.4f}",
-         arena_cost(a["variants"]["booster"]["cost_at_best_single_quality"])),
-        ("TF-IDF LR only (weight 1)", "linear",
-         f"{a['variants']['linear']['aiq_minus_zero']:+.4f}",
-         arena_cost(a["variants"]["linear"]["cost_at_best_single_quality"])),
-        ("blend 0.5 (shipped default)", "router", f"{a['aiq_minus_zero']:+.4f}",
-         arena_cost(a["cost_at_best_single_quality"])),
-        ("oracle", "oracle", "-", "-"),
-    )
-    for label, key, aiq, cost in methods:
-        mm, gg = r["routellm_mmlu"][key], r["routellm_gsm8k"][key]
-        lines.append(f"  {label:<30} {mm['apgr']:>9.3f} {_pct(mm['cpt50']):>7} "
-                     f"{gg['apgr']:>10.3f} {_pct(gg['cpt50']):>7} {aiq:>14} {cost:>9}")
-    return lines
+
+def _num(v: float | None, digits: int = 4, sign: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], left: int = 1) -> list[str]:
+    """The first `left` columns left-aligned, the others right-aligned, indented."""
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    return ["  " + "  ".join(f"{c:<{w}}" if i < left else f"{c:>{w}}"
+                             for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in (head, *rows)]
+
+
+def dataset_table(name: str, res: dict[str, Any]) -> list[str]:
+    best, tm = res["best_single"], res["two_model"]
+    lines = [f"{name}: {res['n_prompts']} of {res['n_prompts_total']} prompts scored "
+             f"(every model answered) x {res['n_models']} models, {res['seconds']:.0f} s; "
+             f"best single {best['model']}: quality {best['quality']:.3f} at "
+             f"${best['cost_usd']:.6f}/request"]
+    if tm is not None:
+        lines.append(f"  weak {tm['weak']} ({tm['q_weak']:.3f}), strong {tm['strong']} "
+                     f"({tm['q_strong']:.3f}); APGR/CPT: thresholds on the predicted gap")
+    zero = res["methods"]["zero"]["aiq"]
+    head = ("method", "AIQ", "- Zero", "cost@best") + (("APGR", "CPT(50%)") if tm else ())
+    rows = []
+    for key, label in METHODS.items():
+        m = res["methods"][key]
+        aiq = m.get("aiq")
+        row = (label, _num(aiq), "-" if aiq is None or key == "zero" else _num(aiq - zero,
+                                                                               sign=True),
+               _pct(m["cost_at_best"]) if "cost_at_best" in m else "-")
+        if tm:
+            row += (_num(m.get("apgr"), 3), _pct(m["cpt50"]) if "cpt50" in m else "-")
+        rows.append(row)
+    return lines + _table(head, rows)
+
+
+def leave_one_out_table(loo: dict[str, Any]) -> list[str]:
+    head = ("test set (all unseen)", "default AIQ", "- Zero", "floor", "utility", "kNN",
+            "APGR", "CPT(50%)", "kNN APGR", "kNN CPT(50%)")
+    rows = []
+    for name, res in loo.items():
+        m = res["methods"]
+        zero = m["zero"]["aiq"]
+        rows.append((name, _num(m["default"]["aiq"]), _num(m["default"]["aiq"] - zero, sign=True),
+                     _num(m["floor"]["aiq"]), _num(m["utility"]["aiq"]), _num(m["knn"]["aiq"]),
+                     _num(m["default"].get("apgr"), 3), _pct(m["default"].get("cpt50")),
+                     _num(m["knn"].get("apgr"), 3), _pct(m["knn"].get("cpt50"))))
+    return ["leave one dataset out (fit on the other two RouteLLM sets, score all of this one):",
+            *_table(head, rows)]
 
 
 def format_results(r: dict[str, Any]) -> str:
-    lines = [f"bench/quality.py: {r['folds']}-fold CV by prompt, seed {r['seed']}"
-             f"{' (--quick: MMLU subsampled to 3000 prompts)' if r['quick'] else ''}", "",
-             "issue 3 targets (ours = shipped default, booster + TF-IDF LR blend 0.5):",
-             *target_table(r), "",
-             "baselines, same folds, same run:", *baseline_table(r), ""]
-    for name in ("routellm_mmlu", "routellm_gsm8k"):
-        d = r[name]
-        lines.append(f"{name}: {d['n_prompts']} prompts, weak quality {d['q_weak']:.3f}, "
-                     f"strong {d['q_strong']:.3f} ({d['seconds']:.0f} s)")
-        lines.append(f"  {'method':<26} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9}")
-        for method in ("router", "knn", "random", "oracle"):
-            m = d[method]
-            label = {"router": "our router (blend)", "knn": "kNN router",
-                     "random": "random", "oracle": "oracle"}[method]
-            lines.append(f"  {label:<26} {m['apgr']:>6.3f} {_pct(m['cpt50']):>9} "
-                         f"{_pct(m['cpt80']):>9}")
-        pub = d["published"]
-        lines.append(f"  {'RouteLLM published (best)':<26} {'':>6} "
-                     f"{_pct(pub['router_cpt50']):>9}")
-        lines.append(f"  {'oracle published':<26} {'':>6} {_pct(pub['oracle_cpt50']):>9}")
-        lines.append("  learning curve (share of each training fold -> router APGR, CPT(50%); "
-                     "kNN APGR):")
-        for p in d["learning_curve"]:
-            lines.append(f"    {100 * p['fraction']:5.0f}%  APGR {p['apgr']:.3f}  CPT(50%) "
-                         f"{_pct(p['cpt50'])}  kNN APGR {p['knn_apgr']:.3f}")
-        lines.append("")
-    lines.append("out of domain (fit on all of one, test on all of the other):")
-    lines.append(f"  {'':<30} {'router APGR':>11} {'CPT(50%)':>9} {'kNN APGR':>9}")
-    for key, label in (("ood_routellm_mmlu_to_routellm_gsm8k", "MMLU -> GSM8K"),
-                       ("ood_routellm_gsm8k_to_routellm_mmlu", "GSM8K -> MMLU")):
-        d = r[key]
-        lines.append(f"  {label:<30} {d['router']['apgr']:>11.3f} {_pct(d['router']['cpt50']):>9} "
-                     f"{d['knn']['apgr']:>9.3f}")
-    a = r["arena_bench_v1"]
-    lines += ["", f"arena_bench_v1: {a['n_prompts']} prompts x {a['n_models']} models, priced with "
-                  f"prices.csv ({a['seconds']:.0f} s)",
-              f"  AIQ router {a['aiq']:.4f}   Zero router {a['zero_router_aiq']:.4f}   "
-              f"router - Zero {a['aiq_minus_zero']:+.4f}",
-              f"  AIQ kNN    {a['knn_aiq']:.4f}   random      {a['random_aiq']:.4f}",
-              f"  best single {a['best_single_model']}: quality {a['best_single']['quality']:.3f} "
-              f"at ${a['best_single']['cost_usd']:.5f}/request; oracle "
-              f"{a['oracle']['quality']:.3f} at ${a['oracle']['cost_usd']:.5f}",
-              "  cost to reach the best single model's quality: "
-              + ("not reached (the router's hull stays below it)"
-                 if a["cost_at_best_single_quality"] is None
-                 else f"{100 * a['cost_at_best_single_quality']:.1f}% of its cost"),
-              "  quality at 10% of its cost: " + ("not reachable" if a['quality_at_10pct_cost']
-                                                  is None else f"{a['quality_at_10pct_cost']:.3f}"),
-              f"  decision latency (predict + policy, one request, in-process): p50 "
-              f"{a['latency']['p50_ms']:.2f} ms, p99 {a['latency']['p99_ms']:.2f} ms "
-              f"(policy alone: p50 {a['latency']['policy_p50_ms']:.3f} ms)"]
+    lines = [f"bench/quality.py: {r['folds']}-fold CV by prompt, seed {r['seed']}, fold models "
+             f"fitted as `router train` (--holdout-frac {r['holdout_frac']}: bar calibrated on "
+             f"the fold's held-out prompts)"
+             + (f"; --quick: routellm_mmlu subsampled to {QUICK_MMLU_PROMPTS} prompts"
+                if r["quick"] else ""), ""]
+    for name, res in r["datasets"].items():
+        lines += [*dataset_table(name, res), ""]
+    if "leave_one_out" in r:
+        lines += [*leave_one_out_table(r["leave_one_out"]), ""]
+    if "latency" in r:
+        lat = r["latency"]
+        lines += [f"decision latency ({lat['dataset']} fold model, predict + default rule, one "
+                  f"request, in process): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms "
+                  f"(rule alone: p50 {lat['policy_p50_ms']:.3f} ms, p99 "
+                  f"{lat['policy_p99_ms']:.3f} ms)", ""]
+    rows = [(t["dataset"], t["target"], t["value"], "pass" if t["pass"] else "FAIL")
+            for t in r["targets"]]
+    lines += ["targets (issue 11):",
+              *_table(("dataset", "target", "value", "result"), rows, left=2),
+              "", f"total {r['seconds']:.0f} s"]
     return "\n".join(lines)
+
+
+def _datasets(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown dataset(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(DATASETS)}")
+    return [d for d in DATASETS if d in names]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller, faster run")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"3 folds, routellm_mmlu subsampled to {QUICK_MMLU_PROMPTS} prompts")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--datasets", type=_datasets, default=list(DATASETS),
+                        metavar="A,B", help=f"datasets to run (default all: {','.join(DATASETS)})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="LightGBM threads per fit (default 1)")
     args = parser.parse_args(argv)
     THREADS["num_threads"] = args.threads
-    if not (DATA / "prices.csv").is_file():
+    if any(d != "demo" for d in args.datasets) and not (DATA / "prices.csv").is_file():
         print(f"skipped: shared data not found at {DATA} (set ROUTER_SHARED_DATA or put "
-              f"../shared/data beside the repository)")
+            f"../shared/data beside the repository)")
         return 0
-    results = run(args.quick, args.seed, progress=sys.stderr.isatty())
-    print(json.dumps(results, indent=2) if args.json else format_results(results))
+    results = run(args.datasets, quick=args.quick, seed=args.seed,
+                  progress=sys.stderr.isatty())
+    print(json.dumps(results, indent=2, default=float) if args.json else format_results(results))
     return 0
 
 
