@@ -5,19 +5,22 @@ Online commands (route, serve, fake-upstream) are registered here; offline ones
 `router.commands` entry-point group, so `router` never imports `training`.
 
 Every failure is printed as one `error:` line (plus a `hint:` line when there is
-something to do about it); `--debug` shows the traceback instead.
+something to do about it) and exits 1, usage errors included (an unknown command
+gets a "did you mean"); `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from typing import NoReturn
 
 from router import __version__
-from router.errors import RouterError
+from router.errors import ConfigError, RouterError
 
 __all__ = ["main", "build_parser", "add_command"]
 
@@ -32,6 +35,39 @@ ONLINE_COMMANDS = {
     "serve": "router.commands.serve:register",
     "fake-upstream": "router.commands.fake_upstream:register",
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors take the CLI's one form: `error:`, `hint:`, exit 1.
+
+    argparse would print the whole usage block and exit 2; the README promises one
+    line and exit 1 for every failure, and a script should not need two codes.
+    """
+
+    commands: Sequence[str] = ()
+
+    def error(self, message: str) -> NoReturn:
+        where = "" if self.prog == "router" else f"{self.prog}: "
+        raise ConfigError(f"{where}{message}",
+                          hint=f"`{self.prog} --help` shows the options, with examples")
+
+
+def _unknown_command(argv: Sequence[str], commands: Sequence[str]) -> ConfigError | None:
+    """The error for a mistyped command, with the closest command as a suggestion."""
+    for token in argv:
+        if token in ("-h", "--help", "--version"):
+            return None
+        if token.startswith("-"):
+            continue
+        if token in commands:
+            return None
+        close = difflib.get_close_matches(token, commands, n=1)
+        if close:
+            return ConfigError(f"unknown command {token!r} (did you mean {close[0]!r}?)",
+                               hint="`router --help` lists the commands")
+        return ConfigError(f"unknown command {token!r}",
+                           hint=f"commands: {', '.join(commands)}")
+    return None
 
 
 def add_command(
@@ -60,7 +96,7 @@ def _load(target: str) -> Callable[[argparse._SubParsersAction], None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="router",
         description="Cost-aware LLM router: send each request to the cheapest model "
                     "predicted to meet your quality bar.",
@@ -87,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
             log.warning("command %r is unavailable: %s", name, exc)
             continue
         register(subparsers)
+    parser.commands = sorted(subparsers.choices)
     return parser
 
 
@@ -104,10 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         parser = build_parser()
+        unknown = _unknown_command(argv, parser.commands)
+        if unknown is not None:
+            raise unknown
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             parser.print_help()
-            return 2
+            return 1
         return int(args.handler(args) or 0)
     except RouterError as exc:
         if debug:

@@ -102,6 +102,32 @@ def test_unreachable_postgres_for_retrain(in_tmp, capsys):
     assert "ROUTER_LOG_URL" in lines[1]
 
 
+def test_mistyped_command_suggests_the_closest_one(in_tmp, capsys):
+    code, lines = _cli(capsys, "trian", "--data", "demo.csv")
+    assert code == 1
+    assert lines == ["error: unknown command 'trian' (did you mean 'train'?)",
+                     "hint: `router --help` lists the commands"]
+    code, lines = _cli(capsys, "qickstart", "--port", "8001")
+    assert code == 1 and lines[0] == (
+        "error: unknown command 'qickstart' (did you mean 'quickstart'?)")
+
+
+def test_unknown_command_with_no_close_match_lists_the_commands(in_tmp, capsys):
+    code, lines = _cli(capsys, "xyzzy")
+    assert code == 1 and lines[0] == "error: unknown command 'xyzzy'"
+    assert lines[1].startswith("hint: commands: ") and "train" in lines[1]
+
+
+def test_usage_errors_are_one_line_and_exit_1_like_every_failure(in_tmp, capsys):
+    code, lines = _cli(capsys, "train", "--data", "demo.csv")
+    assert code == 1
+    assert lines == ["error: router train: the following arguments are required: --out",
+                     "hint: `router train --help` shows the options, with examples"]
+    code, lines = _cli(capsys, "route", "hi", "--bar", "high")
+    assert code == 1
+    _assert_two_lines(lines, "error: router route: argument --bar: invalid float value: 'high'")
+
+
 def test_debug_shows_the_traceback(in_tmp, capsys):
     from router.errors import DataError
 
