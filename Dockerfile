@@ -1,6 +1,9 @@
-# The router image: `router` is the entry point, `serve` the default command.
+# The router image: `router` is the entry point, `serve --registry /app/models` the default
+# command, listening on 0.0.0.0:8000 (ROUTER_HOST, ROUTER_PORT below).
 #   docker build -t cost-aware-router .
-#   docker run -p 8000:8000 -v "$PWD/models:/app/models" cost-aware-router serve --host 0.0.0.0 --fake-upstream
+#   docker run -p 8000:8000 -v "$PWD/models:/app/models" cost-aware-router serve --registry /app/models --fake-upstream
+# Anyone who can reach the port can use it: set client keys (-e ROUTER_API_KEYS=key1,key2)
+# before exposing it.
 # Several replicas: set ROUTER_LOG_URL (PostgreSQL), ROUTER_CACHE_URL (Redis) and mount the
 # shared registry at /app/models (see deploy/k8s/router.yaml).
 FROM python:3.11-slim

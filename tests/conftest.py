@@ -13,11 +13,18 @@ SHARED_DATA = Path(os.environ.get("ROUTER_SHARED_DATA", REPO_ROOT.parent / "shar
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """`../shared/data`, the real outcome tables; tests using it skip where it is absent."""
+    """`../shared/data`, the real outcome tables (or `$ROUTER_SHARED_DATA`).
+
+    Where it is absent each test using it is skipped with one line saying what is
+    missing; in CI (`$CI` set) it must be there, so each fails, with that same one
+    line and no traceback (the traceback would only show this fixture).
+    """
     if not (SHARED_DATA / "prices.csv").is_file():
+        reason = (f"needs ../shared/data, the real outcome tables: {SHARED_DATA} has no "
+                  "prices.csv (put the folder beside the checkout or set ROUTER_SHARED_DATA)")
         if os.environ.get("CI"):
-            pytest.fail(f"shared data missing at {SHARED_DATA}; CI must have ../shared/data")
-        pytest.skip(f"shared data not found at {SHARED_DATA} (needs ../shared/data beside the repo)")
+            pytest.fail(f"{reason}; CI must have it", pytrace=False)
+        pytest.skip(reason)
     return SHARED_DATA
 
 
