@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "all gone to the most expensive model the router considered, or to the single "
             "best model (highest mean expected quality, or --baseline), with the saving in "
             "USD and percent. Counterfactuals use the router's logged expected cost of each "
-            "model per request (see training/report.py)."),
+            "model per request (see training/report.py). Decisions from POST /v1/route alone "
+            "called no model: they are counted apart, not as requests or savings."),
         examples=[
             "router report --log sqlite:///router_outcomes.db --since 7d",
             "router report --log postgresql://router@db/router --since 30d --plot spend.png",
