@@ -65,11 +65,12 @@ def calibrate_bar(model: QualityModel, table: Any, prompt_codes: np.ndarray,
 
     `prompts` are the calibration prompt codes (prompts the model did not train
     on, where there are any) and `convs` their conversations, in the same order;
-    `quality`, `model_codes` and `prompt_codes` are per row of `table`. Each
-    decision is scored with the realised outcome where the table has one for the
-    chosen model, else with the prediction (`BarCalibration.fit`).
+    `quality`, `model_codes` and `prompt_codes` are per row of `table`. The
+    outcomes the table has for them correct the level of the predicted means
+    (`BarCalibration.fit`).
 
-    The default bar is the best single model's mean quality on these prompts:
+    The default bar is the best single model's mean quality on these prompts
+    (measured where the table has every model's outcome, else predicted):
     served without options, the router aims at the flagship's quality for less.
     """
     m = len(model.models_)

@@ -147,9 +147,9 @@ def test_a_higher_bar_never_lowers_mean_quality_or_mean_cost():
 
 
 def test_an_unreachable_bar_does_not_buy_the_dearest_model_for_nothing():
-    # premium is predicted a hair above mid at 6x the price, and measured equal on
-    # the calibration prompts: the floor rule buys it for a bar no model clears;
-    # the default rule does not.
+    # premium is predicted a hair above mid at 6x the price: the floor rule buys it
+    # for a bar no model clears; the default rule never buys a negligible gain at a
+    # large price, whatever the bar.
     pred = np.tile([0.3, 0.600, 0.601], (50, 1))
     realised = np.tile([0.3, 0.6, 0.6], (50, 1))
     cost = np.tile(COST, (50, 1))
@@ -159,15 +159,17 @@ def test_an_unreachable_bar_does_not_buy_the_dearest_model_for_nothing():
     assert decide(MODELS, pred[0], cost[0], bar=0.9, calibration=calibration).met_bar
 
 
-def test_calibration_is_scored_on_realised_outcomes_where_known():
-    pred = np.tile([0.5, 0.9, 0.95], (100, 1))
+def test_calibration_corrects_the_models_mean_error_where_outcomes_are_known():
+    pred = np.tile([0.5, 0.8, 0.95], (100, 1))
     cost = np.tile(COST, (100, 1))
-    realised = np.tile([0.5, 0.6, 0.95], (100, 1))  # mid is worse than predicted
+    realised = pred - 0.1  # the model is 0.1 too optimistic on every model
     calibration = BarCalibration.fit(pred, cost, realised, cost)
-    # Reaching a mean of 0.9 takes premium: mid was measured at 0.6.
-    lam = calibration.lambda_for(0.9)
-    assert MODELS[choose(pred, cost, utility_lambda=lam)[0]] == "premium"
-    assert calibration.expected_at(0.9) == pytest.approx((0.95, 0.030))
+    assert calibration.quality[0] == pytest.approx(0.4)
+    # Reaching a mean of 0.8 then takes premium: mid is really 0.7.
+    assert MODELS[choose(pred, cost, bar=0.8, calibration=calibration)[0]] == "premium"
+    assert calibration.expected_at(0.8) == pytest.approx((0.85, 0.030))
+    # Without outcomes the predictions are taken at their word.
+    assert BarCalibration.fit(pred, cost).expected_at(0.8) == pytest.approx((0.8, 0.005))
 
 
 def test_calibration_round_trips_and_rejects_malformed_data():
