@@ -126,13 +126,13 @@ def _generic_predict(model, convs) -> np.ndarray:
     model_codes = np.tile(codes, n)
     x = design_rows(prompt_x, np.repeat(np.arange(n), m), model_codes, model.descriptors_)
     quality = model.quality_.predict(x, num_threads=1)
-    if model.linear_coef_ is not None and model.blend_weight_ > 0:
+    if model.linear_coef_ is not None and model.linear_weight > 0:
         logits = np.empty((n, m))
         logits[:] = model.linear_intercept_
         for i, (pos, vals) in enumerate(tfidf):
             if len(pos):
                 logits[i] += vals @ model.linear_coef_[pos]
-        w = model.blend_weight_
+        w = model.linear_weight
         quality = (1 - w) * quality + w / (1 + np.exp(-logits.ravel()))
     quality = np.clip(quality, 0.0, 1.0)
     fallback = np.array([model.default_output_tokens if v is None else v

@@ -138,6 +138,9 @@ class BarCalibration:
     lambdas: tuple[float, ...]
     source: str = ""
     n_prompts: int = 0
+    # Mean realised minus predicted quality on the calibration prompts: added to
+    # every predicted mean the calibration reports.
+    bias: float = 0.0
 
     def __post_init__(self) -> None:
         n = len(self.lambdas)
@@ -193,7 +196,7 @@ class BarCalibration:
         return cls(quality=tuple(p[1] for p in frontier),
                    cost_usd=tuple(p[0] for p in frontier),
                    lambdas=tuple(p[2] for p in frontier), source=source,
-                   n_prompts=int(pq.shape[0]))
+                   n_prompts=int(pq.shape[0]), bias=bias)
 
     def lambda_for(self, bar: float) -> float:
         """lambda(bar): the least-cost calibration point reaching mean quality `bar`."""
@@ -213,7 +216,7 @@ class BarCalibration:
     def to_dict(self) -> dict[str, Any]:
         return {"quality": list(self.quality), "cost_usd": list(self.cost_usd),
                 "lambdas": list(self.lambdas), "source": self.source,
-                "n_prompts": self.n_prompts}
+                "n_prompts": self.n_prompts, "bias": self.bias}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None) -> BarCalibration | None:
@@ -228,7 +231,8 @@ class BarCalibration:
                        cost_usd=tuple(float(v) for v in data["cost_usd"]),
                        lambdas=tuple(float(v) for v in data["lambdas"]),
                        source=str(data.get("source", "")),
-                       n_prompts=int(data.get("n_prompts", 0)))
+                       n_prompts=int(data.get("n_prompts", 0)),
+                       bias=float(data.get("bias", 0.0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"bar calibration is malformed: {exc}",
                                 hint="retrain the model (router train)") from None

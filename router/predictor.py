@@ -65,8 +65,7 @@ from router.predictor_fit import (
     fit_linear,
     train_booster,
 )
-from router.frontier import aiq
-from router.policy import BarCalibration, choose, lambda_grid
+from router.policy import BarCalibration
 from router.predictor_holdout import (
     calibrate_bar,
     expected_calibration_error,
@@ -74,16 +73,8 @@ from router.predictor_holdout import (
 )
 from router.predictor_serving import ServingPlan, linear_logits
 
-# Booster/linear-head weights `fit` chooses among on validation prompts (ties: the
-# earlier one, so the previously shipped 0.5 wins a tie), the weight used when too
-# few validation prompts were answered by every model, and that minimum.
-BLEND_WEIGHTS = (0.5, 0.0, 0.25, 0.75, 1.0)
-DEFAULT_BLEND = 0.5
-MIN_BLEND_PROMPTS = 30
-
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
-    "BLEND_WEIGHTS",
     "Prediction",
     "QualityModel",
     "holdout_metrics",
@@ -122,21 +113,20 @@ class QualityModel:
     logistic regression (inverse strength `linear_c`) per model on the sparse
     TF-IDF vector of the prompt (`FeatureExtractor.transform_with_tfidf`). The
     booster sees the text only through the SVD components; the linear head sees
-    every training-seen word and bigram. Which helps more depends on the traffic
-    (5-fold CV: the head lifts MMLU and GSM8K APGR, and costs AIQ on the demo's
-    templated tasks), so by default (None) `fit` chooses w among `BLEND_WEIGHTS`
-    by the routing AIQ on its validation prompts (`blend_weight_`, the learned
-    weight; metadata "linear_weight_source" says how). A number fixes w; 0
-    disables the head (not fitted). `blend_weight_` may be changed after
-    fitting (e.g. to compare).
+    every training-seen word and bigram. 0.5 is the shipped default because it
+    measured best in 5-fold CV (bench/quality.py, default-rule AIQ and APGR): also
+    against choosing w per fit by routing AIQ on the validation prompts, which
+    measured no better (MMLU APGR 0.678 vs 0.685, GSM8K 0.602 vs 0.610, demo AIQ
+    0.9296 vs 0.9314; the validation prompts are too few to choose well). 0
+    disables the head (not fitted), 1 uses it alone. The weight may be changed
+    after fitting (e.g. to compare).
     """
 
     def __init__(self, *, params: Mapping[str, Any] | None = None,
                  num_boost_round: int = 1000, early_stopping_rounds: int = 50,
                  valid_frac: float = 0.1, min_valid_prompts: int = 50,
                  default_output_tokens: float = 256.0, n_components: int = 64,
-                 n_jobs: int = 1, linear_weight: float | None = None,
-                 linear_c: float = 1.0) -> None:
+                 n_jobs: int = 1, linear_weight: float = 0.5, linear_c: float = 1.0) -> None:
         self.params = params
         self.num_boost_round = num_boost_round
         self.early_stopping_rounds = early_stopping_rounds
@@ -214,12 +204,9 @@ class QualityModel:
         quality = table["quality"].to_numpy(dtype=np.float64)
         weight = table["weight"].to_numpy(dtype=np.float64)
         linear = None
-        if self.linear_weight is None or self.linear_weight > 0:
-            # When the validation prompts choose the blend weight, the head must not
-            # have seen them.
-            fit_rows = row_role == 0 if self.linear_weight is None else row_role != 2
+        if self.linear_weight > 0:
             linear = fit_linear(features.tfidf_matrix(tfidf_rows), prompt_codes, model_codes,
-                                quality, weight, fit_rows, len(models), self.linear_c)
+                                quality, weight, row_role != 2, len(models), self.linear_c)
         cat_col = len(names) - len(DESCRIPTOR_NAMES) - 1
 
         params = {**DEFAULT_PARAMS, "num_threads": self.n_jobs, **(self.params or {}),
@@ -266,9 +253,6 @@ class QualityModel:
         self.output_tokens_ = output_booster
         self.output_medians_ = medians
         self.feature_names_ = names
-        self.blend_weight_, blend_source = self._choose_blend(
-            table, row_role == 1, prompt_codes, model_codes, quality,
-            {int(p): convs[p] for p in valid_prompts})
         self.metadata = {
             "n_rows": int(len(table)),
             "n_prompts": int(n_prompts),
@@ -280,7 +264,6 @@ class QualityModel:
             "holdout_frac": float(holdout_frac),
             "best_iteration": int(best_q),
             "output_tokens_model": "booster" if output_booster is not None else "medians",
-            "linear_weight_source": blend_source,
             "params": {k: v for k, v in params.items() if not callable(v)},
             # So `router eval --holdout-only` can score exactly the unseen prompts.
             "holdout_prompt_ids": [str(prompt_ids[i]) for i in np.sort(hold_prompts)],
@@ -307,51 +290,6 @@ class QualityModel:
                               "default_bar_source": bar_source,
                               "bar_calibration": calibration.to_dict()})
         return self
-
-    def _choose_blend(self, table: Any, rows: np.ndarray, prompt_codes: np.ndarray,
-                      model_codes: np.ndarray, quality: np.ndarray,
-                      convs: Mapping[int, Conversation]) -> tuple[float, str]:
-        """The booster/linear-head weight: `linear_weight` when set; otherwise the
-        one of `BLEND_WEIGHTS` whose utility-rule sweep has the highest AIQ on the
-        validation prompts every model answered (`rows` are their rows), so the
-        blend is chosen by what it is for, routing, on prompts neither part was
-        fitted on. Too few such prompts: `DEFAULT_BLEND`."""
-        if self.linear_weight is not None:
-            return float(self.linear_weight), "given"
-        if self.linear_coef_ is None:
-            return 0.0, "no linear head"
-        codes = np.unique(prompt_codes[rows])
-        m = len(self.models_)
-        local = {int(p): i for i, p in enumerate(codes)}
-        where = np.array([local[int(p)] for p in prompt_codes[rows]], dtype=np.int64)
-        actual_q = np.full((len(codes), m), np.nan)
-        actual_c = np.full((len(codes), m), np.nan)
-        actual_q[where, model_codes[rows]] = quality[rows]
-        actual_c[where, model_codes[rows]] = table["cost_usd"].to_numpy(np.float64)[rows]
-        complete = np.isfinite(actual_q).all(axis=1)
-        if complete.sum() < MIN_BLEND_PROMPTS or m < 2:
-            return DEFAULT_BLEND, (f"default (fewer than {MIN_BLEND_PROMPTS} validation "
-                                   f"prompts answered by every model)")
-        aq = actual_q[complete]
-        chosen_convs = [convs[int(p)] for p in codes[complete]]
-        # Costs do not depend on the blend; rows without a cost of their own are
-        # counted at the predicted cost.
-        self.blend_weight_ = 0.0
-        ac = np.where(np.isfinite(actual_c[complete]), actual_c[complete],
-                      self.predict(chosen_convs).cost_usd)
-        c_max = float(ac.mean(axis=0).max())
-        lambdas = lambda_grid(ac)
-        scores = {}
-        for w in BLEND_WEIGHTS:
-            self.blend_weight_ = w
-            pred = self.predict(chosen_convs)
-            points = [(ac[np.arange(len(aq)), i].mean(), aq[np.arange(len(aq)), i].mean())
-                      for i in (choose(pred.quality, pred.cost_usd, utility_lambda=lam)
-                                for lam in lambdas)]
-            scores[w] = aiq(*np.array(points).T, c_max) if c_max > 0 else 0.0
-        best = max(BLEND_WEIGHTS, key=lambda w: scores[w])  # ties: the earlier weight
-        detail = ", ".join(f"{w:g}: {scores[w]:.4f}" for w in BLEND_WEIGHTS)
-        return best, f"validation AIQ over {int(complete.sum())} prompts ({detail})"
 
     def _evaluate_holdout(self, rows: np.ndarray, x: np.ndarray, quality: np.ndarray,
                           model_codes: np.ndarray, known_out: np.ndarray,
@@ -398,7 +336,7 @@ class QualityModel:
             empty = np.zeros((0, m))
             return Prediction(serving.names(codes), empty, empty.copy(), empty.copy(),
                               input_tokens)
-        linear_on = serving.linear is not None and self.blend_weight_ > 0
+        linear_on = serving.linear is not None and self.linear_weight > 0
         if linear_on:
             prompt_x, tfidf_rows = self.features_.transform_with_tfidf(convs)
         else:
@@ -437,10 +375,10 @@ class QualityModel:
         return state
 
     def _linear_on(self) -> bool:
-        return self.blend_weight_ > 0 and getattr(self, "linear_coef_", None) is not None
+        return self.linear_weight > 0 and getattr(self, "linear_coef_", None) is not None
 
     def _blend(self, booster_p: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        w = float(self.blend_weight_)
+        w = float(self.linear_weight)
         return (1.0 - w) * booster_p + w / (1.0 + np.exp(-logits))
 
     def _output_tokens_rows(self, x: np.ndarray, model_codes: np.ndarray, *,

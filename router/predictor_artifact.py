@@ -108,7 +108,7 @@ def write_artifact(model: QualityModel, directory: str | os.PathLike[str]
             "descriptors": model.descriptors_.tolist(),
             "output_medians": model.output_medians_,
             "default_output_tokens": float(model.default_output_tokens),
-            "linear_weight": (float(model.blend_weight_)
+            "linear_weight": (float(model.linear_weight)
                               if model.linear_coef_ is not None else 0.0),
             "feature_names": list(model.feature_names_),
             "library_versions": meta.get("library_versions") or library_versions(),
@@ -184,12 +184,12 @@ def read_artifact(directory: str | os.PathLike[str],
         model.quality_ = lgb.Booster(model_file=str(folder / QUALITY))
         model.output_tokens_ = (lgb.Booster(model_file=str(folder / OUTPUT_TOKENS))
                                 if OUTPUT_TOKENS in files else None)
-        model.linear_weight = model.blend_weight_ = float(meta["linear_weight"])
+        model.linear_weight = float(meta["linear_weight"])
         model.linear_coef_ = model.linear_intercept_ = None
-        if model.blend_weight_ > 0:
+        if model.linear_weight > 0:
             if LINEAR not in files:
                 raise ArtifactError(f"{meta_path}: corrupt, linear_weight "
-                                    f"{model.blend_weight_} but {LINEAR} is not listed",
+                                    f"{model.linear_weight} but {LINEAR} is not listed",
                                     hint=retrain)
             with np.load(folder / LINEAR, allow_pickle=False) as npz:
                 model.linear_coef_ = np.ascontiguousarray(npz["coef"], dtype=np.float32)

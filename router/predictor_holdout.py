@@ -69,9 +69,9 @@ def calibrate_bar(model: QualityModel, table: Any, prompt_codes: np.ndarray,
     outcomes the table has for them correct the level of the predicted means
     (`BarCalibration.fit`).
 
-    The default bar is the best single model's mean quality on these prompts
-    (measured where the table has every model's outcome, else predicted):
-    served without options, the router aims at the flagship's quality for less.
+    The default bar is the best single model's mean quality on these prompts, as
+    the calibration estimates it: served without options, the router aims at the
+    flagship's quality for less.
     """
     m = len(model.models_)
     local = np.full(int(prompt_codes.max()) + 1, -1, dtype=np.int64)
@@ -85,9 +85,11 @@ def calibrate_bar(model: QualityModel, table: Any, prompt_codes: np.ndarray,
     pred = model.predict(convs)
     pq, pc = np.asarray(pred.quality), np.asarray(pred.cost_usd)
     calibration = BarCalibration.fit(pq, pc, actual_q, actual_c, source=source)
-    aq = np.where(np.isfinite(actual_q), actual_q, pq)
     ac = np.where(np.isfinite(actual_c), actual_c, pc)
-    single_q, single_c = aq.mean(axis=0), ac.mean(axis=0)
+    # Each model's mean quality as the calibration sees it (predicted, level
+    # corrected): the measured means of a few hundred 0/1 outcomes would pick the
+    # luckiest model's luck as the default (the winner's curse).
+    single_q, single_c = pq.mean(axis=0) + calibration.bias, ac.mean(axis=0)
     best = int(np.lexsort((single_c, -single_q))[0])
     bar = round(float(single_q[best]), 4)
     routed_q, routed_c = calibration.expected_at(bar)

@@ -12,7 +12,6 @@ import pytest
 from router.catalog import Catalog, ModelSpec
 from router.errors import ArtifactError, DataError, NotFittedError, PolicyError
 from router.predictor import (
-    BLEND_WEIGHTS,
     ARTIFACT_FORMAT_VERSION,
     QualityModel,
     expected_calibration_error,
@@ -45,10 +44,7 @@ def planted_table(n_prompts: int = 600, seed: int = 0) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def model() -> QualityModel:
-    # The blend is fixed so the mechanics below (head, artifact, serving) all run;
-    # `test_the_blend_weight_is_chosen_on_validation_prompts` covers the choice.
-    return QualityModel(linear_weight=0.5).fit(planted_table(), catalog=CATALOG,
-                                               holdout_frac=0.2, seed=0)
+    return QualityModel().fit(planted_table(), catalog=CATALOG, holdout_frac=0.2, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -234,41 +230,20 @@ def test_ece_of_a_perfectly_calibrated_predictor_is_zero() -> None:
     assert expected_calibration_error(np.ones(4), np.zeros(4)) == 1.0
 
 
-def test_linear_head_is_blended_half_and_half_when_asked(model: QualityModel) -> None:
+def test_linear_head_is_blended_half_and_half_by_default(model: QualityModel) -> None:
     prompts = ["hard question 9001 about python code", "question 9002 about a poem"]
     blend = model.predict(prompts).quality
     booster_only = _with_weight(model, 0.0).predict(prompts).quality
     linear_only = _with_weight(model, 1.0).predict(prompts).quality
-    assert model.metadata["linear_weight_source"] == "given"
     assert np.allclose(blend, 0.5 * booster_only + 0.5 * linear_only)
     # The linear head alone also learned the planted word.
     assert linear_only[0, 0] < 0.5 < linear_only[1, 0]
 
 
-def test_the_blend_weight_is_chosen_on_validation_prompts(tmp_path: Path) -> None:
-    fitted = QualityModel().fit(planted_table(), catalog=CATALOG, holdout_frac=0.2, seed=0)
-    source = fitted.metadata["linear_weight_source"]
-    assert fitted.blend_weight_ in BLEND_WEIGHTS
-    # Every candidate weight was scored by routing AIQ on the 48 validation prompts.
-    assert source.startswith("validation AIQ over 48 prompts (")
-    scores = dict(part.split(": ") for part in source[source.index("(") + 1:-1].split(", "))
-    assert set(map(float, scores)) == set(BLEND_WEIGHTS)
-    assert float(scores[f"{fitted.blend_weight_:g}"]) == max(map(float, scores.values()))
-    # The chosen weight is what the saved artifact serves.
-    loaded = QualityModel.load(fitted.save(tmp_path / "auto"))
-    assert loaded.blend_weight_ == fitted.blend_weight_
-    np.testing.assert_allclose(loaded.predict(SERVING_PROMPTS).quality,
-                               fitted.predict(SERVING_PROMPTS).quality, atol=1e-6)
-    # Too few validation prompts: the shipped default, and it says why.
-    small = QualityModel().fit(planted_table(60), catalog=CATALOG, seed=0)
-    assert small.blend_weight_ == 0.5
-    assert small.metadata["linear_weight_source"].startswith("default (fewer than 30")
-
-
 def _with_weight(model: QualityModel, weight: float) -> QualityModel:
     clone = object.__new__(QualityModel)
     clone.__dict__.update(model.__dict__)
-    clone.blend_weight_ = weight
+    clone.linear_weight = weight
     return clone
 
 
@@ -332,7 +307,7 @@ def _reference(model: QualityModel, prompts: list, models: list[str] | None = No
     prompt_x, tfidf = model.features_.transform_with_tfidf(convs)
     x = design_rows(prompt_x, np.repeat(np.arange(n), m), np.tile(codes, n), model.descriptors_)
     booster = model.quality_.predict(x, num_threads=1).reshape(n, m)
-    w = model.blend_weight_ if model.linear_coef_ is not None else 0.0
+    w = model.linear_weight if model.linear_coef_ is not None else 0.0
     logits = np.array([[model.linear_intercept_[c] + (vals @ model.linear_coef_[pos, c]
                                                       if len(pos) else 0.0)
                         for c in codes] for pos, vals in tfidf]) if w else 0.0
@@ -366,7 +341,7 @@ def test_one_conversation_equals_the_batch_and_the_reference(
 
 
 def test_models_never_seen_answering_keep_the_default_length(model: QualityModel) -> None:
-    clone = _with_weight(model, model.blend_weight_)
+    clone = _with_weight(model, model.linear_weight)
     clone.output_medians_ = {**model.output_medians_, "strong": None}
     pred = clone.predict(SERVING_PROMPTS)
     assert (pred.output_tokens[:, 1] == clone.default_output_tokens).all()
