@@ -38,11 +38,13 @@ __all__ = ["train"]
 def train(table: pd.DataFrame, out_dir: str | os.PathLike[str], *, catalog: Catalog,
           holdout_frac: float = 0.1, seed: int = 0, params: Mapping[str, Any] | None = None,
           progress: bool = True,
-          learned_prices: Mapping[str, LearnedPrice] | None = None) -> QualityModel:
+          learned_prices: Mapping[str, LearnedPrice] | None = None,
+          refit: bool = False) -> QualityModel:
     """Fit on `table` (from `training.data.load_outcomes`), save to `out_dir`, return it.
 
     `holdout_frac` of the prompts (split by prompt) are held out for the metrics
-    and the default bar; `params` override LightGBM parameters. The saved
+    and the bar's calibration, then (`refit`) folded into the model served, see
+    `QualityModel`; `params` override LightGBM parameters. The saved
     metadata's `version_id` is `v<UTC timestamp>-<8 hex of data hash, params and
     seed>`, so two runs on the same data with the same settings are recognisable.
     `learned_prices` (from `training.data.load_priced_outcomes`, already in
@@ -51,10 +53,11 @@ def train(table: pd.DataFrame, out_dir: str | os.PathLike[str], *, catalog: Cata
     """
     created = datetime.now(UTC)
     fingerprint = table_fingerprint(table)
-    model = QualityModel(params=params).fit(table, catalog=catalog, holdout_frac=holdout_frac,
-                                            seed=seed, progress=progress)
+    model = QualityModel(params=params, refit=refit).fit(
+        table, catalog=catalog, holdout_frac=holdout_frac, seed=seed, progress=progress)
     settings = json.dumps({"data": fingerprint, "params": dict(params or {}), "seed": seed,
-                           "holdout_frac": holdout_frac}, sort_keys=True, default=str)
+                           "holdout_frac": holdout_frac, "refit": refit}, sort_keys=True,
+                          default=str)
     short = hashlib.sha256(settings.encode()).hexdigest()[:8]
     model.metadata.update({
         "version_id": f"v{created:%Y%m%d-%H%M%S}-{short}",

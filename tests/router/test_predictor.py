@@ -395,3 +395,18 @@ def test_the_bar_is_calibrated_on_held_out_prompts_stored_and_reloaded(
     # Without held-out prompts the validation prompts calibrate it.
     plain = QualityModel(linear_weight=0.0).fit(planted_table(200), catalog=CATALOG, seed=0)
     assert plain.bar_calibration.source == "validation prompts"
+
+
+def test_refit_folds_the_held_out_prompts_in_and_keeps_what_they_measured(
+        model: QualityModel) -> None:
+    unseen, refit = model, QualityModel(refit=True).fit(planted_table(), catalog=CATALOG,
+                                                        holdout_frac=0.2, seed=0)
+    meta, kept = refit.metadata, unseen.metadata
+    assert meta["refit_on_all_prompts"] and "refit_on_all_prompts" not in kept
+    # Served: trained on every prompt. Measured: by the fit that never saw 120 of them.
+    assert meta["n_train_prompts"] + meta["n_valid_prompts"] == meta["n_prompts"] == 600
+    assert kept["n_train_prompts"] + kept["n_valid_prompts"] == 480
+    for key in ("metrics", "default_bar", "bar_calibration", "holdout_prompt_ids"):
+        assert meta[key] == kept[key], key
+    assert not np.allclose(refit.predict(SERVING_PROMPTS).quality,
+                           unseen.predict(SERVING_PROMPTS).quality)

@@ -288,6 +288,26 @@ def test_router_eval_says_when_the_data_are_the_training_data(trained, capsys) -
     assert "AIQ: router" in out and "Zero router" in out
 
 
+def test_holdout_only_is_refused_once_the_held_out_prompts_were_refit(trained, tmp_path,
+                                                                      capsys) -> None:
+    from router.catalog import load_catalog
+    from training.data import load_outcomes
+    from training.train import train
+
+    catalog = load_catalog()
+    train(load_outcomes(trained["data"], catalog=catalog), tmp_path / "refit", catalog=catalog,
+          holdout_frac=0.25, seed=0, progress=False, refit=True)
+    code, out, err = _run_cli(["--model", str(tmp_path / "refit"), "--data",
+                               str(trained["data"]), "--holdout-only"], capsys)
+    assert code == 1
+    assert "the prompts it held out were folded into the model after they measured it" in err
+    assert "train without --refit to score them" in err
+    # And the in-sample warning no longer offers --holdout-only.
+    code, out, err = _run_cli(["--model", str(tmp_path / "refit"), "--data",
+                               str(trained["data"])], capsys)
+    assert code == 0 and "evaluate on outcomes it was not trained on" in err
+
+
 def test_router_eval_holdout_only_scores_the_held_out_prompts(trained, capsys) -> None:
     code, out, err = _run_cli(["--model", str(trained["model"]), "--data", str(trained["data"]),
                                "--holdout-only", "--json", "--train-data", str(trained["data"])],

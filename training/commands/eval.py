@@ -130,11 +130,17 @@ def _run(args: argparse.Namespace) -> int:
             raise DataError(f"{args.model}: the artifact does not record which prompts it held "
                             f"out, so --holdout-only cannot be applied",
                             hint="evaluate on a separate test file instead")
+        if meta.get("refit_on_all_prompts"):
+            raise DataError(f"{args.model}: the prompts it held out were folded into the model "
+                            f"after they measured it, so they are not unseen any more",
+                            hint="train without --refit to score them, or evaluate on a "
+                                 "separate test file")
         notes.append(f"evaluated on the {len(prompt_ids)} prompts the artifact held out")
     else:
         trained_on = _meta_get(meta, "training_data_hash", "training_data.hash", "data_hash")
         if trained_on and trained_on == table_fingerprint(table):
-            held = _meta_get(meta, "holdout_prompt_ids") or []
+            held = [] if meta.get("refit_on_all_prompts") else (
+                _meta_get(meta, "holdout_prompt_ids") or [])
             fix = (f"add --holdout-only to score the {len(held)} prompts it held out" if held
                    else "evaluate on outcomes it was not trained on")
             notes.append(f"{IN_SAMPLE_NOTE} ({fix})")

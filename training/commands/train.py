@@ -45,8 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="model catalog TOML (default: $ROUTER_CATALOG or "
                              "models/catalog.toml)")
     parser.add_argument("--holdout-frac", type=float, default=0.1, metavar="F",
-                        help="share of prompts held out for metrics and the default bar "
-                             "(default 0.1; 0 trains on everything)")
+                        help="share of prompts held out for metrics and the bar's "
+                             "calibration (default 0.1; 0: no held-out metrics)")
+    parser.add_argument("--refit", action="store_true",
+                        help="after the held-out prompts have measured the model and "
+                             "calibrated the bar, refit it on every prompt (more data for "
+                             "the served model; they can no longer be scored with router "
+                             "eval --holdout-only)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="random seed for the split and LightGBM (default 0)")
 
@@ -63,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     priced = load_priced_outcomes(args.data, catalog=catalog, prices=prices)
     model = train(priced.table, args.out, catalog=priced.catalog,
                   holdout_frac=args.holdout_frac, seed=args.seed, progress=sys.stderr.isatty(),
-                  learned_prices=priced.learned)
+                  learned_prices=priced.learned, refit=args.refit)
     print(_summary(model, args.out))
     return 0
 
@@ -73,9 +78,13 @@ def _summary(model: Any, out: str) -> str:
     lines = [
         f"trained on {meta['n_rows']:,} rows: {meta['n_prompts']:,} prompts x "
         f"{len(meta['models'])} models ({', '.join(meta['models'])})",
-        f"prompts: {meta['n_train_prompts']:,} train, {meta['n_valid_prompts']:,} early-stopping"
-        f" validation, {meta['n_holdout_prompts']:,} held out; "
-        f"{meta['best_iteration']} boosting rounds",
+        (f"prompts: {meta['n_holdout_prompts']:,} held out to measure the model and calibrate "
+         f"the bar, then refit on all of them ({meta['n_train_prompts']:,} train, "
+         f"{meta['n_valid_prompts']:,} early-stopping validation); "
+         if meta.get("refit_on_all_prompts") else
+         f"prompts: {meta['n_train_prompts']:,} train, {meta['n_valid_prompts']:,} early-stopping"
+         f" validation, {meta['n_holdout_prompts']:,} held out; ")
+        + f"{meta['best_iteration']} boosting rounds",
     ]
     metrics = meta.get("metrics") or {}
     if metrics:
