@@ -6,12 +6,13 @@ Three ways to ask, exactly one per request:
 * **quality bar** (the default): b in [0, 1] is the target *mean* quality over
   traffic like the training data. The artifact stores a `BarCalibration`, fitted
   on prompts the model never trained on: for each b the utility weight lambda(b)
-  whose decisions reached mean quality b at the least mean cost there. Each
-  request then takes argmax q - lambda(b) * c. So the rule stays on the efficient
-  frontier: it never buys a negligible expected gain at a large price, and a bar
-  no model clears on some kind of prompt does not send that prompt to the
-  dearest model. A higher bar never gives lower mean quality or lower mean cost
-  on the calibration prompts (the map is read off their Pareto frontier).
+  whose decisions reach mean quality b at the least mean cost there (predicted
+  means, corrected by the model's measured mean error). Each request then takes
+  argmax q - lambda(b) * c. So the rule stays on the efficient frontier: it
+  never buys a negligible expected gain at a large price, and a bar no model
+  clears on some kind of prompt does not send that prompt to the dearest model.
+  A higher bar never gives lower mean quality or lower mean cost on the
+  calibration prompts (the map is read off their Pareto frontier).
 * **min_quality** (a hard per-request floor): the cheapest model whose expected
   quality meets the floor; if none does, the one with the highest expected
   quality (ties: cheaper). For callers who need a guarantee per request, and
