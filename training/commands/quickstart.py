@@ -160,6 +160,10 @@ def _run(args: argparse.Namespace) -> int:
           flush=True)
     sys.stdout.flush()
     # Ctrl-C is how the quickstart is meant to end: a quiet stop, not an error.
-    _router("serve", "--registry", str(registry.root), "--fake-upstream",
-            "--port", str(args.port))
+    try:
+        _router("serve", "--registry", str(registry.root), "--fake-upstream",
+                "--port", str(args.port))
+    except KeyboardInterrupt:
+        pass
+    print("stopped", flush=True)
     return 0
