@@ -207,7 +207,8 @@ def format_report(data: Mapping[str, Any], *, model_dir: str = "") -> str:
     parts.append(f"random {data['random']['aiq']:.4f}")
     lines.append("  AIQ: " + ", ".join(parts))
     reach = data["cost_at_best_single_quality"]
-    lines.append(f"  cost to reach the best single model's quality ({data['best_single_model']}): "
+    lines.append(f"  cost to reach the best single model's quality on these prompts "
+                 f"({data['best_single_model']}): "
                  + ("not reached on this curve" if reach is None
                     else f"{_pct(reach)} of its cost"))
     q10 = data["quality_at_10pct_cost"]

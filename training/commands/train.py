@@ -103,7 +103,9 @@ def _summary(model: Any, out: str) -> str:
                 routed = (f"; routed at the default bar: quality "
                           f"{metrics['routed_quality_at_default_bar']:.3f} at {share:.0%} of "
                           "its cost")
-            lines.append(f"best single model {metrics['best_single_model']} quality "
+            lines.append(f"best single model on the {meta['n_holdout_prompts']:,} held-out "
+                         f"prompts (as the bar's calibration estimates it): "
+                         f"{metrics['best_single_model']}, quality "
                          f"{metrics['best_single_quality']:.3f} at "
                          f"${metrics['best_single_cost_usd']:.6f}/request{routed}")
     else:
