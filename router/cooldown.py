@@ -101,12 +101,24 @@ class Cooldowns:
 
     def record_failure(self, model: str, *, open_for: float | None = None) -> None:
         """Count a failure; `open_for` opens the breaker at once for that long."""
+        was_open = self.state(model) == "open"
         b = self._breakers.setdefault(model, _Breaker())
         b.failures += 1
         was_half_open = b.opened_at is not None
         if open_for is not None or was_half_open or b.failures >= self.failure_threshold:
-            b.opened_at = self.clock()
-            b.open_for = max(self.cooldown_s, open_for or 0.0)
+            now = self.clock()
+            until = now + max(self.cooldown_s, open_for or 0.0)
+            if was_open:
+                # A failure into an open breaker (a request sent before it opened, or
+                # one trying every model because all were cooling) extends the
+                # cooldown but is no new opening: `router_cooldowns_total` counts
+                # openings, and replicas sharing openings already know this one.
+                assert b.opened_at is not None
+                if until > b.opened_at + b.open_for:
+                    b.opened_at, b.open_for = now, until - now
+                return
+            b.opened_at = now
+            b.open_for = until - now
             b.trial_started = None
             self._notify(model, "open")
             if self.on_open is not None:

@@ -50,8 +50,9 @@ class Metrics:
                                     "cache", registry=r)
         self.fallbacks = Counter("router_fallbacks", "Requests served by another model than the "
                                  "first of the chain", ["from_model", "to_model"], registry=r)
-        self.cooldowns = Counter("router_cooldowns", "Circuit breakers opened (a model skipped "
-                                 "for a while)", ["model"], registry=r)
+        self.cooldowns = Counter("router_cooldowns", "Circuit breaker openings (a model skipped "
+                                 "for a while); failures into an open breaker are not "
+                                 "counted again", ["model"], registry=r)
         self.upstream_attempts = Counter("router_upstream_attempts", "Upstream attempts, by "
                                          "model and outcome (ok or the error kind)",
                                          ["model", "outcome"], registry=r)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from router.metrics import Metrics
+from tests.router import app_fixtures
+
+# Fixtures shared by the app tests (pytest finds them as module attributes).
+router_factory = app_fixtures.router_factory
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
 
@@ -33,3 +38,18 @@ def test_each_app_has_its_own_registry() -> None:
     one.set_model_version("b")
     text = one.render().decode()
     assert 'router_model_info{version="b"} 1.0' in text and 'version="a"' not in text
+
+
+def test_cooldowns_count_openings_not_every_failure_after_the_threshold(
+        router_factory: Any, fake_upstream_server: Any) -> None:
+    # Every model fails: once all breakers are open the router still tries the whole
+    # chain (never refusing outright), and those failures used to count as openings.
+    _, control = fake_upstream_server
+    control.configure(None, fail_status=503)
+    server = router_factory(max_retries=0, cooldown_failures=3, cooldown_s=60.0)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(40):
+        assert server.client.post("/v1/chat/completions", json=body).status_code in (502, 503)
+    counts = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'router_cooldowns_total\{model="([^"]+)"\} (\S+)', server.client.get("/metrics").text)}
+    assert counts and set(counts.values()) == {1.0}, counts
