@@ -13,11 +13,8 @@ import random
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from router.conversation import parse_conversation
-from router.errors import DataError
 
 __all__ = ["OutcomeTable", "load_outcome_table", "fake_answer", "AnswerMemory"]
 
@@ -43,72 +40,33 @@ class OutcomeTable:
         return self.quality.get(key), self.output_tokens.get(key)
 
 
-def load_outcome_table(path: str | os.PathLike[str]) -> OutcomeTable:
-    """Read a canonical outcome table (CSV, CSV.gz, Parquet, JSONL) for answering.
+def load_outcome_table(paths: str | os.PathLike[str]) -> OutcomeTable:
+    """Read canonical outcome tables for answering: every table `router train` reads.
 
-    Only what the fake needs is validated: a prompt (`prompt` or `messages`),
-    `model`, and `quality` in [0, 1]; `output_tokens` is used when present.
+    Files and folders of them, read and checked row by row by
+    `router.outcome_tables.read_outcome_rows` (training's reader), so a row's
+    conversation is its `messages` where set, else its `prompt`. Repeated
+    (prompt, model) outcomes are averaged, as training does; `output_tokens`
+    is used where known.
     """
-    import pandas as pd  # heavy; only when a table is actually used
+    # pandas is heavy: only when a table is actually used.
+    import pandas as pd
 
-    resolved = Path(path)
-    name = resolved.name.lower()
-    try:
-        if name.endswith((".parquet", ".pq")):
-            frame = pd.read_parquet(resolved)
-        elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-            frame = pd.read_json(resolved, lines=True)
-        else:
-            frame = pd.read_csv(resolved)
-    except FileNotFoundError:
-        raise DataError(f"outcome table not found: {resolved}",
-                        hint="pass --outcomes with an existing CSV, CSV.gz, Parquet or JSONL file"
-                        ) from None
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{resolved}: cannot read outcome table: {exc}") from None
-    if frame.empty:
-        raise DataError(f"{resolved}: outcome table is empty")
-    prompt_column = "messages" if "messages" in frame.columns else "prompt"
-    missing = [c for c in (prompt_column, "model", "quality") if c not in frame.columns]
-    if missing:
-        raise DataError(f"{resolved}: missing column(s) {', '.join(missing)}",
-                        hint="the canonical table needs prompt (or messages), model, quality")
-    quality: dict[tuple[str, str], float] = {}
-    tokens: dict[tuple[str, str], int] = {}
-    digests: dict[str, str] = {}
-    has_tokens = "output_tokens" in frame.columns
-    columns = [prompt_column, "model", "quality"] + (["output_tokens"] if has_tokens else [])
-    for row_no, row in enumerate(frame[columns].itertuples(index=False), start=2):
-        raw = row[0]
-        where = f"{resolved}, row {row_no}"
-        try:
-            value = float(row[2])
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: quality must be a number, got {row[2]!r}") from None
-        if not (0.0 <= value <= 1.0):
-            raise DataError(f"{where}: quality must be in [0, 1], got {value!r}",
-                            hint="rescale scores to [0, 1], e.g. (score - 1) / 9 for 1-10")
-        cache_key = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
-        digest = digests.get(cache_key)
-        if digest is None:
-            parsed: Any = raw
-            if prompt_column == "messages" and isinstance(raw, str):
-                try:
-                    parsed = json.loads(raw)
-                except ValueError:
-                    raise DataError(f"{where}: messages is not valid JSON: {raw[:60]!r}",
-                                    hint="messages must be a JSON list of "
-                                         '{"role": ..., "content": ...} objects') from None
-            elif prompt_column == "prompt":
-                parsed = str(raw)
-            digest = parse_conversation(parsed, where=where).digest
-            digests[cache_key] = digest
-        key = (digest, str(row[1]))
-        quality[key] = value
-        if has_tokens and row[3] == row[3]:  # NaN-safe: NaN != NaN
-            tokens[key] = max(1, int(round(float(row[3]))))
-    return OutcomeTable(quality, tokens, tuple(dict.fromkeys(frame["model"].astype(str))),
-                        str(resolved))
+    from router.outcome_tables import expand_paths, read_outcome_rows
+
+    files = expand_paths(paths)
+    frames = [read_outcome_rows(path)[["messages", "model", "quality", "output_tokens"]]
+              for path in files]
+    rows = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    digests = {text: parse_conversation(json.loads(text)).digest
+               for text in pd.unique(rows["messages"])}
+    rows = rows.assign(digest=rows["messages"].map(digests), model=rows["model"].astype(str))
+    merged = rows.groupby(["digest", "model"], sort=False)[["quality", "output_tokens"]].mean()
+    quality = {key: float(q) for key, q in merged["quality"].items()}
+    tokens = {key: max(1, int(round(float(t))))
+              for key, t in merged["output_tokens"].dropna().items()}
+    source = str(files[0]) if len(files) == 1 else f"{len(files)} files under {paths}"
+    return OutcomeTable(quality, tokens, tuple(pd.unique(rows["model"])), source)
 
 
 def fake_answer(digest: str, model: str, n_tokens: int) -> str:

@@ -6,9 +6,11 @@ answer was, what it cost. Every trainer, evaluator and importer goes through
 `DataError` naming the file, the 1-based *data* row (the header is not counted;
 a CSV row may span several lines when a prompt has newlines) and the fix.
 
-Files are read and written by `training.table_io` (re-exported here): `.csv`,
-`.csv.gz`, `.parquet`/`.pq`, `.jsonl`, `.jsonl.gz`/`.ndjson`; a directory stands
-for every such file inside it.
+Files are read and written, and each file's rows checked, by
+`router.outcome_tables` (`read_table` and `write_outcomes` re-exported here), so
+the fake provider reads exactly the tables training reads: `.csv`, `.csv.gz`,
+`.parquet`/`.pq`, `.jsonl`, `.jsonl.gz`/`.ndjson`; a directory stands for every
+such file inside it. This module prices the rows and combines the files.
 
 Pricing rules (why: a table without a cost column must still be routable by cost):
 
@@ -43,14 +45,15 @@ import pandas as pd
 from router.catalog import Catalog, load_catalog
 from router.conversation import Conversation, parse_conversation
 from router.errors import DataError
-from training.pricing import LearnedPrice, learn_prices
-from training.table_io import (
+from router.outcome_tables import (
     SUPPORTED_SUFFIXES,
     PathsLike,
     expand_paths,
+    read_outcome_rows,
     read_table,
     write_outcomes,
 )
+from training.pricing import LearnedPrice, learn_prices
 
 __all__ = [
     "CANONICAL_COLUMNS",
@@ -68,205 +71,16 @@ log = logging.getLogger(__name__)
 
 CANONICAL_COLUMNS = ("prompt_id", "messages", "model", "quality", "input_tokens",
                      "output_tokens", "cost_usd", "weight")
-MIN_PROPENSITY = 0.01
 _SUM_COLUMNS = ("quality", "input_tokens", "output_tokens", "cost_usd")
 # Internal bookkeeping so errors found after concatenation still name file and row.
 _SRC, _ROW = "__source", "__row"
 
-def _show(value: Any) -> str:
-    """repr of a cell as the user wrote it (numpy scalars shown as plain numbers)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
-
-
-def _row(df: pd.DataFrame, i: int) -> int:
-    """The 1-based data row in the file of `df`'s i-th row (rows may have been skipped)."""
-    return int(df.index[i]) + 1
-
-
-def _fail(path: Path, row: int, message: str, hint: str) -> DataError:
-    return DataError(f"{path}, row {row}: {message}", hint=hint)
-
-
-def _numeric(df: pd.DataFrame, column: str, path: Path, *, hint: str) -> np.ndarray:
-    """Column as float64; a non-number (but not an empty cell) stops with its row."""
-    raw = df[column]
-    if raw.dtype == bool:
-        return raw.to_numpy(dtype="float64")
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64")
-    bad = np.isnan(values) & raw.notna().to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise _fail(path, _row(df, i), f"{column} must be a number, got {_show(raw.iloc[i])}", hint)
-    return values
-
-
-_MESSAGES_HINT = ('messages must be a JSON list of {"role": ..., "content": ...} objects, '
-                  'or use a plain `prompt` column')
-
-
-def _parse_messages(value: Any, where: str) -> Conversation:
-    if isinstance(value, str):
-        # In a messages column text must be JSON; parse_conversation would quietly
-        # take broken JSON for a plain prompt.
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where} is not valid JSON ({exc.msg} at char {exc.pos})",
-                            hint=_MESSAGES_HINT) from None
-    try:
-        return parse_conversation(value, where=where)
-    except DataError as exc:
-        raise DataError(exc.message, hint=_MESSAGES_HINT) from None
-
-
-def _messages_column(df: pd.DataFrame, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(messages JSON per row, estimated input tokens per row); parses each value once."""
-    n = len(df)
-    has_messages = "messages" in df.columns
-    prompts = df["prompt"] if "prompt" in df.columns else None
-    out = np.empty(n, dtype=object)
-    tokens = np.empty(n, dtype="float64")
-    cache: dict[Any, tuple[str, int]] = {}
-    messages = df["messages"].to_numpy(dtype=object) if has_messages else None
-    prompt_values = prompts.to_numpy(dtype=object) if prompts is not None else None
-    for i in range(n):
-        value = messages[i] if messages is not None else None
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            value = None
-        if value is not None:
-            if isinstance(value, np.ndarray):
-                value = value.tolist()
-            key = value if isinstance(value, str) else json.dumps(value, default=str)
-            hit = cache.get(("m", key))
-            if hit is None:
-                conv = _parse_messages(value, f"{path}, row {_row(df, i)}: messages")
-                hit = (json.dumps(conv.to_messages(), ensure_ascii=False), conv.input_tokens)
-                cache[("m", key)] = hit
-        else:
-            prompt = prompt_values[i] if prompt_values is not None else None
-            if prompt is None or (isinstance(prompt, float) and np.isnan(prompt)):
-                raise _fail(path, _row(df, i), "prompt is empty" + (" and so is messages"
-                                                             if has_messages else ""),
-                            "every row needs the prompt text (or a messages list); "
-                            "drop rows without one")
-            prompt = str(prompt)
-            hit = cache.get(("p", prompt))
-            if hit is None:
-                # A plain prompt is never parsed as JSON: "[1, 2]" is a valid question.
-                conv = Conversation.from_prompt(prompt)
-                hit = (json.dumps(conv.to_messages(), ensure_ascii=False), conv.input_tokens)
-                cache[("p", prompt)] = hit
-        out[i], tokens[i] = hit
-    return out, tokens
-
-
-def _drop_unanswered(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Skip rows that `router collect` recorded without an outcome, saying how many.
-
-    Its output keeps failed calls (`status` "error") and answers the grader could not
-    score (`grade_error` set, quality empty) so a rerun can retry them; they carry no
-    quality to learn from. Any other row without a quality is still an error.
-    """
-    skip = np.zeros(len(raw), dtype=bool)
-    if "status" in raw.columns:
-        failed = (raw["status"].astype(str) == "error").to_numpy()
-        if failed.any():
-            log.warning("%s: skipped %d row(s) whose call failed (status=error); rerun "
-                        "`router collect --retry-errors` to fill them", path, failed.sum())
-        skip |= failed
-    if "grade_error" in raw.columns:
-        ungraded = (raw["grade_error"].notna() & raw["quality"].isna()).to_numpy() & ~skip
-        if ungraded.any():
-            log.warning("%s: skipped %d row(s) the grader could not score (grade_error)",
-                        path, ungraded.sum())
-        skip |= ungraded
-    if skip.all():
-        raise DataError(f"{path}: no row has an outcome ({len(raw)} failed or ungraded)",
-                        hint="check the upstream and the grader, then rerun `router collect`")
-    # The index keeps each row's place in the file, for error messages (`_row`).
-    return raw[~skip] if skip.any() else raw
-
-
 def _load_one(path: Path, get_catalog: Any) -> pd.DataFrame:
-    raw = read_table(path)
-    if len(raw) == 0:
-        raise DataError(f"{path}: file has a header but no rows",
-                        hint="the table needs at least one (prompt, model) outcome row")
-    raw.columns = [str(c).strip() for c in raw.columns]
-    missing = [c for c in ("prompt_id", "model", "quality") if c not in raw.columns]
-    if "prompt" not in raw.columns and "messages" not in raw.columns:
-        missing.append("prompt (or messages)")
-    if missing:
-        raise DataError(
-            f"{path}: missing required column(s) {', '.join(missing)}; the file has "
-            f"{', '.join(map(str, raw.columns)) or 'no columns'}",
-            hint="required: prompt_id, prompt or messages, model, quality; rename the "
-                 "columns, or convert a benchmark with `router import FORMAT SRC --out FILE`")
-    raw = _drop_unanswered(raw.reset_index(drop=True), path)
-    n = len(raw)
-    df = raw.copy()
-    for column in ("prompt_id", "model"):
-        isna = df[column].isna().to_numpy()
-        values = df[column].astype(str).str.strip()
-        empty = isna | (values == "").to_numpy()
-        if empty.any():
-            i = int(np.argmax(empty))
-            raise _fail(path, _row(df, i), f"{column} is empty",
-                        f"every row needs a {column}")
-        df[column] = values.astype(object)
-
-    quality = _numeric(df, "quality", path,
-                       hint="quality must be a number in [0, 1] (0/1 correctness or a "
-                            "rescaled score)")
-    bad = ~((quality >= 0) & (quality <= 1))
-    if bad.any():
-        i = int(np.argmax(bad))
-        shown = df["quality"].iloc[i]
-        what = "missing" if pd.isna(shown) else f"{_show(shown)}, outside [0, 1]"
-        raise _fail(path, _row(df, i), f"quality is {what}",
-                    "quality must be a number in [0, 1]: rescale scores (e.g. (s-1)/9 for "
-                    "1-10) and drop rows without an outcome")
-    df["quality"] = quality
-
-    messages, estimated = _messages_column(df, path)
-    df["messages"] = messages
-    df = df.drop(columns=[c for c in ("prompt",) if c in df.columns])
-
-    tok_hint = "token counts must be non-negative numbers (or empty)"
-    for column in ("input_tokens", "output_tokens"):
-        values = (_numeric(df, column, path, hint=tok_hint) if column in df.columns
-                  else np.full(n, np.nan))
-        if (values < 0).any():
-            i = int(np.argmax(values < 0))
-            raise _fail(path, _row(df, i), f"{column} is negative ({_show(values[i])})", tok_hint)
-        df[column] = values
-    df["input_tokens"] = np.where(np.isnan(df["input_tokens"].to_numpy()), estimated,
-                                  df["input_tokens"].to_numpy())
-
-    cost = (_numeric(df, "cost_usd", path, hint="cost_usd must be a non-negative number")
-            if "cost_usd" in df.columns else np.full(n, np.nan))
-    if (cost < 0).any():
-        i = int(np.argmax(cost < 0))
-        raise _fail(path, _row(df, i), f"cost_usd is negative ({_show(cost[i])})",
-                    "cost_usd must be a non-negative number")
+    df = read_outcome_rows(path)
+    cost = df["cost_usd"].to_numpy(dtype="float64")
     need = np.isnan(cost)
     if need.any():
-        cost = _price(df, cost, need, path, get_catalog())
-    df["cost_usd"] = cost
-
-    if "propensity" in df.columns:
-        prop = _numeric(df, "propensity", path, hint="propensity must be a probability")
-        bad = (prop < 0) | (prop > 1)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise _fail(path, _row(df, i), f"propensity is {_show(prop[i])}, outside [0, 1]",
-                        "propensity is the probability the logging policy chose this "
-                        "model; it must be in [0, 1]")
-        # Rows without a propensity (e.g. offline evals mixed into logs) weigh 1.
-        df["weight"] = np.where(np.isnan(prop), 1.0,
-                                1.0 / np.clip(prop, MIN_PROPENSITY, None))
-    else:
-        df["weight"] = 1.0
+        df["cost_usd"] = _price(df, cost, need, path, get_catalog())
     df[_SRC] = str(path)
     df[_ROW] = df.index.to_numpy() + 1
     return df
@@ -365,11 +179,10 @@ def _learn_and_fill(frames: list[pd.DataFrame], get_catalog: Callable[[], Catalo
         row = raw[(raw["model"] == first).to_numpy() & pending].iloc[0]
         also = (f" (also unpriced: {', '.join(map(repr, unpriced[1:4]))}"
                 f"{', ...' if len(unpriced) > 4 else ''})" if len(unpriced) > 1 else "")
-        raise _fail(
-            Path(row[_SRC]), int(row[_ROW]),
-            f"model {first!r} has no price: it is not in the catalog and none of its rows "
-            f"has a cost_usd{also}",
-            f"add a cost_usd column (its prices are then learned from those rows), pass "
+        raise DataError(
+            f"{row[_SRC]}, row {int(row[_ROW])}: model {first!r} has no price: it is not in "
+            f"the catalog and none of its rows has a cost_usd{also}",
+            hint=f"add a cost_usd column (its prices are then learned from those rows), pass "
             f"--prices FILE (columns model,input_usd_per_mtok,output_usd_per_mtok), or add "
             f"[models.\"{first}\"] to models/catalog.toml")
     if pending.any():
@@ -435,8 +248,8 @@ def load_outcomes(
     `model` (str), `quality` (float in [0, 1]), `input_tokens` (from the file,
     else estimated from the conversation), `output_tokens` (NaN where unknown),
     `cost_usd` (see the module docstring), `weight` (1/propensity with the
-    propensity clipped to >= 0.01, so a rarely-chosen model cannot dominate;
-    1.0 without a propensity).
+    propensity clipped to >= `router.outcome_tables.MIN_PROPENSITY`, 0.01, so a
+    rarely-chosen model cannot dominate; 1.0 without a propensity).
 
     `catalog` defaults to the repository catalog (read only when some row needs
     pricing); `prices` (model -> (input, output, context), as from

@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--retry-after", type=float, default=1.0,
                         help="Retry-After seconds sent with 429/503 (default %(default)s)")
     parser.add_argument("--outcomes", metavar="FILE",
-                        help="canonical outcome table (CSV, CSV.gz, Parquet, JSONL) to answer "
-                             "from")
+                        help="outcome table to answer from: any table `router train` reads "
+                             "(CSV, CSV.gz, Parquet, JSONL, or a folder of them)")
     parser.add_argument("--catalog", metavar="FILE",
                         help="catalog TOML for context windows (default: the router's catalog)")
     parser.add_argument("--judge", nargs="+", default=[], metavar="MODEL",

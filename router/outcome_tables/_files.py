@@ -5,7 +5,7 @@ Formats, chosen by extension: `.csv`, `.csv.gz`, `.parquet`/`.pq`, `.jsonl`,
 (recursively, sorted; this is how Parquet partitions are read). `write_outcomes`
 writes the same formats, so importers and `router demo-data` produce exactly
 what `training.data.load_outcomes` reads. Nothing here validates rows: that is
-`training.data`'s one job.
+`router.outcome_tables._rows`'s job (and pricing `training.data`'s).
 """
 
 from __future__ import annotations

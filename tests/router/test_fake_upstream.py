@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 
 from router.catalog import Catalog, ModelSpec, estimate_tokens
@@ -332,24 +334,57 @@ async def test_models_list_has_catalog_and_outcome_models():
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("prompt_id,prompt,model\np,x,m\n", "missing column(s) quality"),
+    ("prompt_id,prompt,model\np,x,m\n",
+     "missing required column(s) quality; the file has prompt_id, prompt, model"),
     ("prompt_id,prompt,model,quality\np,x,m,0.5\np,y,m,1.5\n",
-     "row 3: quality must be in [0, 1], got 1.5"),
-    ("prompt_id,messages,model,quality\np,[{,m,0.5\n", "row 2: messages is not valid JSON"),
-    ("", "cannot read outcome table"),
+     "row 2: quality is 1.5, outside [0, 1]"),
+    ("prompt_id,messages,model,quality\np,[{,m,0.5\n",
+     "row 1: messages is not valid JSON"),
+    ("", "file is empty"),
 ])
 def test_bad_outcome_tables_name_file_row_and_problem(tmp_path, content, message):
     path = tmp_path / "outcomes.csv"
     path.write_text(content)
     with pytest.raises(DataError) as caught:
         load_outcome_table(path)
+    assert caught.value.message.startswith(str(path))
     assert message in caught.value.message
-    assert str(path) in caught.value.message
 
 
 def test_missing_outcome_table_says_so():
-    with pytest.raises(DataError, match="outcome table not found: /nope.csv"):
+    with pytest.raises(DataError, match="^/nope.csv: file not found"):
         create_fake_upstream(outcomes="/nope.csv")
+
+
+async def test_every_table_router_train_reads_is_answered_from(tmp_path):
+    """The demo data: `messages` only on multi-turn rows, `prompt` on the others."""
+    from router.catalog import load_catalog
+    from training.data import load_outcomes, write_outcomes
+    from training.demo_data import generate_demo
+
+    path = write_outcomes(generate_demo(40, seed=2, catalog=load_catalog()),
+                          tmp_path / "demo.csv.gz")
+    raw = pd.read_csv(path)
+    assert raw["messages"].isna().any() and raw["messages"].notna().any()
+    table = load_outcomes([path])  # what training reads
+    async with client_for(outcomes=path) as client:
+        for index in (int(np.flatnonzero(raw["messages"].isna())[0]),
+                      int(np.flatnonzero(raw["messages"].notna())[0])):
+            row = table.iloc[index]
+            # The same text under two prompt ids: a request cannot tell them apart.
+            same = table[(table["messages"] == row["messages"])
+                         & (table["model"] == row["model"])]
+            body = (await chat(client, row["model"], json.loads(row["messages"]))).json()
+            assert body["router_quality"] == pytest.approx(same["quality"].mean())
+            assert body["usage"]["completion_tokens"] == round(same["output_tokens"].mean())
+
+
+def test_cli_refuses_a_row_training_would_refuse(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt_id,prompt,messages,model,quality\np,x,,m,0.5\np,,,m,0.5\n")
+    assert cli_main(["fake-upstream", "--port", "1", "--outcomes", str(bad)]) == 1
+    assert (f"error: {bad}, row 2: prompt is empty and so is messages\n"
+            in capsys.readouterr().err)
 
 
 @pytest.mark.shared_data
