@@ -13,6 +13,11 @@ fails. The rules, in one place (`UpstreamClient._call_chain`):
   timeout.
 - 400 `context_length_exceeded`: the next model in the chain with a larger
   window; if none, the smallest-window catalog model that fits.
+- 401, 403, 404 (`UpstreamRejected`): the provider refused the router's key or
+  does not know the model, which is the router's set-up, not the caller's
+  request: no retry, the model's breaker opens at once, the next model. A chain
+  that ends so answers 502 blaming the provider, never the provider's 401
+  (an OpenAI client would report the caller's key as wrong).
 - any other 4xx: raised at once as `UpstreamClientError` with the upstream's
   status and message. It is the request that is wrong; another model would
   reject it too, and retrying would hide the caller's bug.
@@ -25,7 +30,9 @@ Streaming (`UpstreamClient.stream`) falls back only until the first event has
 arrived; once bytes went to the client a failure becomes an SSE error event then
 `data: [DONE]`, never a silent cut. API keys come from the environment
 (`ModelSpec.api_key`), go only into the `Authorization` header and are redacted
-from anything the upstream echoes back.
+from anything the upstream echoes back. Under `base_url_override` (one gateway
+for every model) the provider keys are never sent: that URL gets
+`override_api_key` or no key at all (`key_for`).
 
 Metrics and logs hook in through `on_attempt(Attempt)` and
 `Cooldowns(on_state_change=...)`, and every result carries its attempts.
@@ -56,11 +63,10 @@ from router.upstream_errors import (
     UpstreamClientError,
     UpstreamError,
     UpstreamRateLimited,
+    UpstreamRejected,
     UpstreamServerError,
     UpstreamTimeout,
     UpstreamUnavailable,
-    _error_fields,
-    _redact,
     _Retry,
     translate_error,
 )
@@ -82,6 +88,7 @@ __all__ = [
     "UpstreamServerError",
     "ContextLengthExceeded",
     "UpstreamClientError",
+    "UpstreamRejected",
     "translate_error",
     "Attempt",
     "Usage",
@@ -123,12 +130,14 @@ class UpstreamClient:
     """Calls OpenAI-compatible providers along a fallback chain (see module docstring).
 
     `http` is injected (a `MockTransport` in unit tests, a real pool in serving);
-    `base_url_override` sends every model to one URL (fake upstream, local use);
+    `base_url_override` sends every model to one URL (fake upstream, a gateway)
+    with `override_api_key` as its key, never the providers' keys (see `key_for`);
     `sleep` is injectable so backoff is instant in tests; `clock` times attempts.
     """
 
     def __init__(self, catalog: Catalog, *, http: httpx.AsyncClient,
-                 base_url_override: str | None = None, max_retries: int = 1,
+                 base_url_override: str | None = None,
+                 override_api_key: str | None = None, max_retries: int = 1,
                  backoff_s: float = 0.25, max_backoff_s: float = 4.0,
                  max_retry_after_s: float = 5.0, cooldown: Cooldowns | None = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -139,6 +148,7 @@ class UpstreamClient:
         self.catalog = catalog
         self.http = http
         self.base_url_override = base_url_override.rstrip("/") if base_url_override else None
+        self.override_api_key = override_api_key or None
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -157,10 +167,21 @@ class UpstreamClient:
         base = self.base_url_override or self.catalog[model].base_url
         if not base:
             raise UpstreamUnavailable(
-                f"model {model!r} has no base_url in {self.catalog.source}",
-                model=model, hint="add base_url to the catalog entry, or run with "
-                                  "--upstream-base-url")
+                f"model {model!r} has no base_url in the catalog", model=model,
+                detail=f"catalog {self.catalog.source}",
+                hint="add base_url to the catalog entry, or run with --upstream-base-url")
         return base.rstrip("/") + "/chat/completions"
+
+    def key_for(self, model: str) -> str | None:
+        """The key sent to `model`'s URL: its provider's, or under `base_url_override`
+        `override_api_key` (None: no `Authorization` header).
+
+        One URL for every model must not collect every provider's key: a gateway
+        has its own, and a local fake needs none.
+        """
+        if self.base_url_override is not None:
+            return self.override_api_key
+        return self.catalog[model].api_key if model in self.catalog else None
 
     async def complete(self, body: Mapping[str, Any], chain: Sequence[str]) -> UpstreamResult:
         """A non-streaming completion from the first model of `chain` that answers."""
@@ -187,10 +208,10 @@ class UpstreamClient:
                 if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
                     raise ValueError("no choices")
             except ValueError:
-                raise _Retry(UpstreamServerError(
-                    f"upstream {model} ({url}) answered {response.status_code} with a body "
-                    "that is not a chat completion", model=model, url=url,
-                    upstream_status=response.status_code)) from None
+                raise _Retry(translate_error(
+                    model, url, response=response, secret=secret,
+                    problem=f"answered {response.status_code} with a body that is not a "
+                            "chat completion")) from None
             counted = _usage_from(data)
             usage = (Usage(*counted) if counted is not None else
                      Usage(prompt_tokens, estimate_tokens(_message_text(data)), estimated=True))
@@ -240,16 +261,14 @@ class UpstreamClient:
                 else:
                     first.extend(decoder.flush())
                 if not any(e.data is not None for e in first):
-                    raise _Retry(UpstreamServerError(
-                        f"upstream {model} ({url}) closed the stream before any event",
-                        model=model, url=url, upstream_status=response.status_code))
+                    raise _Retry(translate_error(
+                        model, url, response=response, secret=secret,
+                        problem="closed the stream before any event"))
                 for event in first:
                     payload_json = event.json()
                     if isinstance(payload_json, dict) and "error" in payload_json:
-                        message, code = _error_fields(event.data.encode())
-                        raise _Retry(UpstreamServerError(
-                            f"upstream {model} ({url}) sent an error event: "
-                            f"{_redact(message, secret)}", model=model, url=url, code=code))
+                        raise _Retry(translate_error(model, url, event=event.data.encode(),
+                                                     secret=secret))
             except httpx.HTTPError as exc:
                 await response.aclose()
                 raise _Retry(translate_error(model, url, exc=exc, secret=secret)) from None
@@ -291,7 +310,7 @@ class UpstreamClient:
                 self._record(attempts, Attempt(model, None, exc.kind, 0.0))
                 last_error = exc
                 continue
-            secret = self.catalog[model].api_key if model in self.catalog else None
+            secret = self.key_for(model)
             headers = {"authorization": f"Bearer {secret}"} if secret else {}
             tries = 0
             while True:
@@ -306,11 +325,19 @@ class UpstreamClient:
                                                    self.clock() - started))
                     last_error = error
                     log.warning("upstream %s attempt %d failed (%s): %s", model, tries,
-                                error.kind, error.message)
+                                error.kind, error.log_text())
                     if isinstance(error, UpstreamClientError):
                         self.cooldowns.record_success(model)  # the provider is up
                         error.attempts = attempts
                         raise error from None
+                    if isinstance(error, UpstreamRejected):
+                        # The provider refused the router's key or does not know the
+                        # model: every request to it would get the same answer, so no
+                        # retry, and the breaker opens now rather than after
+                        # `failure_threshold` callers paid for it.
+                        self.cooldowns.record_failure(model,
+                                                      open_for=self.cooldowns.cooldown_s)
+                        break
                     if isinstance(error, ContextLengthExceeded):
                         self.cooldowns.release(model)
                         remaining = self._bigger_windows(model, remaining, error,

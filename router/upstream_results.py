@@ -23,7 +23,8 @@ __all__ = ["Attempt", "Usage", "UpstreamResult"]
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One try of one model. `error` is the error kind ('timeout', 'rate_limited',
-    'server_error', 'unavailable', 'context_length', 'client_error', 'cooldown'),
+    'server_error', 'unavailable', 'context_length', 'auth', 'not_found',
+    'client_error', 'cooldown'),
     None on success; `status` the upstream HTTP status, None when none came."""
 
     model: str

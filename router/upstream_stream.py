@@ -21,14 +21,7 @@ import httpx
 
 from router.catalog import estimate_tokens
 from router.sse import DONE, SSEDecoder, error_event
-from router.upstream_errors import (
-    UpstreamError,
-    UpstreamServerError,
-    _error_fields,
-    _redact,
-    _Retry,
-    translate_error,
-)
+from router.upstream_errors import UpstreamError, _Retry, translate_error
 from router.upstream_results import (
     Attempt,
     Usage,
@@ -150,9 +143,9 @@ class UpstreamStream:
                         out, batch = batch, []
                         yield out
                 if not saw_done:
-                    raise _Retry(UpstreamServerError(
-                        f"upstream {self.model} ({self._url}) ended the stream without "
-                        "data: [DONE]", model=self.model, url=self._url))
+                    raise _Retry(translate_error(
+                        self.model, self._url, secret=self._secret,
+                        problem="ended the stream without data: [DONE]"))
             except httpx.HTTPError as exc:
                 self._fail(translate_error(self.model, self._url, exc=exc, secret=self._secret))
             except _Retry as failed:
@@ -208,11 +201,9 @@ class UpstreamStream:
         payload = event.json()
         if isinstance(payload, dict):
             if "error" in payload:
-                message, code = _error_fields(json.dumps(payload).encode())
-                raise _Retry(UpstreamServerError(
-                    f"upstream {self.model} ({self._url}) sent an error event: "
-                    f"{_redact(message, self._secret)}", model=self.model, url=self._url,
-                    code=code))
+                raise _Retry(translate_error(self.model, self._url,
+                                             event=json.dumps(payload).encode(),
+                                             secret=self._secret))
             self._text.append((False, _delta_text(payload)))
             usage = _usage_from(payload)
             if usage is not None:
@@ -225,7 +216,7 @@ class UpstreamStream:
         self.error = error
         self._verdict = True
         self._client.cooldowns.record_failure(self.model)
-        log.warning("upstream %s failed mid-stream: %s", self.model, error.message)
+        log.warning("upstream %s failed mid-stream: %s", self.model, error.log_text())
 
     def _finish_usage(self) -> None:
         if self._upstream_usage is not None:

@@ -161,7 +161,8 @@ def _log_answered(plan: _Plan, served: str, cost: float, *, how: str = "",
 
 
 def _failed(ctx: AppContext, plan: _Plan, exc: UpstreamError) -> None:
-    ctx.store.log(plan.record(ctx, status=exc.status_code, error=exc.message,
+    # The outcome log is the operator's: it gets the URL and detail the client did not.
+    ctx.store.log(plan.record(ctx, status=exc.status_code, error=exc.log_text(),
                               fallback_path=[a.to_dict() for a in exc.attempts],
                               input_tokens=plan.conversation.input_tokens))
     ctx.metrics.request_duration.labels("chat").observe(time.perf_counter() - plan.started)
@@ -268,7 +269,7 @@ async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -
                 fallback_path=[a.to_dict() for a in stream.attempts],
                 input_tokens=prompt, output_tokens=completion, cost_usd=cost,
                 ttfb_ms=stream.ttfb_s * 1000.0, status=status,
-                error=error.message if error is not None else None))
+                error=error.log_text() if error is not None else None))
             _observe_served(ctx, plan, stream.model, status, cost, stream.ttfb_s)
             _log_answered(plan, stream.model, cost, how="stream", status=status)
             if not stream.finished:

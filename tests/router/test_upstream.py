@@ -27,6 +27,7 @@ from router.upstream import (
     UpstreamClient,
     UpstreamClientError,
     UpstreamRateLimited,
+    UpstreamRejected,
     UpstreamServerError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -184,8 +185,9 @@ async def test_long_retry_after_falls_back_at_once_and_cools_the_model(make_clie
     assert cooldowns.state("small") == "half_open"
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
-async def test_other_client_errors_are_not_retried_nor_fallen_back(make_client, status):
+@pytest.mark.parametrize("status", [400, 409, 422])
+async def test_other_client_errors_are_not_retried_nor_fallen_back(make_client, status,
+                                                                   caplog):
     upstream = Upstream(small=err(status, "model 'small' does not accept temperature=7"))
     with pytest.raises(UpstreamClientError) as caught:
         await make_client(upstream).complete(BODY, ["small", "mid"])
@@ -194,8 +196,53 @@ async def test_other_client_errors_are_not_retried_nor_fallen_back(make_client, 
     assert error.status_code == status
     assert error.upstream_status == status
     assert "does not accept temperature=7" in error.message
-    assert "https://small.example/v1/chat/completions" in error.message
     assert error.to_openai()["error"]["type"] == "invalid_request_error"
+    # The provider's URL is for the operator's log, not for the caller.
+    assert "small.example" not in json.dumps(error.to_openai())
+    assert "https://small.example/v1/chat/completions" in caplog.text
+
+
+@pytest.mark.parametrize("status, kind, blame", [
+    (401, "auth", "rejected the router's credentials (401)"),
+    (403, "auth", "rejected the router's credentials (403)"),
+    (404, "not_found", "does not know the model or the endpoint (404)"),
+])
+async def test_provider_auth_and_not_found_fall_back_and_open_the_breaker(
+        make_client, sleeps, status, kind, blame):
+    cooldowns = Cooldowns(failure_threshold=3, cooldown_s=30, clock=Clock())
+    upstream = Upstream(small=err(status, "Incorrect API key provided", code="invalid_api_key"))
+    client = make_client(upstream, cooldown=cooldowns)
+    result = await client.complete(BODY, ["small", "mid"])
+    assert result.model == "mid"
+    # Not retried (the answer would not change), and the breaker opens at the first.
+    assert summary(result.attempts) == [("small", status, kind), ("mid", 200, None)]
+    assert sleeps == []
+    assert cooldowns.state("small") == "open"
+    assert client.chain_for("small") == ["mid"]
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_chain_rejected_everywhere_is_a_502_that_blames_the_provider(make_client,
+                                                                           status):
+    upstream = Upstream(small=err(status, "Incorrect API key provided: sk-...",
+                                  code="invalid_api_key"),
+                        mid=err(status, "Incorrect API key provided: sk-...",
+                                code="invalid_api_key"))
+    for stream in (False, True):
+        client = make_client(upstream)
+        call = client.stream if stream else client.complete
+        with pytest.raises(UpstreamRejected) as caught:
+            await call({**BODY, "stream": stream}, ["small", "mid"])
+        body = caught.value.to_openai()["error"]
+        # 502: an OpenAI client reads a 401 as *its* key being wrong.
+        assert caught.value.status_code == 502
+        assert body["message"].startswith("upstream provider for model mid ")
+        assert "not yours" in body["message"] or "not your request" in body["message"]
+        assert body["code"] in ("upstream_auth_failed", "upstream_not_found")
+        assert body["type"] == "upstream_error"
+        assert "Incorrect API key" not in body["message"]  # the provider's words: log only
+        assert "example" not in body["message"]
+        assert [a.model for a in caught.value.attempts] == ["small", "mid"]
 
 
 async def test_context_length_moves_to_a_larger_window_in_the_chain(make_client):
@@ -322,16 +369,34 @@ async def test_key_is_sent_as_bearer_and_never_in_errors_or_logs(make_client, mo
     monkeypatch.setenv(KEY_ENV, SECRET)
     caplog.set_level(logging.DEBUG)
     upstream = Upstream(small=err(500, f"internal error for key {SECRET}"),
-                        mid=err(401, f"Incorrect API key provided: {SECRET}"))
+                        mid=err(400, f"Incorrect API key provided: {SECRET}"))
     with pytest.raises(UpstreamClientError) as caught:
         await make_client(upstream, max_retries=0).complete(BODY, ["small", "mid"])
     assert upstream.requests[0].headers["authorization"] == f"Bearer {SECRET}"
-    assert caught.value.status_code == 401
+    assert caught.value.status_code == 400
     assert SECRET not in str(caught.value)
     assert SECRET not in json.dumps(caught.value.to_openai())
     assert "[redacted]" in caught.value.message
     assert SECRET not in caplog.text
     assert "internal error for key [redacted]" in caplog.text
+
+
+@pytest.mark.parametrize("cut", [4, len(SECRET) // 2, len(SECRET) - 1])
+@pytest.mark.parametrize("status", [400, 500])
+async def test_a_key_straddling_the_quote_limit_is_redacted_whole(make_client, monkeypatch,
+                                                                   caplog, cut, status):
+    # A non-JSON error page is quoted up to 300 characters: the key is removed
+    # first, so the part of it before the cut cannot survive either.
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    caplog.set_level(logging.DEBUG)
+    page = "x" * (300 - cut) + SECRET + " trailing html"
+    upstream = Upstream(small=httpx.Response(status, text=page))
+    with pytest.raises((UpstreamClientError, UpstreamServerError)) as caught:
+        await make_client(upstream, max_retries=0).complete(BODY, ["small"])
+    shown = [caught.value.message, json.dumps(caught.value.to_openai()), caplog.text]
+    for text in shown:
+        assert SECRET[:cut] not in text
+    assert "x" * 100 + "[red" in caught.value.message  # redacted, then cut
 
 
 async def test_no_key_in_environment_sends_no_authorization(make_client, monkeypatch):
@@ -341,12 +406,29 @@ async def test_no_key_in_environment_sends_no_authorization(make_client, monkeyp
     assert "authorization" not in upstream.requests[0].headers
 
 
-async def test_key_in_a_transport_error_is_redacted(make_client, monkeypatch):
+async def test_key_in_a_transport_error_is_redacted(make_client, monkeypatch, caplog):
     monkeypatch.setenv(KEY_ENV, SECRET)
-    upstream = Upstream(small=httpx.ConnectError(f"proxy refused Bearer {SECRET}"))
+    upstream = Upstream(small=httpx.ConnectError(f"proxy 10.1.2.3 refused Bearer {SECRET}"))
     with pytest.raises(UpstreamUnavailable) as caught:
         await make_client(upstream, max_retries=0).complete(BODY, ["small"])
-    assert SECRET not in str(caught.value)
+    assert SECRET not in str(caught.value) and SECRET not in caplog.text
+    # The transport's words name hosts: the log has them, the caller does not.
+    assert caught.value.message == "upstream small unreachable (ConnectError)"
+    assert "proxy 10.1.2.3 refused Bearer [redacted]" in caplog.text
+
+
+async def test_base_url_override_sends_its_own_key_never_the_providers(make_client,
+                                                                        monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    upstream = Upstream()
+    await make_client(upstream, base_url_override="https://gw.example/v1").complete(
+        BODY, ["small"])
+    assert "authorization" not in upstream.requests[-1].headers
+    await make_client(upstream, base_url_override="https://gw.example/v1",
+                      override_api_key="gw-key-123456").complete(BODY, ["small"])
+    assert upstream.requests[-1].headers["authorization"] == "Bearer gw-key-123456"
+    await make_client(upstream).complete(BODY, ["small"])  # no override: the provider's
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
 
 
 # ---------------------------------------------------------------- cooldowns
@@ -529,15 +611,16 @@ async def test_stream_usage_is_counted_when_the_upstream_sends_none(make_client)
     assert stream.usage.completion_tokens == estimate_tokens("Four, obviously.")
 
 
-async def test_stream_failing_mid_way_ends_with_an_error_event_and_done(make_client):
+async def test_stream_failing_mid_way_ends_with_an_error_event_and_done(make_client, caplog):
     head = sse(delta("Hel"), delta("lo"), done=False) + b"data: {\"cho"  # cut mid-event
     upstream = Upstream(small=httpx.Response(200, stream=Broken(head)))
     stream = await make_client(upstream).stream({**BODY, "stream": True}, ["small", "mid"])
     events = [chunk async for chunk in stream]
     assert b"".join(events[:2]) == sse(delta("Hel"), delta("lo"), done=False)
     error = json.loads(events[-2].removeprefix(b"data: "))["error"]
-    assert "failed mid-stream" in error["message"]
-    assert "connection reset by peer" in error["message"]
+    assert error["message"] == ("the upstream failed mid-stream: upstream small unreachable "
+                                "(ReadError)")
+    assert "connection reset by peer" in caplog.text  # the transport's words: log only
     assert events[-1] == b"data: [DONE]\n\n"
     assert len(events) == 4  # the half event is dropped, never forwarded
     assert upstream.calls == ["small"]  # no fallback once bytes went out
@@ -643,8 +726,8 @@ async def test_stream_whole_chain_failing_raises_before_any_byte(make_client):
 
 
 async def test_stream_client_error_is_not_fallen_back(make_client):
-    upstream = Upstream(small=err(404, "The model `small` does not exist"))
-    with pytest.raises(UpstreamClientError, match="does not exist"):
+    upstream = Upstream(small=err(422, "The model `small` does not take tools"))
+    with pytest.raises(UpstreamClientError, match="does not take tools"):
         await make_client(upstream).stream({**BODY, "stream": True}, ["small", "mid"])
     assert upstream.calls == ["small"]
 
