@@ -300,17 +300,19 @@ def retrain(
         from router.catalog import load_catalog
 
         catalog = load_catalog()
-    if requests is None:
-        if log_url is None:
-            if not base:
-                raise DataError("nothing to train on: no --log and no --base",
-                                hint="pass --log sqlite:///outcomes.db and/or --base FILE")
-            requests, feedback = pd.DataFrame(columns=["request_id", "ts"]), None
-        else:
+    if requests is None and log_url is None:
+        if not base:
+            raise DataError("nothing to train on: no --log and no --base",
+                            hint="pass --log sqlite:///outcomes.db and/or --base FILE")
+        # Base tables alone (e.g. a registry's first version): no log to read.
+        rows, counts = pd.DataFrame(), RowCounts()
+        echo("log: none (base tables only)")
+    else:
+        if requests is None:
             requests, feedback = load_log(log_url, since=since, now=now), None
-    rows, counts = build_training_rows(requests, feedback, since=since, now=now,
-                                       max_weight=max_weight)
-    echo(f"log: {counts.format()}")
+        rows, counts = build_training_rows(requests, feedback, since=since, now=now,
+                                           max_weight=max_weight)
+        echo(f"log: {counts.format()}")
     if len(rows):
         rows = _canonical(rows, catalog)
     train_rows, recent = split_recent(rows, holdout_frac if len(rows) >= min_rows else 0.0)

@@ -236,3 +236,23 @@ def test_retrain_cli_validates_its_options(capsys: pytest.CaptureFixture[str]) -
     assert "error: --cron: invalid expression '0 3 * *'" in capsys.readouterr().err
     assert main(["retrain"]) == 1
     assert "error: nothing to train on" in capsys.readouterr().err
+
+
+def test_retrain_from_base_tables_alone_creates_the_first_version(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from router.cli import main
+    from router.registry import Registry
+    from tests.training.test_gate import demo_table
+    from training.data import write_outcomes
+
+    base = write_outcomes(demo_table(tmp_path, n_prompts=120, seed=4), tmp_path / "base.csv.gz")
+    models = tmp_path / "models"
+    assert main(["retrain", "--base", str(base), "--registry", str(models), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["promoted"] is True and summary["current"] == summary["version_id"]
+    assert summary["train_rows"] == 120 * 8 and summary["log"]["requests"] == 0
+    assert Registry(models).current_version() == summary["version_id"]
+
+    assert main(["retrain", "--base", str(tmp_path / "nope.csv"), "--registry",
+                 str(models)]) == 1
+    assert f"error: {tmp_path / 'nope.csv'}: file not found" in capsys.readouterr().err

@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "that schedule."),
         examples=[
             "router retrain --log sqlite:///outcomes.db --since 7d --eval-data eval.csv.gz",
+            "router retrain --base demo.csv.gz --registry models   # a first version, no log",
             "router retrain --log postgresql://router@db/router --last-days 14 "
             "--base ../shared/data/arena_bench_v1.csv.gz --registry /srv/models",
             "router retrain --log sqlite:///outcomes.db --every 24h",
