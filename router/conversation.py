@@ -2,6 +2,12 @@
 
 Accepts what callers send: a bare prompt string, or an OpenAI `messages` list
 (content as a string or as a list of `{"type": "text", "text": ...}` parts).
+
+Text must be valid Unicode. JSON can carry a lone UTF-16 surrogate
+(`"x\\ud800y"`), which Python keeps in a `str` that no UTF-8 encoder accepts
+(the digest, the outcome log, the request to the provider); such text is refused
+here, naming the message, instead of failing later as a 500. `invalid_text`
+finds it anywhere in a parsed JSON body, for fields a conversation does not read.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 from router.catalog import estimate_tokens
 from router.errors import DataError
 
-__all__ = ["Message", "Conversation", "parse_conversation"]
+__all__ = ["Message", "Conversation", "parse_conversation", "invalid_text"]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -75,6 +81,48 @@ class Conversation:
         return cls((Message("user", prompt),))
 
 
+def _lone_surrogate(text: str) -> str | None:
+    """What is wrong with `text` as Unicode (a lone surrogate, and where), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"is not valid Unicode text: a lone surrogate "
+                f"(U+{ord(text[exc.start]):04X}) at character {exc.start}")
+    return None
+
+
+def _checked(text: str, where: str) -> str:
+    problem = _lone_surrogate(text)
+    if problem is not None:
+        raise DataError(f"{where} {problem}", hint="a \\ud800-\\udbff escape must be "
+                        "followed by a \\udc00-\\udfff one; send the text as UTF-8")
+    return text
+
+
+def invalid_text(value: Any, path: str = "") -> tuple[str, str] | None:
+    """(dotted path, problem) of the first string in `value` (a parsed JSON value;
+    object keys included) that is not valid Unicode text, or None."""
+    if isinstance(value, str):
+        problem = _lone_surrogate(value)
+        return (path, problem) if problem is not None else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            bad_key = _lone_surrogate(key) if isinstance(key, str) else None
+            if bad_key is not None:
+                return path or "body", f"has a field name that {bad_key}"
+            found = invalid_text(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = invalid_text(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
+
+
 def _content_text(content: Any, where: str) -> str:
     if content is None:
         return ""
@@ -106,9 +154,9 @@ def parse_conversation(value: Any, *, where: str = "request") -> Conversation:
             try:
                 value = json.loads(stripped)
             except json.JSONDecodeError:
-                return Conversation.from_prompt(value)
+                return Conversation.from_prompt(_checked(value, f"{where}: the prompt"))
         else:
-            return Conversation.from_prompt(value)
+            return Conversation.from_prompt(_checked(value, f"{where}: the prompt"))
     if not isinstance(value, Sequence) or isinstance(value, bytes | bytearray):
         raise DataError(f"{where}: expected a prompt string or a list of messages, "
                         f"got {type(value).__name__}")
@@ -123,6 +171,6 @@ def parse_conversation(value: Any, *, where: str = "request") -> Conversation:
         if role not in ROLES:
             raise DataError(f"{where}: message {index} has role {role!r}",
                             hint=f"use one of {', '.join(sorted(ROLES))}")
-        messages.append(Message(role, _content_text(item.get("content"),
-                                                    f"{where}: message {index}")))
+        text = _content_text(item.get("content"), f"{where}: message {index}")
+        messages.append(Message(role, _checked(text, f"{where}: message {index} content")))
     return Conversation(tuple(messages))

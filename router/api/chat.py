@@ -29,7 +29,7 @@ from fastapi.responses import StreamingResponse
 from router.api.route import checked_conversation, checked_rule, route_record
 from router.api.schemas import ROUTER_FIELDS, ChatRequest
 from router.cache import CachedResponse, cache_key, should_use_cache
-from router.conversation import Conversation
+from router.conversation import Conversation, invalid_text
 from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
 from router.errors import PolicyError
 from router.outcome_log import RequestRecord
@@ -114,7 +114,16 @@ def plan_chat(ctx: AppContext, request_id: str, client: str | None, started: flo
 
 
 def forwarded_body(body: dict[str, Any]) -> dict[str, Any]:
-    """What goes upstream: the caller's body without the router's own fields."""
+    """What goes upstream: the caller's body without the router's own fields.
+
+    Raises `ApiError` (400, naming the field) when a string in it is not valid
+    Unicode (a lone surrogate from a JSON escape): it could not be sent, logged
+    or hashed, so it is refused before anything is planned.
+    """
+    found = invalid_text(body)
+    if found is not None:
+        param, problem = found
+        raise ApiError(400, f"{param} {problem}", param=param, code="invalid_text")
     return {k: v for k, v in body.items() if k not in ROUTER_FIELDS}
 
 
@@ -175,14 +184,15 @@ async def chat_completions(body: ChatRequest, request: Request, ctx: Ctx,
     request.state.endpoint = "chat"
     request_id = new_request_id()
     request.state.request_id = request_id
+    # Before planning, as on the fast path: a refused body leaves no trace.
+    upstream_body = forwarded_body(body.model_dump(exclude_unset=True))
     plan = plan_chat(ctx, request_id, client, started, model=body.model,
                      messages=body.messages, stream=body.stream,
                      quality_bar=body.quality_bar, min_quality=body.min_quality,
                      utility_lambda=body.utility_lambda,
                      max_cost_usd=body.max_cost_usd, models=body.models)
     request.state.model = plan.first_model
-    answer = await answer_chat(ctx, plan, forwarded_body(body.model_dump(exclude_unset=True)),
-                               request.headers)
+    answer = await answer_chat(ctx, plan, upstream_body, request.headers)
     if answer.events is not None:
         return StreamingResponse(answer.events, media_type="text/event-stream",
                                  headers=answer.headers)

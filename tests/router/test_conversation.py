@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from router.conversation import parse_conversation
+from router.conversation import invalid_text, parse_conversation
 from router.errors import DataError
 
 
@@ -54,7 +54,28 @@ def test_input_tokens_count_text_and_message_overhead():
     (["hi"], "message 0 must be an object"),
     ([{"role": "user", "content": 5}], "content must be a string or a list of parts"),
     (42, "expected a prompt string or a list of messages"),
+    ([{"role": "user", "content": "x\ud800y"}],
+     r"message 0 content is not valid Unicode text: a lone surrogate \(U\+D800\) at "
+     "character 1"),
+    ([{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}],
+     r"message 0 content is not valid Unicode text: a lone surrogate \(U\+DFFF\)"),
+    ("x\ud800", "the prompt is not valid Unicode text"),
 ])
 def test_bad_conversations_are_named(value, message):
     with pytest.raises(DataError, match=message):
         parse_conversation(value, where="row 3")
+
+
+def test_valid_non_ascii_text_is_kept_and_hashed():
+    conv = parse_conversation([{"role": "user", "content": "caf\u00e9 \U0001f600"}])
+    assert conv.last_user == "caf\u00e9 \U0001f600" and len(conv.digest) == 64
+
+
+def test_invalid_text_names_the_first_bad_field_of_a_json_body():
+    body = json.loads('{"model": "router", "messages": [{"role": "user", "content": "ok"}, '
+                      '{"role": "user", "content": "x\\ud800"}], "user": "\\udc00"}')
+    assert invalid_text(body) == ("messages.1.content", "is not valid Unicode text: a lone "
+                                  "surrogate (U+D800) at character 1")
+    assert invalid_text({"stop": ["a", "\ud800"]})[0] == "stop.1"
+    assert invalid_text({"\ud800": 1})[0] == "body"
+    assert invalid_text({"messages": [{"content": "caf\u00e9 \U0001f600"}], "n": 2}) is None
