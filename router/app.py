@@ -348,8 +348,10 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 stack.push_async_callback(http.aclose)
                 from router.upstream import Cooldowns, UpstreamClient
 
+                gateway_key = settings.upstream_api_key
                 ctx.upstream = UpstreamClient(
                     catalog, http=http, base_url_override=settings.upstream_base_url,
+                    override_api_key=gateway_key.get_secret_value() if gateway_key else None,
                     max_retries=settings.max_retries, backoff_s=settings.backoff_s,
                     max_retry_after_s=settings.max_retry_after_s,
                     cooldown=Cooldowns(settings.cooldown_failures, settings.cooldown_s))

@@ -12,16 +12,20 @@ Markdown table from the field descriptions below (the README reuses it:
 `python -m router.settings`), so the documentation cannot drift from the code.
 
 Upstream provider keys are never settings: they are read from the environment
-variable each catalog model names (`api_key_env`) at call time.
+variable each catalog model names (`api_key_env`) at call time, and sent only
+to that model's own `base_url`. With `upstream_base_url` (one URL for every
+model) none of them is sent: that URL gets `upstream_api_key`, its own key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -77,7 +81,15 @@ class Settings(BaseSettings):
     catalog: Path | None = Field(None, description=(
         "catalog TOML (prices, base URLs, fallbacks); default `models/catalog.toml`"))
     upstream_base_url: str | None = Field(None, description=(
-        "send every model to this OpenAI-compatible base URL (fake upstream, local gateway)"))
+        "send every model to this OpenAI-compatible base URL (fake upstream, a gateway); the "
+        "providers' keys are then never sent, only `upstream_api_key`; plain `http://` only "
+        "to a loopback host unless `upstream_allow_http`"))
+    upstream_api_key: SecretStr | None = Field(None, description=(
+        "the key sent to `upstream_base_url` (the gateway's own, as `Authorization: "
+        "Bearer`); unset = no key"))
+    upstream_allow_http: bool = Field(False, description=(
+        "allow a plain `http://` `upstream_base_url` on a host other than loopback: prompts, "
+        "answers and `upstream_api_key` then cross the network unencrypted"))
     default_quality_bar: float | None = Field(None, description=(
         "bar in [0, 1] for `model: router` and `/v1/route` without `quality_bar`; default: "
         "the model's `default_bar`, else 0.7"))
@@ -248,6 +260,22 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _upstream_is_safe(self) -> Settings:
+        url = self.upstream_base_url
+        if url is None:
+            if self.upstream_api_key is not None:
+                raise ValueError("upstream_api_key: it is only sent to upstream_base_url, "
+                                 "which is unset; set both or neither")
+            return self
+        host = urlsplit(url).hostname or ""
+        if url.startswith("http://") and not self.upstream_allow_http and not _loopback(host):
+            raise ValueError(
+                f"upstream_base_url: {url} is plain http to {host}, so every prompt, answer "
+                f"and key would cross the network unencrypted; use https://, a loopback host, "
+                f"or set {ENV_PREFIX}UPSTREAM_ALLOW_HTTP=1 if that network is trusted")
+        return self
+
+    @model_validator(mode="after")
     def _paths_exist(self) -> Settings:
         for name in ("model_dir", "registry_dir", "catalog"):
             path = getattr(self, name)
@@ -279,6 +307,15 @@ class Settings(BaseSettings):
         return bool(self.api_keys)
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_key(presented: str, digests: tuple[bytes, ...]) -> bytes | None:
     """The digest `presented` matches, compared in constant time, or None."""
     candidate = key_digest(presented)
@@ -290,7 +327,9 @@ def check_key(presented: str, digests: tuple[bytes, ...]) -> bytes | None:
     return match
 
 
-_PATH_ONLY = {"model_dir", "registry_dir", "catalog"}
+# Fields checked by a model validator, whose messages start with "<field>:".
+_CHECKED_TOGETHER = {"model_dir", "registry_dir", "catalog", "upstream_base_url",
+                     "upstream_api_key"}
 
 
 def _explain(exc: ValidationError, source: str) -> ConfigError:
@@ -300,7 +339,7 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
         loc = [str(p) for p in error.get("loc", ()) if not isinstance(p, int)]
         field = loc[0] if loc else ""
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        if not field and ":" in message and message.split(":", 1)[0] in _PATH_ONLY:
+        if not field and ":" in message and message.split(":", 1)[0] in _CHECKED_TOGETHER:
             field, message = message.split(":", 1)
             message = message.strip()
         value = error.get("input")

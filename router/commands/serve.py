@@ -54,7 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, help="port to bind (default 8000)")
     parser.add_argument("--catalog", metavar="FILE", help="catalog TOML")
     parser.add_argument("--upstream-base-url", metavar="URL",
-                        help="send every model to this OpenAI-compatible base URL")
+                        help="send every model to this OpenAI-compatible base URL, with "
+                             "$ROUTER_UPSTREAM_API_KEY as its key (never the providers' "
+                             "keys); plain http only to loopback unless "
+                             "ROUTER_UPSTREAM_ALLOW_HTTP=1")
     parser.add_argument("--log-url", metavar="URL",
                         help="outcome log: path, sqlite:///file.db or postgresql://...")
     parser.add_argument("--cache-url", metavar="URL",
@@ -135,6 +138,10 @@ def _build(args: argparse.Namespace, settings: Any, port: int) -> tuple[Any, Any
         if missing:
             log.warning("provider keys not set: %s; calls to those providers will fail. "
                         "For a local try-out use --fake-upstream", ", ".join(missing))
+    else:
+        log.info("every model goes to %s with %s; provider keys are never sent there",
+                 settings.upstream_base_url,
+                 "ROUTER_UPSTREAM_API_KEY" if settings.upstream_api_key else "no key")
     service = load_initial_service(settings)
     if service is None:
         log.warning("the registry has no current version yet; routing answers 503 until one "

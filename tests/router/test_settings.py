@@ -77,3 +77,32 @@ def test_keys_are_kept_hashed_and_never_shown(monkeypatch: pytest.MonkeyPatch) -
     assert s.api_key_digests == (key_digest("first-key-123"), bytes.fromhex(hashed))
     assert check_key("second-key-456", s.api_key_digests) == bytes.fromhex(hashed)
     assert check_key("wrong-key-000", s.api_key_digests) is None
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.7:4000/v1", "http://gateway/v1",
+                                 "http://router.example.com/v1"])
+def test_plain_http_to_another_host_is_refused_unless_allowed(url: str) -> None:
+    # Every prompt, answer and the gateway's key would cross the network in clear.
+    with pytest.raises(ConfigError) as info:
+        load_settings(upstream_base_url=url)
+    assert "ROUTER_UPSTREAM_BASE_URL: " in info.value.message
+    assert "ROUTER_UPSTREAM_ALLOW_HTTP=1" in info.value.message
+    assert load_settings(upstream_base_url=url, upstream_allow_http=True).upstream_base_url == url
+
+
+@pytest.mark.parametrize("url", ["https://gateway.example.com/v1", "http://127.0.0.1:8100/v1",
+                                 "http://localhost:8100/v1", "http://[::1]:8100/v1"])
+def test_https_and_loopback_upstreams_are_accepted(url: str) -> None:
+    assert load_settings(upstream_base_url=url).upstream_base_url == url
+
+
+def test_the_gateway_key_goes_with_a_base_url_and_is_never_shown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTER_UPSTREAM_API_KEY", "gw-secret-123456")
+    with pytest.raises(ConfigError) as info:
+        load_settings()  # a key with nowhere to go is a mistake, not a default
+    assert "ROUTER_UPSTREAM_API_KEY: " in info.value.message
+    assert "gw-secret-123456" not in str(info.value)
+    s = load_settings(upstream_base_url="https://gateway.example.com/v1")
+    assert s.upstream_api_key.get_secret_value() == "gw-secret-123456"
+    assert "gw-secret-123456" not in repr(s)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 
 from router.cli import add_command
 from router.errors import ConfigError
@@ -53,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="output table (JSONL; appended to, and read back to resume)")
     parser.add_argument("--upstream-base-url", metavar="URL", default=None,
                         help="send every model to this OpenAI-compatible base URL "
-                             "(e.g. a fake upstream); default: each model's catalog base_url")
+                             "(e.g. a fake upstream) with $ROUTER_UPSTREAM_API_KEY as its key, "
+                             "never the providers' keys; default: each model's catalog "
+                             "base_url")
     parser.add_argument("--concurrency", type=int, default=4, metavar="N",
                         help="calls in flight at once (default %(default)s)")
     parser.add_argument("--max-cost-usd", type=float, default=None, metavar="X",
@@ -112,6 +115,7 @@ async def _run(args: argparse.Namespace) -> int:
     limits = httpx.Limits(max_connections=max(args.concurrency, 1) * 2)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
         client = UpstreamClient(catalog, http=http, base_url_override=args.upstream_base_url,
+                                override_api_key=os.environ.get("ROUTER_UPSTREAM_API_KEY"),
                                 max_retries=args.max_retries)
         grader = parse_grader(args.grader, client=client)
         result = await collect(prompts, models, grader, args.out, client=client,
