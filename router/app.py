@@ -384,15 +384,7 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
             if ctx.cache is not None and settings.semantic_cache:
                 from router.semantic_cache import SemanticCache
 
-                def embed(conversations: Any) -> Any:
-                    service = ctx.service
-                    if service is None:
-                        raise RuntimeError("no model loaded")
-                    return service.model.features_.embed(conversations)
-
-                ctx.semantic = SemanticCache(ctx.cache, embed,
-                                             threshold=settings.semantic_threshold,
-                                             namespace=ctx.cache_namespace)
+                ctx.semantic = SemanticCache(ctx.cache, namespace=ctx.cache_namespace)
             task = None
             if reload:
                 reloader = Reloader(ctx, _source_for(settings), settings.reload_interval_s)

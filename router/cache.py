@@ -21,7 +21,9 @@ the catalog hash) so a configuration change starts a fresh key space.
 
 The value (`CachedResponse`) is the full JSON response body as bytes plus the model
 that served it, so a hit replays exactly the bytes the first caller received (the
-app turns them into SSE for a streaming request).
+app turns them into SSE for a streaming request). A lookup that finds one returns
+a `CacheHit`, which also says how it was found: "exact" (this key) or "semantic"
+(a near duplicate, `router.semantic_cache`); the app sends that as `x-router-cache`.
 
 Backends
 --------
@@ -38,7 +40,8 @@ Backends
 `rediss://`, `unix://` -> `RedisCache`; anything else is a `ConfigError`.
 
 The semantic near-duplicate cache (off by default) lives in `router.semantic_cache`
-and stores its vectors through these backends (`vectors`, `add_vector`).
+and keeps its index through these backends (`index_get`, `index_set`: small values
+under their own keys, with the same TTL).
 """
 
 from __future__ import annotations
@@ -50,12 +53,11 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
-from router.conversation import Conversation
 from router.errors import ConfigError
 from router.outcome_log import redact_url
 from router.throttle import Throttle
@@ -63,6 +65,7 @@ from router.throttle import Throttle
 __all__ = [
     "IGNORED_FIELDS",
     "CachedResponse",
+    "CacheHit",
     "CacheBackend",
     "MemoryCache",
     "RedisCache",
@@ -78,9 +81,6 @@ IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "sto
 # Fields at these values mean the same as absent (OpenAI defaults).
 _DEFAULTS: dict[str, Any] = {"n": 1, "top_p": 1, "presence_penalty": 0,
                              "frequency_penalty": 0}
-
-Embed = Callable[[Sequence[Conversation]], Any]
-
 
 @dataclass(frozen=True, slots=True)
 class CachedResponse:
@@ -99,6 +99,13 @@ class CachedResponse:
         header, _, body = data.partition(b"\n")
         meta = json.loads(header)
         return cls(body=body, served_model=meta["m"], created=float(meta.get("t", 0.0)))
+
+
+class CacheHit(NamedTuple):
+    """A cached response and how the lookup found it."""
+
+    response: CachedResponse
+    kind: Literal["exact", "semantic"]
 
 
 def _canonical(value: Any) -> Any:
@@ -153,16 +160,13 @@ def should_use_cache(body: Mapping[str, Any], headers: Mapping[str, str] | None 
 
 
 class CacheBackend(abc.ABC):
-    """Where cached responses (and semantic vectors) live. Counters: `hits`,
+    """Where cached responses (and the semantic cache's index) live. Counters: `hits`,
     `misses`, `errors` (backend failures turned into misses or skipped stores)."""
 
-    def __init__(self, ttl_s: float, max_vectors_per_scope: int) -> None:
-        if not ttl_s > 0 or max_vectors_per_scope < 1:
-            raise ConfigError(f"cache ttl_s={ttl_s} and max_vectors_per_scope="
-                              f"{max_vectors_per_scope} must be positive",
-                              hint="e.g. ttl_s=3600")
+    def __init__(self, ttl_s: float) -> None:
+        if not ttl_s > 0:
+            raise ConfigError(f"cache ttl_s={ttl_s} must be positive", hint="e.g. ttl_s=3600")
         self.ttl_s = float(ttl_s)
-        self.max_vectors_per_scope = max_vectors_per_scope
         self.hits = 0
         self.misses = 0
         self.errors = 0
@@ -191,28 +195,35 @@ class CacheBackend(abc.ABC):
     async def _set(self, key: str, value: CachedResponse) -> None: ...
 
     @abc.abstractmethod
-    async def add_vector(self, scope: str, item: bytes) -> None:
-        """Remember one semantic entry in `scope` (bounded, oldest forgotten)."""
+    async def index_get(self, names: Sequence[str]) -> list[bytes | None]:
+        """The index values stored under `names` (None where absent or expired), in one
+        round trip."""
 
     @abc.abstractmethod
-    async def vectors(self, scope: str) -> list[bytes]:
-        """The semantic entries of `scope` still alive, oldest first."""
+    async def index_set(self, entries: Mapping[str, bytes]) -> None:
+        """Store index values, each expiring after the TTL, in one round trip."""
 
 
 class MemoryCache(CacheBackend):
-    """In-process LRU cache with a TTL. `clock` (monotonic seconds) is injectable for tests."""
+    """In-process LRU cache with a TTL. `clock` (monotonic seconds) is injectable for tests.
+
+    The semantic index is a second LRU of `index_per_entry` times `max_entries`
+    values (a cached request writes one, plus one per typo-eligible word).
+    """
 
     def __init__(self, max_entries: int = 10_000, ttl_s: float = 3600.0, *,
                  clock: Callable[[], float] = time.monotonic,
-                 max_vectors_per_scope: int = 1000) -> None:
-        super().__init__(ttl_s, max_vectors_per_scope)
-        if max_entries < 1:
-            raise ConfigError(f"cache max_entries={max_entries} must be positive",
+                 index_per_entry: int = 16) -> None:
+        super().__init__(ttl_s)
+        if max_entries < 1 or index_per_entry < 1:
+            raise ConfigError(f"cache max_entries={max_entries} and index_per_entry="
+                              f"{index_per_entry} must be positive",
                               hint="e.g. max_entries=10000")
         self.max_entries = max_entries
+        self.max_index_entries = max_entries * index_per_entry
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, CachedResponse]] = OrderedDict()
-        self._scopes: OrderedDict[str, deque[tuple[float, bytes]]] = OrderedDict()
+        self._index: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -234,31 +245,32 @@ class MemoryCache(CacheBackend):
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    async def add_vector(self, scope: str, item: bytes) -> None:
-        items = self._scopes.get(scope)
-        if items is None:
-            items = self._scopes[scope] = deque(maxlen=self.max_vectors_per_scope)
-        items.append((self._clock() + self.ttl_s, item))
-        self._scopes.move_to_end(scope)
-        while len(self._scopes) > self.max_entries:
-            self._scopes.popitem(last=False)
-
-    async def vectors(self, scope: str) -> list[bytes]:
-        items = self._scopes.get(scope)
-        if not items:
-            return []
+    async def index_get(self, names: Sequence[str]) -> list[bytes | None]:
         now = self._clock()
-        while items and items[0][0] <= now:
-            items.popleft()
-        return [item for _, item in items]
+        found: list[bytes | None] = []
+        for name in names:
+            entry = self._index.get(name)
+            if entry is not None and entry[0] <= now:
+                del self._index[name]
+                entry = None
+            found.append(None if entry is None else entry[1])
+        return found
+
+    async def index_set(self, entries: Mapping[str, bytes]) -> None:
+        expires = self._clock() + self.ttl_s
+        for name, value in entries.items():
+            self._index[name] = (expires, value)
+            self._index.move_to_end(name)
+        while len(self._index) > self.max_index_entries:
+            self._index.popitem(last=False)
 
 
 class RedisCache(CacheBackend):
     """Redis-backed cache shared by replicas; failures at request time become misses."""
 
     def __init__(self, url: str, ttl_s: float = 3600.0, prefix: str = "router:cache:", *,
-                 socket_timeout_s: float = 0.25, max_vectors_per_scope: int = 1000) -> None:
-        super().__init__(ttl_s, max_vectors_per_scope)
+                 socket_timeout_s: float = 0.25) -> None:
+        super().__init__(ttl_s)
         self.url = url
         self.prefix = prefix
         self.socket_timeout_s = socket_timeout_s
@@ -313,25 +325,24 @@ class RedisCache(CacheBackend):
         except Exception as exc:  # noqa: BLE001
             self._failed("set", exc)
 
-    async def add_vector(self, scope: str, item: bytes) -> None:
+    async def index_get(self, names: Sequence[str]) -> list[bytes | None]:
         client = self._require_client()
-        name = f"{self.prefix}sem:{scope}"
+        try:
+            return list(await client.mget([f"{self.prefix}sem:{n}" for n in names]))
+        except Exception as exc:  # noqa: BLE001
+            self._failed("semantic lookup", exc)
+            return [None] * len(names)
+
+    async def index_set(self, entries: Mapping[str, bytes]) -> None:
+        client = self._require_client()
+        ttl_ms = int(self.ttl_s * 1000)
         try:
             async with client.pipeline(transaction=False) as pipe:
-                pipe.rpush(name, item)
-                pipe.ltrim(name, -self.max_vectors_per_scope, -1)
-                pipe.pexpire(name, int(self.ttl_s * 1000))
+                for name, value in entries.items():
+                    pipe.set(f"{self.prefix}sem:{name}", value, px=ttl_ms)
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001
             self._failed("semantic store", exc)
-
-    async def vectors(self, scope: str) -> list[bytes]:
-        client = self._require_client()
-        try:
-            return list(await client.lrange(f"{self.prefix}sem:{scope}", 0, -1))
-        except Exception as exc:  # noqa: BLE001
-            self._failed("semantic lookup", exc)
-            return []
 
 
 def open_cache(url_or_none: str | None, *, ttl_s: float = 3600.0, max_entries: int = 10_000,

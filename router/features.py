@@ -15,7 +15,7 @@
 * a learned text representation: hashed word 1-2-grams, and character 1-2-grams
   of scripts written without spaces (below) -> TF-IDF (idf fitted) -> truncated SVD
   with `n_components` dimensions. `embed` returns it alone,
-  L2-normalised (the kNN baseline and the semantic cache use it);
+  L2-normalised (the kNN baseline uses it);
   `transform_with_tfidf` also returns each prompt's sparse TF-IDF row (the SVD's
   input, training-seen buckets only), which the linear quality head reads.
 

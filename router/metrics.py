@@ -44,12 +44,17 @@ class Metrics:
                                           "answer, by endpoint", ["endpoint"],
                                           buckets=(0.0005, 0.001, 0.0025) + _LATENCY_BUCKETS,
                                           registry=r)
-        self.cache_hits = Counter("router_cache_hits", "Chat completions answered from the cache",
-                                  registry=r)
+        self.cache_hits = Counter("router_cache_hits", "Chat completions answered from the "
+                                  "cache, by kind: exact (same request) or semantic (a near "
+                                  "duplicate)", ["kind"], registry=r)
+        for kind in ("exact", "semantic"):
+            self.cache_hits.labels(kind)  # both series exist from the start, at 0
         self.cache_misses = Counter("router_cache_misses", "Cacheable chat completions not in the "
                                     "cache", registry=r)
-        self.fallbacks = Counter("router_fallbacks", "Requests served by another model than the "
-                                 "first of the chain", ["from_model", "to_model"], registry=r)
+        self.fallbacks = Counter("router_fallbacks", "Requests the upstream answered from another "
+                                 "model than the one chosen (it failed or its breaker was "
+                                 "open); cache hits are not fallbacks",
+                                 ["from_model", "to_model"], registry=r)
         self.cooldowns = Counter("router_cooldowns", "Circuit breaker openings (a model skipped "
                                  "for a while); failures into an open breaker are not "
                                  "counted again", ["model"], registry=r)

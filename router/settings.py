@@ -110,11 +110,11 @@ class Settings(BaseSettings):
         "response cache: unset = in-process memory, `redis://host:6379/0` = shared by "
         "replicas"))
     cache_ttl_s: float = Field(3600.0, description=(
-        "cache entry lifetime in seconds; 0 turns the cache off"))
+        "cache entry lifetime in seconds; 0 turns the cache off (only deterministic requests "
+        "are cached: `temperature` 0, `n` 1)"))
     semantic_cache: bool = Field(False, description=(
-        "also answer near-duplicate prompts (same intent) from the cache"))
-    semantic_threshold: float = Field(0.97, description=(
-        "cosine similarity in (0, 1] a near duplicate must reach"))
+        "also answer a cacheable prompt that differs from a cached one only in case, "
+        "punctuation, whitespace, a greeting or one typo (`x-router-cache: semantic`)"))
     decision_cache_size: int = Field(10_000, description=(
         "routing decisions remembered per model (by conversation and limits) so a repeated "
         "prompt skips prediction; 0 turns it off"))
@@ -198,7 +198,7 @@ class Settings(BaseSettings):
                 raise ValueError("client keys must be at least 8 characters")
         return keys
 
-    @field_validator("default_quality_bar", "semantic_threshold")
+    @field_validator("default_quality_bar")
     @classmethod
     def _unit_interval(cls, value: float | None) -> float | None:
         if value is not None and not 0.0 <= value <= 1.0:

@@ -5,8 +5,12 @@ model (pass-through, no prediction). The call goes to the upstream along the
 fallback chain; the answer keeps the provider's body, with `x-router-model`
 (the model that answered) and `x-request-id` headers. Streaming requests are
 passed through event by event. Non-streaming temperature-0 requests use the
-cache. Every request, answered or failed, leaves one outcome-log row; every
-answered one (upstream, cache or stream) one server log line.
+cache (`x-router-cache: exact` or `semantic` on a hit), except exploration: a
+randomly explored model's answer is neither replayed nor stored as the router's.
+Every request, answered or failed, leaves one outcome-log row; every answered one
+(upstream, cache or stream) one server log line. A fallback is counted when the
+upstream answer came from another model than the one chosen (it failed or its
+breaker was open); a cache hit is never one.
 
 The work is done by `plan_chat` (decide, build the chain; raises `ApiError`
 before anything is logged or counted) and `answer_chat` (call the upstream, log,
@@ -28,7 +32,7 @@ from fastapi.responses import StreamingResponse
 
 from router.api.route import checked_conversation, checked_rule, route_record
 from router.api.schemas import ROUTER_FIELDS, ChatRequest
-from router.cache import CachedResponse, cache_key, should_use_cache
+from router.cache import CachedResponse, CacheHit, cache_key, should_use_cache
 from router.conversation import Conversation, invalid_text
 from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
 from router.errors import PolicyError
@@ -46,17 +50,20 @@ router = APIRouter(tags=["chat"])
 class _Plan:
     """What one request will do: the chain, the routing decision if any, the log row."""
 
-    __slots__ = ("request_id", "client", "conversation", "service", "result", "chain",
-                 "started", "stream")
+    __slots__ = ("request_id", "client", "conversation", "service", "result", "chosen",
+                 "chain", "started", "stream")
 
     def __init__(self, request_id: str, client: str | None, conversation: Conversation,
-                 service: RoutingService | None, result: RouteResult | None,
+                 service: RoutingService | None, result: RouteResult | None, chosen: str,
                  chain: list[str], started: float, stream: bool) -> None:
         self.request_id = request_id
         self.client = client
         self.conversation = conversation
         self.service = service
         self.result = result
+        # The model picked (routed, or named by the caller); the chain may start
+        # elsewhere when its breaker is open.
+        self.chosen = chosen
         self.chain = chain
         self.started = started
         self.stream = stream
@@ -71,13 +78,12 @@ class _Plan:
             return route_record(ctx, self.service, self.request_id, self.client,
                                 self.conversation, self.result, endpoint="chat",
                                 stream=self.stream, **fields)
-        model = self.chain[0] if self.chain else None
         return RequestRecord(
             request_id=self.request_id, client_key_id=self.client,
             conversation_hash=self.conversation.digest,
             conversation=None if ctx.settings.privacy_mode else json.dumps(
                 self.conversation.to_messages(), ensure_ascii=False),
-            chosen_model=model, endpoint="chat", stream=self.stream, **fields)
+            chosen_model=self.chosen, endpoint="chat", stream=self.stream, **fields)
 
 
 def plan_chat(ctx: AppContext, request_id: str, client: str | None, started: float, *,
@@ -98,7 +104,8 @@ def plan_chat(ctx: AppContext, request_id: str, client: str | None, started: flo
                            f"or one of {', '.join(sorted(ctx.catalog.names))}",
                            param="model", code="model_not_found")
         chain = ctx.upstream.chain_for(model)
-        return _Plan(request_id, client, conversation, None, None, chain, started, stream)
+        return _Plan(request_id, client, conversation, None, None, model, chain, started,
+                     stream)
     service = ctx.require_service()
     bar, floor, lam = checked_rule(quality_bar if bar is None else bar, min_quality,
                                    utility_lambda)
@@ -110,7 +117,8 @@ def plan_chat(ctx: AppContext, request_id: str, client: str | None, started: flo
         raise ApiError(400, str(exc), param="models", code="invalid_models") from None
     ctx.metrics.route_decision.observe(result.decision_s)
     chain = ctx.upstream.chain_for(result.model, result.fallbacks)
-    return _Plan(request_id, client, conversation, service, result, chain, started, stream)
+    return _Plan(request_id, client, conversation, service, result, result.model, chain,
+                 started, stream)
 
 
 def forwarded_body(body: dict[str, Any]) -> dict[str, Any]:
@@ -141,15 +149,15 @@ def _cost(ctx: AppContext, model: str, prompt_tokens: int, completion_tokens: in
 
 
 def _observe_served(ctx: AppContext, plan: _Plan, served: str, status: int,
-                    cost: float, ttfb_s: float | None) -> None:
+                    cost: float, ttfb_s: float | None, *, from_cache: bool = False) -> None:
     m = ctx.metrics
     m.requests.labels("chat", served, str(status)).inc()
     if cost:
         m.cost_usd.labels(served).inc(cost)
     if ttfb_s is not None:
         m.upstream_ttfb.labels(served).observe(ttfb_s)
-    if plan.chain and served != plan.chain[0]:
-        m.fallbacks.labels(plan.chain[0], served).inc()
+    if not from_cache and served != plan.chosen:
+        m.fallbacks.labels(plan.chosen, served).inc()
     m.request_duration.labels("chat").observe(time.perf_counter() - plan.started)
 
 
@@ -209,19 +217,23 @@ async def answer_chat(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any
 
     request_id = plan.request_id
     key = None
-    if ctx.cache is not None and should_use_cache(upstream_body, headers):
+    explored = plan.result is not None and plan.result.explored
+    # An explored request exists to observe the drawn model: a cached answer would log
+    # an outcome it never produced, and storing its answer would replay a random
+    # model's answer as the router's.
+    if ctx.cache is not None and not explored and should_use_cache(upstream_body, headers):
         key = cache_key(upstream_body, namespace=ctx.cache_namespace)
-        hit = await (ctx.semantic.lookup(upstream_body) if ctx.semantic is not None
-                     else ctx.cache.get(key))
+        hit = await _lookup(ctx, upstream_body, key)
         if hit is not None:
-            ctx.metrics.cache_hits.inc()
-            ctx.store.log(plan.record(ctx, served_model=hit.served_model, cache_hit=True,
+            served = hit.response.served_model
+            ctx.metrics.cache_hits.labels(hit.kind).inc()
+            ctx.store.log(plan.record(ctx, served_model=served, cache_hit=True,
                                       input_tokens=plan.conversation.input_tokens,
                                       output_tokens=0, cost_usd=0.0, status=200))
-            _observe_served(ctx, plan, hit.served_model, 200, 0.0, None)
-            _log_answered(plan, hit.served_model, 0.0, how="cache hit")
-            return ChatAnswer({"x-router-model": hit.served_model, "x-request-id": request_id,
-                               "x-router-cache": "hit"}, body=hit.body)
+            _observe_served(ctx, plan, served, 200, 0.0, None, from_cache=True)
+            _log_answered(plan, served, 0.0, how=f"cache hit, {hit.kind}")
+            return ChatAnswer({"x-router-model": served, "x-request-id": request_id,
+                               "x-router-cache": hit.kind}, body=hit.response.body)
         ctx.metrics.cache_misses.inc()
 
     try:
@@ -251,6 +263,13 @@ async def answer_chat(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any
     _observe_served(ctx, plan, result.model, 200, cost, result.ttfb_s)
     _log_answered(plan, result.model, cost)
     return ChatAnswer({"x-router-model": result.model, "x-request-id": request_id}, body=data)
+
+
+async def _lookup(ctx: AppContext, body: dict[str, Any], key: str | None) -> CacheHit | None:
+    if ctx.semantic is not None:
+        return await ctx.semantic.lookup(body)
+    found = await ctx.cache.get(key) if key is not None else None
+    return CacheHit(found, "exact") if found is not None else None
 
 
 async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -> ChatAnswer:

@@ -195,7 +195,12 @@ def test_cooldown_skips_a_failing_model_then_recovers(router_factory: Any,
     assert c.post("/v1/chat/completions", json=chat("gpt-4o")).headers[
         "x-router-model"] == "claude-3-sonnet"
     assert [q["model"] for q in control.requests] == ["claude-3-sonnet"]
-    assert 'router_cooldowns_total{model="gpt-4o"} 1.0' in c.get("/metrics").text
+    text = c.get("/metrics").text
+    assert 'router_cooldowns_total{model="gpt-4o"} 1.0' in text
+    # Both were served by another model than the one asked for: two fallbacks, the
+    # skipped one included, and the log says what was asked for.
+    assert 'router_fallbacks_total{from_model="gpt-4o",to_model="claude-3-sonnet"} 2.0' in text
+    assert list(rows(server)["chosen_model"]) == ["gpt-4o", "gpt-4o"]
     control.reset()
     time.sleep(0.6)
     assert c.post("/v1/chat/completions", json=chat("gpt-4o")).headers[
@@ -208,7 +213,7 @@ def test_memory_cache_hits_and_bypass(router_factory: Any, fake_upstream_server:
     c = server.client
     first = c.post("/v1/chat/completions", json=chat(temperature=0))
     second = c.post("/v1/chat/completions", json=chat(temperature=0))
-    assert second.headers.get("x-router-cache") == "hit"
+    assert second.headers.get("x-router-cache") == "exact"
     assert second.content == first.content
     assert second.headers["x-request-id"] != first.headers["x-request-id"]
     assert len(control.requests) == 1
@@ -219,9 +224,59 @@ def test_memory_cache_hits_and_bypass(router_factory: Any, fake_upstream_server:
     c.post("/v1/chat/completions", json=chat(temperature=0.7))
     assert len(control.requests) == 4  # sampled requests are never cached
     text = c.get("/metrics").text
-    assert "router_cache_hits_total 1.0" in text and "router_cache_misses_total 1.0" in text
+    assert 'router_cache_hits_total{kind="exact"} 1.0' in text
+    assert 'router_cache_hits_total{kind="semantic"} 0.0' in text
+    assert "router_cache_misses_total 1.0" in text
     hit = rows(server).iloc[1]
     assert hit["cache_hit"] and hit["cost_usd"] == 0.0
+
+
+def test_cache_hits_are_not_fallbacks(router_factory: Any, fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    control.configure("deepseek-v4-pro", fail_status=503)
+    server = router_factory(max_retries=0, cooldown_failures=100)
+    answers = [server.client.post("/v1/chat/completions",
+                                  json=chat("router:0.8", temperature=0)) for _ in range(20)]
+    assert {r.headers["x-router-model"] for r in answers} == {"claude-3-sonnet"}
+    assert [r.headers.get("x-router-cache") for r in answers] == [None] + ["exact"] * 19
+    assert len([q for q in control.requests if q["model"] == "claude-3-sonnet"]) == 1
+    text = server.client.get("/metrics").text
+    # One request fell back (the chosen model failed); 19 were answered by the cache.
+    assert ('router_fallbacks_total{from_model="deepseek-v4-pro",to_model="claude-3-sonnet"} '
+            '1.0') in text
+    assert 'router_cache_hits_total{kind="exact"} 19.0' in text
+
+
+def test_semantic_cache_header_and_metric(router_factory: Any,
+                                          fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    server = router_factory(semantic_cache=True)
+    c = server.client
+    prompt = "Summarise the refund policy for damaged items in two sentences."
+    first = c.post("/v1/chat/completions", json=chat(content=prompt, temperature=0))
+    near = c.post("/v1/chat/completions",
+                  json=chat(content="Hi! " + prompt.lower().rstrip("."), temperature=0))
+    other = c.post("/v1/chat/completions",
+                   json=chat(content=prompt.replace("two", "three"), temperature=0))
+    assert near.headers.get("x-router-cache") == "semantic" and near.content == first.content
+    assert "x-router-cache" not in other.headers and len(control.requests) == 2
+    assert 'router_cache_hits_total{kind="semantic"} 1.0' in c.get("/metrics").text
+
+
+def test_explored_answers_are_never_cached(router_factory: Any,
+                                           fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    server = router_factory(exploration=0.5, exploration_seed=5)
+    for _ in range(30):
+        assert server.client.post("/v1/chat/completions", json=chat(
+            "router:0.8", temperature=0)).status_code == 200
+    frame = rows(server)
+    explored = frame["explored"].astype(bool)
+    assert explored.sum() > 0 and frame["cache_hit"].sum() > 0
+    # An explored request asks its drawn model, and no one is answered with its answer.
+    assert not frame.loc[explored, "cache_hit"].any()
+    assert (frame.loc[frame["cache_hit"], "served_model"] == "deepseek-v4-pro").all()
+    assert len(control.requests) == 1 + explored.sum()
 
 
 @pytest.mark.redis
@@ -233,7 +288,7 @@ def test_redis_cache_is_shared_by_replicas(router_factory: Any,
     body = chat(content=f"unique {uuid.uuid4().hex}", temperature=0)
     first = one.client.post("/v1/chat/completions", json=body)
     again = two.client.post("/v1/chat/completions", json=body)
-    assert again.headers.get("x-router-cache") == "hit" and again.content == first.content
+    assert again.headers.get("x-router-cache") == "exact" and again.content == first.content
     assert len(control.requests) == 1
 
 
@@ -286,7 +341,7 @@ def test_one_server_log_line_per_answered_request(router_factory: Any, caplog: A
                 c.post("/v1/chat/completions", json=chat("gpt-4o", secret)),
                 c.post("/v1/chat/completions", json=chat("router", secret, temperature=0)),
                 c.post("/v1/chat/completions", json=chat("router", secret, temperature=0))]
-    assert answered[3].headers.get("x-router-cache") == "hit"
+    assert answered[3].headers.get("x-router-cache") == "exact"
     with c.stream("POST", "/v1/chat/completions",
                   json=chat("router", secret, stream=True)) as r:
         r.read()
@@ -303,7 +358,8 @@ def test_one_server_log_line_per_answered_request(router_factory: Any, caplog: A
         time.sleep(0.02)
     got = lines()
     assert len(got) == len(ids)
-    for request_id, model, how in zip(ids, models, ["", "", "", " (cache hit)", " (stream)"],
+    for request_id, model, how in zip(ids, models, ["", "", "", " (cache hit, exact)",
+                                                    " (stream)"],
                                       strict=True):
         (line,) = [g for g in got if g.startswith(f"request {request_id} ")]
         assert re.fullmatch(rf"request {request_id} -> {re.escape(model)} in \d+\.\d ms, "

@@ -31,9 +31,9 @@ def test_dashboard_queries_only_exported_metrics() -> None:
 
 def test_each_app_has_its_own_registry() -> None:
     one, two = Metrics(), Metrics()
-    one.cache_hits.inc()
-    assert "router_cache_hits_total 1.0" in one.render().decode()
-    assert "router_cache_hits_total 0.0" in two.render().decode()
+    one.cache_hits.labels("semantic").inc()
+    assert 'router_cache_hits_total{kind="semantic"} 1.0' in one.render().decode()
+    assert 'router_cache_hits_total{kind="semantic"} 0.0' in two.render().decode()
     one.set_model_version("a")
     one.set_model_version("b")
     text = one.render().decode()
