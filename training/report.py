@@ -23,8 +23,13 @@ column, requests whose candidates did not include that model (counted in
 provider's token counts). Quality is the mean of `/v1/feedback` scores, over the
 requests that have any; `rated` says how many.
 
-Fallback: the model that answered (`served_model`) is not the one the policy
-chose (`chosen_model`). Days are UTC calendar days.
+Three rates that never overlap in meaning: **cache hit** (answered from the cache,
+no model called), **fallback** (a model answered, but not the one chosen
+(`served_model` != `chosen_model`): the chosen one failed or its breaker was open;
+a cache hit is never a fallback, whichever model its stored answer came from) and
+**explored** (the router sent the request to a randomly drawn model on purpose,
+`explored`, to learn from it). Each is a share of all chat requests. Days are UTC
+calendar days.
 
 Only chat completions are requests here. A decision from `POST /v1/route` alone
 (endpoint "route") called no model and spent nothing, so it has no place in the
@@ -222,8 +227,10 @@ def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
                                  for m, p in part.groupby("model", sort=True)},
         })
 
-    fallback = (df["served_model"].notna() & df["chosen_model"].notna()
-                & (df["served_model"] != df["chosen_model"]))
+    fallback = (~df["cache_hit"].astype(bool) & df["served_model"].notna()
+                & df["chosen_model"].notna() & (df["served_model"] != df["chosen_model"]))
+    explored = (df["explored"].astype(bool) if "explored" in df
+                else pd.Series(False, index=df.index))
     report.update(
         spend_usd=spend,
         mean_feedback_quality=_mean(df["quality"]),
@@ -232,7 +239,7 @@ def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
         models=models,
         days=days,
         rates={"fallback": float(fallback.mean()), "cache_hit": float(cache_hit.mean()),
-               "error": float((status >= 400).mean())},
+               "explored": float(explored.mean()), "error": float((status >= 400).mean())},
     )
     return report
 
@@ -281,8 +288,9 @@ def format_report(report: dict[str, Any]) -> str:
     out.append(f"  estimate: {report['estimate']}")
     rates = report["rates"]
     out.append("")
-    out.append(f"rates: fallback {100 * rates['fallback']:.1f}%, cache hit "
-               f"{100 * rates['cache_hit']:.1f}%, error {100 * rates['error']:.1f}%")
+    out.append(f"rates: cache hit {100 * rates['cache_hit']:.1f}%, fallback "
+               f"{100 * rates['fallback']:.1f}%, explored {100 * rates['explored']:.1f}%, "
+               f"error {100 * rates['error']:.1f}%")
     out.append("")
     out.extend(_table(
         ("model", "requests", "share", "spend", "cost/req", "quality", "rated"),

@@ -91,7 +91,8 @@ def test_every_number_of_the_report(log_path):
     assert best["spend_usd"] == pytest.approx(0.0511)
     assert best["saving_usd"] == pytest.approx(0.0203)
     assert best["saving_pct"] == pytest.approx(100 * 0.0203 / 0.0511)
-    assert report["rates"] == {"fallback": 0.125, "cache_hit": 0.125, "error": 0.125}
+    assert report["rates"] == {"fallback": 0.125, "cache_hit": 0.125, "explored": 0.0,
+                               "error": 0.125}
     models = {m["model"]: m for m in report["models"]}
     assert [m["model"] for m in report["models"]] == ["cheap", "mid", "strong"]
     assert {k: (m["requests"], m["share"]) for k, m in models.items()} == {
@@ -112,6 +113,33 @@ def test_every_number_of_the_report(log_path):
     assert (day1["best_model_usd"], day2["best_model_usd"]) == pytest.approx((0.030, 0.0211))
     assert (day1["mean_feedback_quality"], day2["mean_feedback_quality"]) == (0.625, 0.5)
     assert day2["quality_by_model"] == {"cheap": 0.0, "strong": 1.0}
+
+
+async def test_cache_hits_fallbacks_and_exploration_are_counted_apart(tmp_path):
+    # 20 identical requests answered once by a fallback model, then 19 times from the
+    # cache: one fallback, not 20 (the cached answer came from mid, chosen was cheap).
+    # Three more: an explored request, a breaker skip, and a plain one.
+    rows = [record("f0", at(DAY1, 9), "cheap", "mid", 0.004,
+                   fallback_path=[{"model": "cheap", "error": "server_error"}])]
+    rows += [record(f"h{i}", at(DAY1, 9), "cheap", "mid", 0.0, cache_hit=True)
+             for i in range(19)]
+    rows += [record("x1", at(DAY1, 10), "strong", "strong", 0.01, explored=True,
+                    propensity=0.05),
+             record("c1", at(DAY1, 11), "cheap", "mid", 0.004),  # cheap's breaker was open
+             record("p1", at(DAY1, 12), "cheap", "cheap", 0.001)]
+    path = tmp_path / "outcomes.db"
+    log = open_outcome_log(str(path))
+    await log.start()
+    for rec in rows:
+        assert log.log(rec)
+    await log.close()
+
+    report = build_report(load_log(str(path)))
+    assert report["requests"] == 23
+    assert report["rates"] == pytest.approx({"cache_hit": 19 / 23, "fallback": 2 / 23,
+                                             "explored": 1 / 23, "error": 0.0})
+    assert "rates: cache hit 82.6%, fallback 8.7%, explored 4.3%, error 0.0%" in \
+        format_report(report)
 
 
 def test_a_named_baseline_can_show_the_router_spent_more(log_path):
@@ -151,7 +179,7 @@ def test_text_report_states_savings_and_the_estimate(log_path):
             "0.900): $0.0511; saving $0.0203 (39.7%); 1 requests without an estimate for "
             "it count at actual cost") in text
     assert "estimate: counterfactual spend = the router's expected cost" in text
-    assert "rates: fallback 12.5%, cache hit 12.5%, error 12.5%" in text
+    assert "rates: cache hit 12.5%, fallback 12.5%, explored 0.0%, error 12.5%" in text
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line}
     assert rows["cheap"] == ["cheap", "4", "50.0%", "$0.0033", "$0.000825", "0.500", "2"]
     assert rows[DAY2.strftime("%Y-%m-%d")] == [DAY2.strftime("%Y-%m-%d"), "4", "$0.0221",

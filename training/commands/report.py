@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="what the router spent and saved: per model, per day, against counterfactuals",
         description=(
             "Reads the outcome log over a window and prints requests, spend and mean feedback "
-            "quality per model and per day; the share of traffic per model; fallback, "
-            "cache-hit and error rates; and what the same requests would have cost had they "
+            "quality per model and per day; the share of traffic per model; cache-hit, "
+            "fallback (another model answered than the one chosen; never a cache hit), "
+            "exploration and error rates; and what the same requests would have cost had they "
             "all gone to the most expensive model the router considered, or to the single "
             "best model (highest mean expected quality, or --baseline), with the saving in "
             "USD and percent. Counterfactuals use the router's logged expected cost of each "
