@@ -51,6 +51,7 @@ from router.catalog import Catalog
 from router.conversation import Conversation, parse_conversation
 from router.errors import ArtifactError, ConfigError, DataError, NotFittedError, PolicyError
 from router.features import FeatureExtractor
+from router.policy import BarCalibration
 from router.predictor_artifact import (
     ARTIFACT_FORMAT_VERSION,
     library_versions,
@@ -65,19 +66,20 @@ from router.predictor_fit import (
     fit_linear,
     train_booster,
 )
-from router.policy import BarCalibration
 from router.predictor_holdout import (
     calibrate_bar,
     expected_calibration_error,
     holdout_metrics,
+    holdout_split,
 )
-from router.predictor_serving import ServingPlan, linear_logits
+from router.predictor_serving import ServingPlan
 
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
     "Prediction",
     "QualityModel",
     "holdout_metrics",
+    "holdout_split",
     "expected_calibration_error",
     "library_versions",
 ]
@@ -189,13 +191,8 @@ class QualityModel:
                  for pid, m in zip(prompt_ids, messages, strict=True)]
         n_prompts = len(convs)
 
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(n_prompts)
-        n_hold = int(round(holdout_frac * n_prompts)) if holdout_frac > 0 else 0
-        if holdout_frac > 0 and not 1 <= n_hold < n_prompts:
-            raise DataError(f"cannot hold out {holdout_frac:.0%} of {n_prompts} prompt(s)",
-                            hint="use more prompts or --holdout-frac 0")
-        hold_prompts, rest = order[:n_hold], order[n_hold:]
+        hold_prompts, rest = holdout_split(n_prompts, holdout_frac, seed)
+        n_hold = len(hold_prompts)
         n_valid = (int(round(self.valid_frac * len(rest)))
                    if len(rest) >= self.min_valid_prompts else 0)
         valid_prompts, train_prompts = rest[:n_valid], rest[n_valid:]
@@ -280,27 +277,17 @@ class QualityModel:
             # (unless `refit` folds them into the served model).
             "holdout_prompt_ids": [str(prompt_ids[i]) for i in np.sort(hold_prompts)],
         }
-        metrics: dict[str, Any] = {}
-        if n_hold:
-            metrics = self._evaluate_holdout(row_role == 2, x, quality, model_codes, known_out,
-                                             prompt_codes, [convs[i] for i in hold_prompts],
-                                             hold_prompts)
         # The bar is calibrated on prompts the model did not learn from where there
         # are any: held out, else the early-stopping ones (unseen by the booster's
         # gradients), else (tiny tables) the training prompts themselves.
         if n_hold:
-            calib, source = hold_prompts, "held-out prompts"
+            self.measure(table[row_role == 2], source="held-out prompts")
         elif n_valid:
-            calib, source = valid_prompts, "validation prompts"
+            self.measure(table[row_role == 1], source="validation prompts",
+                         metrics=False)
         else:
-            calib, source = train_prompts, "training prompts (no held-out or validation prompts)"
-        calibration, bar, bar_source, routing = calibrate_bar(
-            self, table, prompt_codes, model_codes, quality, calib, [convs[i] for i in calib],
-            source)
-        metrics.update(routing)
-        self.metadata.update({"metrics": metrics, "default_bar": bar,
-                              "default_bar_source": bar_source,
-                              "bar_calibration": calibration.to_dict()})
+            self.measure(table, metrics=False,
+                         source="training prompts (no held-out or validation prompts)")
         if n_hold and self.refit:
             self._refit_on_everything(table, catalog, feature_extractor, seed, progress)
         return self
@@ -329,25 +316,54 @@ class QualityModel:
                          # measured the procedure, not this fit.
                          "refit_on_all_prompts": True}
 
-    def _evaluate_holdout(self, rows: np.ndarray, x: np.ndarray, quality: np.ndarray,
-                          model_codes: np.ndarray, known_out: np.ndarray,
-                          prompt_codes: np.ndarray, hold_convs: list[Conversation],
-                          hold_prompts: np.ndarray) -> dict[str, Any]:
-        hold_p = self.quality_.predict(x[rows], num_threads=self.n_jobs)
-        if self._linear_on():
-            _, hold_rows = self.features_.transform_with_tfidf(hold_convs)
-            local = {int(p): i for i, p in enumerate(hold_prompts)}
-            where = np.array([local[int(p)] for p in prompt_codes[rows]], dtype=np.int64)
-            logits = linear_logits(self.linear_coef_, self.linear_intercept_, hold_rows)
-            hold_p = self._blend(hold_p, logits[where, model_codes[rows]])
-        metrics = holdout_metrics(quality[rows], hold_p)
-        metrics["rows"] = int(rows.sum())
-        known = rows & np.isfinite(known_out)
-        if known.any():
-            predicted = self._output_tokens_rows(x[known], model_codes[known],
-                                                 threads=self.n_jobs)
-            metrics["output_tokens_mae"] = float(np.mean(np.abs(predicted - known_out[known])))
-        return metrics
+    def measure(self, table: Any, *, source: str = "held-out prompts",
+                metrics: bool = True) -> QualityModel:
+        """Measure the fitted model on prompts it did not train on; calibrate its bar there.
+
+        `table` holds the outcome rows of those prompts (loaded as for `fit`;
+        rows of models this model does not know are ignored). With `metrics`,
+        `metadata["metrics"]` gets their log loss, Brier, ECE, AUC (0/1 labels),
+        row count and output-token MAE; either way the bar is calibrated on them
+        (`metadata["bar_calibration"]`, `default_bar`, `default_bar_source`, and
+        the routing numbers in `metadata["metrics"]`), `source` naming them.
+        `fit` calls it on its held-out prompts; distributed training on the
+        prompts it kept from the cluster. Returns self.
+        """
+        import pandas as pd
+
+        self._check_fitted()
+        table = check_table(table)
+        table = table[table["model"].isin(self.models_)].reset_index(drop=True)
+        if not len(table):
+            raise DataError(f"no outcome rows for this model's models on the {source}",
+                            hint=f"trained models: {', '.join(self.models_)}")
+        prompt_codes, prompt_ids = pd.factorize(table["prompt_id"], sort=False)
+        first_rows = np.unique(prompt_codes, return_index=True)[1]
+        convs = [parse_conversation(m, where=f"prompt_id {pid!r}")
+                 for pid, m in zip(prompt_ids, table["messages"].to_numpy()[first_rows],
+                                   strict=True)]
+        model_codes = table["model"].map({m: i for i, m in enumerate(self.models_)}
+                                         ).to_numpy(dtype=np.int64)
+        quality = table["quality"].to_numpy(dtype=np.float64)
+        measured: dict[str, Any] = {}
+        if metrics:
+            pred = self.predict(convs)
+            measured = holdout_metrics(quality, pred.quality[prompt_codes, model_codes])
+            measured["rows"] = int(len(table))
+            known_out = table["output_tokens"].to_numpy(dtype=np.float64)
+            known = np.isfinite(known_out)
+            if known.any():
+                predicted = pred.output_tokens[prompt_codes[known], model_codes[known]]
+                measured["output_tokens_mae"] = float(np.mean(np.abs(predicted
+                                                                     - known_out[known])))
+        calibration, bar, bar_source, routing = calibrate_bar(
+            self, table, prompt_codes, model_codes, quality, np.arange(len(convs)), convs,
+            source)
+        measured.update(routing)
+        self.metadata.update({"metrics": measured, "default_bar": bar,
+                              "default_bar_source": bar_source,
+                              "bar_calibration": calibration.to_dict()})
+        return self
 
     # -------------------------------------------------------------- predict
     def predict(self, conversations: Iterable[Any],

@@ -16,12 +16,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from router.conversation import Conversation
+from router.errors import DataError
 from router.policy import BarCalibration
 
 if TYPE_CHECKING:
     from router.predictor import QualityModel
 
-__all__ = ["calibrate_bar", "expected_calibration_error", "holdout_metrics"]
+__all__ = ["calibrate_bar", "expected_calibration_error", "holdout_metrics", "holdout_split"]
+
+
+def holdout_split(n_prompts: int, holdout_frac: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out prompt indices, the other prompts' indices), a seeded shuffle of
+    `range(n_prompts)` cut at `round(holdout_frac * n_prompts)`.
+
+    The one split of `QualityModel.fit`; distributed training calls it on the same
+    prompt order, so both hold out the same prompts and their metrics compare.
+    """
+    order = np.random.default_rng(seed).permutation(n_prompts)
+    n_hold = int(round(holdout_frac * n_prompts)) if holdout_frac > 0 else 0
+    if holdout_frac > 0 and not 1 <= n_hold < n_prompts:
+        raise DataError(f"cannot hold out {holdout_frac:.0%} of {n_prompts} prompt(s)",
+                        hint="use more prompts or --holdout-frac 0")
+    return order[:n_hold], order[n_hold:]
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:

@@ -1,24 +1,36 @@
-"""The same training on a Dask cluster, from Parquet partitions of the outcome log.
+"""The same training on a Dask cluster, from Parquet partitions of the outcome table.
 
-For logs too large for one machine. The result is an ordinary `QualityModel`
-artifact (same files, same `meta.json`), so serving, the registry and the gate
-cannot tell how it was trained.
+`router train --dask local|ADDRESS` and `router retrain --dask ...` run it: the
+tables are loaded and checked as for local training, written as Parquet
+partitions (`export_partitions`, into a temporary folder unless one is named)
+and trained on a `LocalCluster` or an existing scheduler (`dask_client`). The
+Python API (`train_distributed` over partitions, e.g. `export_log_partitions`)
+serves logs too large to load on one machine. The result is an ordinary
+`QualityModel` artifact (same files, same `meta.json`, the same held-out metrics
+and fitted bar), so serving, the registry and the gate cannot tell how it was
+trained.
 
 How, and why this way:
 
-1. A sample of prompts (all their rows) is fitted locally with `QualityModel.fit`.
-   That fixes everything that must be identical between training and serving and
-   is cheap to learn from a sample: the `FeatureExtractor` (idf + SVD), the model
-   order and descriptors, and the output-token model. No feature code is
-   duplicated here: training and serving keep one implementation.
-2. Every Parquet partition is turned into design-matrix rows *on the workers*
+1. A share of the prompts is held out (`holdout_frac`, the split of
+   `QualityModel.fit`, so from one table both hold out the same prompts) and
+   kept off the cluster.
+2. A sample of the other prompts (all their rows) is fitted locally with
+   `QualityModel.fit`. That fixes everything that must be identical between
+   training and serving and is cheap to learn from a sample: the
+   `FeatureExtractor` (idf + SVD), the model order and descriptors, the linear
+   head and the output-token model. No feature code is duplicated here:
+   training and serving keep one implementation.
+3. Every Parquet partition is turned into design-matrix rows *on the workers*
    with that same fitted extractor (`features_.transform`) and the predictor's
    own row builder, so feature extraction scales out with the data.
-3. `lightgbm.DaskLGBMRegressor` (objective `cross_entropy`, labels in [0, 1],
+4. `lightgbm.DaskLGBMRegressor` (objective `cross_entropy`, labels in [0, 1],
    inverse-propensity `weight` as sample weights, the model code categorical)
    trains the quality booster over all partitions, data-parallel.
-4. That booster replaces the sample model's quality booster, and the artifact
-   is saved as usual.
+5. That booster replaces the sample model's quality booster; the held-out
+   prompts then measure the model and calibrate its bar
+   (`QualityModel.measure`, as local training does), and the artifact is saved
+   as usual.
 
 Dask's LightGBM integration has no early stopping, so the number of rounds is
 fixed (`num_boost_round`; by default the sample model's early-stopped round
@@ -27,11 +39,12 @@ count scaled by sqrt of the data growth, capped).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-import warnings
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +52,15 @@ import numpy as np
 import pandas as pd
 
 from router.catalog import Catalog
-from router.errors import DataError
+from router.errors import ConfigError, DataError
 
-__all__ = ["export_partitions", "export_log_partitions", "train_distributed"]
+__all__ = ["dask_client", "export_partitions", "export_log_partitions", "fit_distributed",
+           "train_distributed"]
 
 log = logging.getLogger(__name__)
+
+# How long `dask_client` waits for a scheduler address to answer.
+CONNECT_TIMEOUT = "10s"
 
 _COLUMNS = ("prompt_id", "messages", "model", "quality", "input_tokens", "output_tokens",
             "cost_usd", "weight")
@@ -119,6 +136,39 @@ def _design_partition(part: pd.DataFrame, model: Any) -> pd.DataFrame:
     return out
 
 
+def _distinct(column: Any) -> np.ndarray:
+    """The distinct values of a Dask column as text: per partition, then here (a
+    plain `unique()` shuffles, and Dask logs a warning for every shuffle)."""
+    parts = column.astype(str).map_partitions(lambda s: pd.Series(s.unique()),
+                                              meta=(column.name, "object"))
+    return pd.unique(parts.compute().to_numpy())
+
+
+def _stdout_to_stderr() -> None:
+    """In a worker process of our own: what it prints (LightGBM's C++ log among it)
+    goes to stderr, so the command's stdout stays its output."""
+    import sys
+
+    sys.stdout.flush()
+    os.dup2(2, 1)
+
+
+def _not_n_jobs(record: logging.LogRecord) -> bool:
+    # The sklearn wrapper always passes n_jobs and the Dask path always drops it
+    # (threads follow the workers): nothing actionable.
+    return "Parameter n_jobs will be ignored" not in record.getMessage()
+
+
+def _lightgbm_logs_to_logging() -> None:
+    import lightgbm as lgb
+
+    logger = logging.getLogger("lightgbm")
+    logger.setLevel(max(logger.level, logging.WARNING))
+    if _not_n_jobs not in logger.filters:
+        logger.addFilter(_not_n_jobs)
+    lgb.register_logger(logger)
+
+
 def train_distributed(
     parquet: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -130,17 +180,22 @@ def train_distributed(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     n_components: int = 64,
+    holdout_frac: float = 0.1,
+    holdout_prompt_ids: Sequence[str] | None = None,
 ) -> Any:
     """Train a `QualityModel` from Parquet partitions on the Dask cluster of `client`.
 
     `parquet` is a folder of `*.parquet` partitions in the canonical outcome
-    schema (`export_partitions`, `export_log_partitions`). Returns the fitted
-    model; saves the artifact to `out_dir` when given.
+    schema (`export_partitions`, `export_log_partitions`). `holdout_frac` of the
+    prompts (or exactly `holdout_prompt_ids`) are kept off the cluster to
+    measure the model and calibrate its bar, as `QualityModel.fit` does; with
+    none, the bar is calibrated on the feature sample's prompts. Returns the
+    fitted model; saves the artifact to `out_dir` when given.
     """
     import dask.dataframe as dd
     import lightgbm as lgb
 
-    from router.predictor import QualityModel
+    from router.predictor import QualityModel, holdout_split
     from router.predictor_fit import DEFAULT_PARAMS
 
     folder = Path(parquet)
@@ -148,20 +203,33 @@ def train_distributed(
     if not files:
         raise DataError(f"{folder}: no .parquet partitions found",
                         hint="export them with training.distributed.export_partitions")
-    frame = dd.read_parquet([str(f) for f in files])
+    # One partition per file, each read by pandas: dask's own Parquet reader calls a
+    # pandas API that newer pandas deprecates (a warning, an error under our tests).
+    frame = dd.from_map(pd.read_parquet, [str(f) for f in files])
     missing = [c for c in ("prompt_id", "messages", "model", "quality") if c not in frame.columns]
     if missing:
         raise DataError(f"{folder}: partitions lack column(s) {', '.join(missing)}",
                         hint="write them in the canonical outcome schema")
 
-    # 1. The sample: every row of up to `sample_prompts` prompts, fitted locally.
-    prompt_ids = frame["prompt_id"].astype(str).unique().compute().to_numpy()
+    # 1. Held-out prompts, kept off the cluster (few: they are read into memory here).
+    prompt_ids = np.sort(_distinct(frame["prompt_id"]))
+    if holdout_prompt_ids is None:
+        hold_idx, _ = holdout_split(len(prompt_ids), holdout_frac, seed)
+        held = prompt_ids[hold_idx].tolist()
+    else:
+        held = sorted(set(map(str, holdout_prompt_ids)))
+    keys = frame["prompt_id"].astype(str)
+    held_rows = frame[keys.isin(held)].compute() if held else None
+    frame = frame[~keys.isin(held)] if held else frame
+    train_ids = np.setdiff1d(prompt_ids, held) if held else prompt_ids
+
+    # 2. The sample: every row of up to `sample_prompts` training prompts, fitted locally.
     rng = np.random.default_rng(seed)
-    chosen = set(rng.choice(prompt_ids, size=min(sample_prompts, len(prompt_ids)),
+    chosen = set(rng.choice(train_ids, size=min(sample_prompts, len(train_ids)),
                             replace=False).tolist())
-    sample = frame[frame["prompt_id"].astype(str).isin(chosen)].compute()
+    sample = frame[frame["prompt_id"].astype(str).isin(list(chosen))].compute()
     sample = sample.assign(prompt_id=sample["prompt_id"].astype(str))
-    all_models = set(frame["model"].astype(str).unique().compute())
+    all_models = set(_distinct(frame["model"]))
     unseen = sorted(all_models - set(sample["model"].astype(str)))
     if unseen:
         raise DataError(f"{folder}: the {len(chosen)}-prompt sample has no rows for "
@@ -176,7 +244,7 @@ def train_distributed(
         num_boost_round = int(min(2000, max(50, model.metadata["best_iteration"]
                                             * math.sqrt(growth))))
 
-    # 2. Design rows on the workers, with the sample's fitted extractor.
+    # 3. Design rows on the workers, with the sample's fitted extractor.
     names = list(model.feature_names_)
     meta = pd.DataFrame({**{n: np.zeros(0, np.float32) for n in names},
                          "__label": np.zeros(0), "__weight": np.zeros(0)})
@@ -187,7 +255,7 @@ def train_distributed(
     y = design["__label"].to_dask_array(lengths=True)
     w = design["__weight"].to_dask_array(lengths=True)
 
-    # 3. Data-parallel LightGBM over the cluster.
+    # 4. Data-parallel LightGBM over the cluster.
     cat_col = names.index("model")
     lgb_params = {**DEFAULT_PARAMS, **base_params, "seed": seed,
                   "objective": "cross_entropy"}
@@ -196,26 +264,106 @@ def train_distributed(
         lgb_params.pop(key, None)
     regressor = lgb.DaskLGBMRegressor(client=client, n_estimators=num_boost_round,
                                       verbose=-1, **lgb_params)
-    with warnings.catch_warnings():
-        # The sklearn wrapper always passes n_jobs and the Dask path always drops it
-        # (threads follow the workers); the warning says nothing actionable.
-        warnings.filterwarnings("ignore", message=r"Parameter n_jobs will be ignored")
-        regressor.fit(x, y, sample_weight=w, feature_name=names,
-                      categorical_feature=[cat_col])
+    # LightGBM prints its network set-up (before it reads `verbose`) to stdout, where
+    # it would mix with a command's output (`--json`): here, send it to logging,
+    # warnings and worse only (worker processes of `dask_client("local")` print to
+    # stderr instead).
+    _lightgbm_logs_to_logging()
+    regressor.fit(x, y, sample_weight=w, feature_name=names, categorical_feature=[cat_col])
     booster = lgb.Booster(model_str=regressor.booster_.model_to_string())
 
-    # 4. The same artifact, with the cluster-trained quality booster.
+    # 5. The cluster-trained quality booster, measured like a local fit, same artifact.
     model.quality_ = booster
     model.metadata.update({
-        "n_rows": n_rows, "n_prompts": len(prompt_ids), "best_iteration": num_boost_round,
+        "n_rows": n_rows + (len(held_rows) if held_rows is not None else 0),
+        "n_prompts": len(prompt_ids), "n_train_prompts": len(train_ids),
+        # The rounds are fixed (the sample's early-stopped count, scaled): the
+        # cluster has no validation prompts.
+        "n_valid_prompts": 0, "n_holdout_prompts": len(held),
+        "holdout_frac": float(holdout_frac), "holdout_prompt_ids": held,
+        "best_iteration": num_boost_round,
         "trained_with": "dask", "partitions": len(files),
         "dask_workers": len(client.scheduler_info().get("workers", {})),
         "feature_sample_prompts": len(chosen),
         # The linear head (QualityModel.linear_weight) is fitted with the features,
         # on the sample only; the cluster retrains the booster alone.
         "linear_head_fitted_on": "sample" if model.linear_coef_ is not None else None,
-        "holdout_prompt_ids": [],
     })
+    if held_rows is not None and len(held_rows):
+        model.measure(held_rows.assign(prompt_id=held_rows["prompt_id"].astype(str)),
+                      source="held-out prompts")
+    else:
+        model.measure(sample, metrics=False,
+                      source="training prompts (the feature sample; no held-out prompts)")
     if out_dir is not None:
         model.save(out_dir)
     return model
+
+
+def fit_distributed(table: pd.DataFrame, *, client: Any, catalog: Catalog,
+                    holdout_frac: float = 0.1, seed: int = 0,
+                    params: Mapping[str, Any] | None = None,
+                    partitions_dir: str | os.PathLike[str] | None = None,
+                    partitions: int | None = None, **options: Any) -> Any:
+    """`QualityModel().fit(table, ...)` on a Dask cluster: what `--dask` runs.
+
+    Writes `table` (a loaded outcome table) as `partitions` Parquet partitions
+    (default two per worker) into a temporary folder, removed afterwards:
+    inside `partitions_dir` when given (storage every worker can read, for a
+    cluster beyond this machine), else in the system's temporary folder. Holds
+    out the prompts `QualityModel.fit` would hold out of this table and runs
+    `train_distributed` (`options` go to it).
+    """
+    from router.predictor import holdout_split
+
+    ids = pd.unique(table["prompt_id"].astype(str))
+    hold_idx, _ = holdout_split(len(ids), holdout_frac, seed)
+    if partitions is None:
+        partitions = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    rows = max(1, math.ceil(len(table) / partitions))
+    if partitions_dir is not None:
+        Path(partitions_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="router-dask-", dir=partitions_dir) as folder:
+        export_partitions(table, folder, rows_per_partition=rows)
+        return train_distributed(folder, client=client, catalog=catalog, seed=seed,
+                                 params=params, holdout_prompt_ids=ids[hold_idx].tolist(),
+                                 holdout_frac=holdout_frac, **options)
+
+
+@contextlib.contextmanager
+def dask_client(address: str, *, workers: int = 2, processes: bool = True) -> Iterator[Any]:
+    """A Dask client for `--dask`: "local" (a `LocalCluster` of `workers` single-threaded
+    workers on this machine, stopped afterwards) or a running scheduler's address."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ConfigError(f"--dask needs dask[distributed], which is not installed ({exc})",
+                          hint="pip install 'cost-aware-router[dask]'") from None
+    if address == "local":
+        if workers < 1:
+            raise ConfigError(f"--dask-workers must be >= 1, got {workers}")
+        # A cluster of our own: its start-up and shut-down chatter (dozens of INFO
+        # lines) is not the user's business; warnings still show.
+        chatter = logging.getLogger("distributed")
+        level = chatter.level
+        chatter.setLevel(max(level, logging.WARNING))
+        try:
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                              dashboard_address=None) as cluster, Client(cluster) as client:
+                if processes:
+                    client.run(_stdout_to_stderr)
+                yield client
+        finally:
+            chatter.setLevel(level)
+        return
+    if "://" not in address and ":" not in address:
+        raise ConfigError(f"--dask must be 'local' or a scheduler address, got {address!r}",
+                          hint="e.g. --dask local, or --dask tcp://10.0.0.5:8786")
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"--dask: no Dask scheduler answers at {address} ({exc})",
+                          hint="start one with `dask scheduler` and `dask worker ADDRESS`, "
+                               "or use --dask local") from None
+    with client:
+        yield client

@@ -283,14 +283,18 @@ def retrain(
     seed: int = 0,
     now: datetime | None = None,
     fit: Callable[[pd.DataFrame, Any, int], Any] | None = None,
+    dask: Any = None,
+    dask_options: dict[str, Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> RetrainResult:
     """One retrain: log -> rows -> challenger -> gate -> registry (promote if it passes).
 
     Pass `log_url` (read through `router.outcome_log`) or the exported
     `requests` / `feedback` frames. `fit(table, catalog, seed)` returns a fitted
-    model with `.predict` and `.save(dir)` (default: `QualityModel().fit`), so
-    tests can inject a deliberately bad trainer.
+    model with `.predict` and `.save(dir)` (default: `QualityModel().fit`, or
+    with `dask`, a `dask.distributed.Client`, the same on its cluster:
+    `training.distributed.fit_distributed` given `dask_options`), so tests can
+    inject a deliberately bad trainer.
     """
     from router.predictor import QualityModel
     from training.data import load_outcomes, load_priced_outcomes
@@ -338,7 +342,13 @@ def retrain(
 
     echo(f"training the challenger on {len(table)} rows "
          f"({len(train_rows)} logged, {len(table) - len(train_rows)} base)")
-    if fit is None:
+    if fit is None and dask is not None:
+        from training.distributed import fit_distributed
+
+        def fit(t: pd.DataFrame, cat: Any, s: int) -> Any:
+            return fit_distributed(t, client=dask, catalog=cat, seed=s, holdout_frac=0.1,
+                                   **(dask_options or {}))
+    elif fit is None:
         def fit(t: pd.DataFrame, cat: Any, s: int) -> Any:
             # 10% of prompts held out so the version's meta.json carries log loss / AUC.
             return QualityModel().fit(t, catalog=cat, seed=s, holdout_frac=0.1, progress=True)

@@ -45,6 +45,16 @@ def test_train_prints_a_summary(workdir: Path, capsys: pytest.CaptureFixture[str
     assert (workdir / "again" / "meta.json").is_file()
 
 
+def test_train_without_held_out_prompts_says_where_the_bar_was_measured(
+        workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--data", str(workdir / "demo.csv"), "--out", str(tmp_path / "m"),
+                 "--holdout-frac", "0"])
+    out = capsys.readouterr().out
+    assert code == 0, "it used to crash: KeyError 'log_loss'"
+    assert "held out: nothing (--holdout-frac 0), no metrics" in out
+    assert "best single model on validation prompts (as the bar's calibration" in out
+
+
 def test_predict_writes_one_decision_per_prompt_and_bar(
         artifact: Path, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, scores_path = workdir / "routes.csv", workdir / "scores.csv"

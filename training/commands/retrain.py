@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from router.cli import add_command
 from router.errors import ConfigError
 from router.registry import Registry
+from training.commands.train import add_dask_arguments, dask_from_args
 
 __all__ = ["register"]
 
@@ -31,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "to the registry and promote it only if its quality at equal cost is not worse "
             "than the champion's by more than --min-tolerance. Servers hot-reload the "
             "promoted version. With --every or --cron it keeps running and retrains on "
-            "that schedule."),
+            "that schedule. With --dask the challenger trains on a Dask cluster, as "
+            "`router train --dask` does."),
         examples=[
             "router retrain --log sqlite:///outcomes.db --since 7d --eval-data eval.csv.gz",
             "router retrain --base demo.csv.gz --registry models   # a first version, no log",
@@ -39,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--base ../shared/data/arena_bench_v1.csv.gz --registry /srv/models",
             "router retrain --log sqlite:///outcomes.db --every 24h",
             "router retrain --log sqlite:///outcomes.db --cron '0 3 * * *'",
+            "router retrain --log sqlite:///outcomes.db --base big/ --dask tcp://10.0.0.5:8786",
         ],
         handler=_run,
     )
@@ -77,6 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "e.g. '0 3 * * *'")
     parser.add_argument("--json", action="store_true",
                         help="print the result of each run as one JSON line")
+    add_dask_arguments(parser)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -100,13 +104,15 @@ def _run(args: argparse.Namespace) -> int:
         from training.retrain import retrain
 
         catalog = _catalog(args.prices)
-        result = retrain(
-            registry=registry, log_url=args.log, since=since, base=args.base,
-            eval_data=args.eval_data, catalog=catalog, tolerance=args.min_tolerance,
-            holdout_frac=args.holdout, max_weight=args.max_weight, min_rows=args.min_rows,
-            seed=args.seed, now=datetime.now(UTC),
-            echo=(lambda _text: None) if args.json else print,
-        )
+        with dask_from_args(args) as dask:
+            result = retrain(
+                registry=registry, log_url=args.log, since=since, base=args.base,
+                eval_data=args.eval_data, catalog=catalog, tolerance=args.min_tolerance,
+                holdout_frac=args.holdout, max_weight=args.max_weight,
+                min_rows=args.min_rows, seed=args.seed, now=datetime.now(UTC),
+                dask=dask, dask_options={"partitions_dir": args.dask_partitions},
+                echo=(lambda _text: None) if args.json else print,
+            )
         summary = {"version_id": result.version_id, "promoted": result.promoted,
                    "current": registry.current_version(), "train_rows": result.train_rows,
                    "holdout_rows": result.holdout_rows, "log": result.counts.to_dict(),
