@@ -221,9 +221,14 @@ async def answer_chat(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any
     # An explored request exists to observe the drawn model: a cached answer would log
     # an outcome it never produced, and storing its answer would replay a random
     # model's answer as the router's.
+    # A routed request's answer depends on the model its bar, floor, lambda, budget and
+    # allowed models chose, not on "router": key it by that model, so a request with
+    # a higher bar never gets the answer a cheaper model gave to a lower one.
+    cache_body = (upstream_body if plan.result is None
+                  else {**upstream_body, "model": plan.result.policy_model})
     if ctx.cache is not None and not explored and should_use_cache(upstream_body, headers):
-        key = cache_key(upstream_body, namespace=ctx.cache_namespace)
-        hit = await _lookup(ctx, upstream_body, key)
+        key = cache_key(cache_body, namespace=ctx.cache_namespace)
+        hit = await _lookup(ctx, cache_body, key)
         if hit is not None:
             served = hit.response.served_model
             ctx.metrics.cache_hits.labels(hit.kind).inc()
@@ -252,7 +257,7 @@ async def answer_chat(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any
     if key is not None:
         stored = CachedResponse(data, result.model, time.time())
         try:
-            await (ctx.semantic.store(upstream_body, stored) if ctx.semantic is not None
+            await (ctx.semantic.store(cache_body, stored) if ctx.semantic is not None
                    else ctx.cache.set(key, stored))
         except Exception:  # the cache must never fail a request that was answered
             log.exception("cache store failed for request %s", request_id)

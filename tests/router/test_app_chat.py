@@ -231,6 +231,23 @@ def test_memory_cache_hits_and_bypass(router_factory: Any, fake_upstream_server:
     assert hit["cache_hit"] and hit["cost_usd"] == 0.0
 
 
+def test_a_cached_answer_is_only_replayed_to_a_request_routed_to_the_same_model(
+        router_factory: Any, fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    server = router_factory()
+    c = server.client
+    # The stub routes "hi" to deepseek-v4-flash at bar 0.6 and deepseek-v4-pro at 0.8;
+    # the router's fields never reach the provider, so the forwarded bodies are equal.
+    low = c.post("/v1/chat/completions", json={**chat(temperature=0), "quality_bar": 0.6})
+    high = c.post("/v1/chat/completions", json={**chat(temperature=0), "quality_bar": 0.8})
+    assert "x-router-cache" not in high.headers  # not the cheaper model's answer
+    assert high.headers["x-router-model"] != low.headers["x-router-model"]
+    in_name = c.post("/v1/chat/completions", json=chat("router:0.6", temperature=0))
+    assert in_name.headers.get("x-router-cache") == "exact"  # same decision, same answer
+    assert in_name.headers["x-router-model"] == low.headers["x-router-model"]
+    assert len(control.requests) == 2
+
+
 def test_cache_hits_are_not_fallbacks(router_factory: Any, fake_upstream_server: Any) -> None:
     _, control = fake_upstream_server
     control.configure("deepseek-v4-pro", fail_status=503)
