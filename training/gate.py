@@ -15,7 +15,13 @@ policy is judged on all of them, as `router eval`'s AIQ is:
 * **recent logs**: held-out recent logged traffic, where only the served model's
   outcome is known; each point is a doubly robust off-policy estimate
   (`training.offpolicy`), with one shared reward model (the champion's
-  predictions) so the two policies are judged by the same yardstick.
+  predictions) so the two policies are judged by the same yardstick. Beside
+  the curves, each policy's IPS, SNIPS and DR estimates at the settings the
+  traffic asked for (its bars and lambdas), with standard errors and the
+  effective sample size (`offpolicy`). When either policy's ESS there is below
+  `training.offpolicy.MIN_ESS` (30), the source is not judged ("too small to
+  judge"): the DR estimate would be little more than the reward model's, that
+  is the champion's, own opinion.
 
 For each source the comparison is the challenger's **quality at equal cost**,
 per decision rule: each rule's operating points are closed under mixing and
@@ -33,13 +39,15 @@ to protect), with the evidence still recorded.
 
 The report is printed by `router retrain` and stored in the version's meta.json
 under `"gate"` (both curves, every operating point labelled by its bar or
-lambda) so `router models show` explains every promotion and refusal.
+lambda, DR points with their standard error and ESS) so `router models show`
+explains every promotion and refusal; `router models show --gate` prints it as
+`router retrain` did (`GateReport.from_dict`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -48,7 +56,14 @@ import pandas as pd
 from router.conversation import parse_conversation
 from router.errors import DataError
 from training.metrics import aiq, hull_quality_at
-from training.offpolicy import bandit_from_table, doubly_robust
+from training.offpolicy import (
+    MIN_ESS,
+    Estimate,
+    bandit_from_table,
+    doubly_robust,
+    evaluate_policy,
+    reward_matrices,
+)
 from training.sweep import (
     RULE_KEYWORDS,
     calibration_of,
@@ -69,6 +84,7 @@ __all__ = [
     "sweep_logged",
     "run_gate",
     "rules_in_use",
+    "format_offpolicy",
     "RULES",
 ]
 
@@ -94,15 +110,26 @@ class Curve:
     lambdas: tuple[float, ...] = ()
     utility_cost_usd: tuple[float, ...] = ()
     utility_quality: tuple[float, ...] = ()
+    # Off-policy curves only (`sweep_logged`): each point's standard error and
+    # effective sample size, so a reader sees which points rest on few rows.
+    quality_se: tuple[float, ...] = ()
+    ess: tuple[float, ...] = ()
+    utility_quality_se: tuple[float, ...] = ()
+    utility_ess: tuple[float, ...] = ()
 
     @classmethod
     def from_sweeps(cls, default: np.ndarray, utility: np.ndarray) -> Curve:
-        """From (setting, cost, quality) rows of each rule, as `training.sweep` returns."""
-        def col(points: np.ndarray, j: int) -> tuple[float, ...]:
-            return tuple(float(v) for v in np.asarray(points).reshape(-1, 3)[:, j])
+        """From (setting, cost, quality) rows of each rule, as `training.sweep` returns,
+        or (setting, cost, quality, quality SE, ESS) rows of off-policy estimates."""
+        width = np.asarray(default).shape[-1] if np.size(default) else 3
 
+        def col(points: np.ndarray, j: int) -> tuple[float, ...]:
+            return tuple(float(v) for v in np.asarray(points).reshape(-1, width)[:, j])
+
+        extra = ((col(default, 3), col(default, 4), col(utility, 3), col(utility, 4))
+                 if width == 5 else ())
         return cls(col(default, 0), col(default, 1), col(default, 2),
-                   col(utility, 0), col(utility, 1), col(utility, 2))
+                   col(utility, 0), col(utility, 1), col(utility, 2), *extra)
 
     def points(self, rule: str | None = None) -> np.ndarray:
         """(cost, quality) rows of every operating point, or only `rule`'s.
@@ -146,12 +173,19 @@ class SourceResult:
     delta_all_points: float | None = None
     champion_curve: Curve | None = None
     challenger_curve: Curve | None = None
+    # Recent logs only: IPS, SNIPS and DR estimates of each policy at the logged
+    # settings, {"champion": {"ips": Estimate, ...}, "challenger": {...}}.
+    offpolicy: dict[str, dict[str, Estimate]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for key in ("champion_curve", "challenger_curve"):
             curve = getattr(self, key)
             out[key] = curve.to_dict() if curve else None
+        if self.offpolicy is not None:
+            out["offpolicy"] = {"min_ess": MIN_ESS, **{
+                policy: {name: est.to_dict() for name, est in estimates.items()}
+                for policy, estimates in self.offpolicy.items()}}
         return out
 
 
@@ -170,6 +204,39 @@ class GateReport:
         return {"passed": self.passed, "tolerance": self.tolerance, "champion": self.champion,
                 "challenger": self.challenger, "reason": self.reason,
                 "sources": [s.to_dict() for s in self.sources]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateReport:
+        """A report read back from `to_dict` (a version's meta.json), so `router models
+        show --gate` prints it as `router retrain` did. JSON nulls read as NaN."""
+        def number(value: Any) -> Any:
+            return float("nan") if value is None else value
+
+        def curve(value: dict[str, Any] | None) -> Curve | None:
+            return None if value is None else Curve(**{
+                k: tuple(number(v) for v in vs) for k, vs in value.items()})
+
+        def estimate(value: dict[str, Any]) -> Estimate:
+            return Estimate(**{k: number(v) if k != "quality_unclipped" else v
+                               for k, v in value.items() if k != "too_small"})
+
+        known = {f.name for f in fields(SourceResult)}
+        sources = []
+        for stored in data.get("sources", []):
+            # Fields a newer or older version stored and this one lacks are left out.
+            raw = {k: v for k, v in stored.items() if k in known}
+            offpolicy = raw.pop("offpolicy", None)
+            source = SourceResult(**{**raw, "rules": tuple(raw.get("rules") or ()),
+                                     "champion_curve": curve(raw.get("champion_curve")),
+                                     "challenger_curve": curve(raw.get("challenger_curve"))})
+            if offpolicy:
+                source.offpolicy = {policy: {name: estimate(e) for name, e in ests.items()}
+                                    for policy, ests in offpolicy.items()
+                                    if isinstance(ests, dict)}
+            sources.append(source)
+        return cls(passed=bool(data["passed"]), tolerance=float(data["tolerance"]),
+                   champion=data.get("champion"), challenger=data.get("challenger"),
+                   sources=sources, reason=data.get("reason", ""))
 
     def format(self) -> str:
         """The printed comparison: a line per source (plus each rule alone), the decision."""
@@ -190,8 +257,28 @@ class GateReport:
                     + ("" if rule in s.rules else " (not in use, not judged)")
                     for rule, d in s.delta_by_rule.items())
                     + f"; all points together {_f(s.delta_all_points, signed=True)}")
+            if s.offpolicy:
+                lines.extend(format_offpolicy(s.offpolicy, s.n))
         lines.append(f"decision: {'PROMOTE' if self.passed else 'REFUSE'}: {self.reason}")
         return "\n".join(lines)
+
+
+def format_offpolicy(offpolicy: dict[str, dict[str, Estimate]], n: int) -> list[str]:
+    """The printed off-policy lines: per policy, IPS, SNIPS and DR with standard errors,
+    the DR cost and the effective sample size, or that the sample is too small to judge.
+    """
+    lines = [f"  off-policy on the recent logs at their own settings: mean quality per "
+             f"request +- 1 standard error (too small to judge below ESS {MIN_ESS:.0f})"]
+    # A fixed order: meta.json may come back with its keys sorted.
+    for policy in sorted(offpolicy, key=lambda name: name != "champion"):
+        estimates = offpolicy[policy]
+        dr = estimates["dr"]
+        verdict = (f"too small to judge (ESS {dr.ess:.1f} < {MIN_ESS:.0f})" if dr.too_small
+                   else f"ESS {dr.ess:.1f} of {n}")
+        lines.append(f"    {policy:<11} "
+                     + ", ".join(estimates[name].format() for name in ("ips", "snips", "dr"))
+                     + f"; DR cost ${dr.cost_usd:.6f} +- {dr.cost_se:.6f}; {verdict}")
+    return lines
 
 
 def _f(value: float | None, *, signed: bool = False) -> str:
@@ -299,14 +386,8 @@ def sweep_logged(model: Any, logged: pd.DataFrame, reward: Any, *,
                          for i, m in enumerate(logged["messages"])]
     pred = model.predict(conversations)
     rpred = pred if reward is model else reward.predict(conversations)
-    models = list(pred.models)
-    log = bandit_from_table(logged, models, where="recent logs")
-    rq = np.column_stack([rpred.quality[:, list(rpred.models).index(m)]
-                          if m in rpred.models else pred.quality[:, j]
-                          for j, m in enumerate(models)])
-    rc = np.column_stack([rpred.cost_usd[:, list(rpred.models).index(m)]
-                          if m in rpred.models else pred.cost_usd[:, j]
-                          for j, m in enumerate(models)])
+    log = bandit_from_table(logged, list(pred.models), where="recent logs")
+    rq, rc = reward_matrices(pred, rpred)
     if lambdas is None:
         # One row of per-model means: only the served model's cost is logged.
         served = logged.groupby("model")["cost_usd"].mean().to_numpy(dtype=np.float64)
@@ -315,11 +396,11 @@ def sweep_logged(model: Any, logged: pd.DataFrame, reward: Any, *,
     calibration = calibration_of(model, pred.quality, pred.cost_usd)
 
     def estimates(rule: str, settings: Sequence[float]) -> np.ndarray:
-        out = np.empty((len(settings), 3))
+        out = np.empty((len(settings), 5))
         for i, (value, pick) in enumerate(decisions(pred.quality, pred.cost_usd, rule,
                                                     settings, calibration=calibration)):
             est = doubly_robust(log, pick, rq, rc)
-            out[i] = (value, est.cost_usd, est.quality)
+            out[i] = (value, est.cost_usd, est.quality, est.quality_se, est.ess)
         return out
 
     return Curve.from_sweeps(estimates(RULE_KEYWORDS["default"], bars),
@@ -405,20 +486,36 @@ def run_gate(
                                            float(single.max()), rules))
     if recent is not None:
         n = len(recent)
+        convs = [parse_conversation(m, where=f"logged row {i}")
+                 for i, m in enumerate(recent["messages"])]
+        # What each policy would have got on this traffic as it was asked for, by
+        # three estimators; the champion's predictions are the one DR reward model.
+        reward = champion if champion is not None else challenger
+        offpolicy = {name: evaluate_policy(policy, recent, reward_model=reward,
+                                           conversations=convs)
+                     for name, policy in (("champion", champion), ("challenger", challenger))
+                     if policy is not None and n}
+        small = [name for name, est in offpolicy.items() if est["dr"].too_small]
         if champion is None:
-            report.sources.append(SourceResult("recent logs", n, "skipped", note="no champion"))
+            source = SourceResult("recent logs", n, "skipped", note="no champion")
         elif n < min_logged_rows:
-            report.sources.append(SourceResult("recent logs", n, "skipped",
-                                               note=f"fewer than {min_logged_rows} rows"))
+            source = SourceResult("recent logs", n, "skipped",
+                                  note=f"fewer than {min_logged_rows} rows")
+        elif small:
+            # The DR estimate would be the reward model's (the champion's) own opinion.
+            source = SourceResult("recent logs", n, "skipped", note=(
+                "too small to judge at the logged settings: effective sample size "
+                + ", ".join(f"{offpolicy[name]['dr'].ess:.1f} ({name})" for name in small)
+                + f" < {MIN_ESS:.0f}"))
         else:
-            convs = [parse_conversation(m, where=f"logged row {i}")
-                     for i, m in enumerate(recent["messages"])]
             champ_curve = sweep_logged(champion, recent, champion, bars=bars,
                                        lambdas=lambdas, conversations=convs)
             chall_curve = sweep_logged(challenger, recent, champion, bars=bars,
                                        lambdas=lambdas, conversations=convs)
-            report.sources.append(_compare("recent logs", n, champ_curve, chall_curve,
-                                           tolerance, None, rules))
+            source = _compare("recent logs", n, champ_curve, chall_curve, tolerance, None,
+                              rules)
+        source.offpolicy = offpolicy or None
+        report.sources.append(source)
     decided = [s for s in report.sources if s.status != "skipped"]
     failed = [s.name for s in decided if s.status == "fail"]
     if champion is None:

@@ -9,15 +9,30 @@ policy is estimated by reweighting:
 * IPS (inverse propensity scoring): mean of pi(a|x) / p(a|x) * r. Unbiased when
   the logged propensities are right and positive wherever the target acts;
   high variance when propensities are small.
+* SNIPS (self-normalised IPS): the same weighted mean divided by the mean
+  weight instead of n. Slightly biased, but bounded by the observed rewards
+  and much steadier when the weights are uneven.
 * DR (doubly robust): a reward model's prediction for the target's choice plus
   the IPS-weighted residual of the reward model on the logged choice. Unbiased
   when *either* the propensities or the reward model are right (here the
   propensities are logged, so always), with much lower variance than IPS when
   the reward model is decent. This is what the champion/challenger gate uses.
 
-Everything here is numpy on arrays; `policy_actions` and `evaluate_policy` are
-the thin adapters from a `QualityModel` and a quality bar (through
-`router.policy.choose`, so the evaluated rule is exactly the served rule).
+Every `Estimate` carries standard errors (IPS and DR: of a mean of n terms;
+SNIPS: the delta method for a ratio) and the effective sample size of the
+importance weights, ESS = (sum w)^2 / sum w^2: how many logged rows the
+estimate really rests on (n when the target agrees with every logged choice,
+small when it agrees with a few rare ones). Below `MIN_ESS` (30) the estimate
+is flagged too small to judge: a handful of rows decide it, and the normal
+approximation behind "estimate +- 2 SE" (the usual n >= 30 rule of thumb for a
+mean) no longer holds. Quality estimates are clipped to [0, 1], the range of a
+quality (IPS can leave it when a few large weights meet good outcomes); the
+unclipped value is kept in `quality_unclipped`.
+
+Everything here is numpy on arrays; `policy_actions`, `logged_actions` and
+`evaluate_policy` are the thin adapters from a `QualityModel` and a quality bar
+(through `router.policy.choose`, so the evaluated rule is exactly the served
+rule).
 """
 
 from __future__ import annotations
@@ -33,16 +48,24 @@ from router.errors import DataError
 from router.policy import BarCalibration, choose
 
 __all__ = [
+    "MIN_ESS",
     "LoggedBandit",
     "Estimate",
+    "estimate_all",
     "ips",
     "doubly_robust",
     "direct_method",
     "target_probabilities",
     "policy_actions",
     "bandit_from_table",
+    "logged_actions",
+    "reward_matrices",
     "evaluate_policy",
 ]
+
+
+# Effective sample size below which an estimate is "too small to judge" (see above).
+MIN_ESS = 30.0
 
 
 @dataclass(frozen=True)
@@ -82,8 +105,9 @@ class Estimate:
     """A policy's estimated mean quality and cost per request, with standard errors.
 
     `matched` is how many logged rows the policy would have served with the same
-    model; `ess` the effective sample size of the importance weights (small means
-    the estimate rests on few rows and should not be trusted).
+    model; `ess` the effective sample size of the importance weights (below
+    `MIN_ESS` the estimate is `too_small` to judge). `quality` is clipped to
+    [0, 1]; `quality_unclipped` is the raw estimate when clipping changed it.
     """
 
     method: str
@@ -94,9 +118,29 @@ class Estimate:
     n: int
     matched: int
     ess: float
+    quality_unclipped: float | None = None
+
+    @classmethod
+    def of(cls, method: str, quality: float, quality_se: float, cost_usd: float,
+           cost_se: float, n: int, matched: int, ess: float) -> Estimate:
+        """An estimate with its quality clipped to [0, 1] (the raw value kept if moved)."""
+        clipped = min(max(quality, 0.0), 1.0) if np.isfinite(quality) else quality
+        return cls(method, clipped, quality_se, cost_usd, cost_se, n, matched, ess,
+                   quality if clipped != quality else None)
+
+    @property
+    def too_small(self) -> bool:
+        """Too few effective rows to judge by (`MIN_ESS`)."""
+        return not self.ess >= MIN_ESS
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "too_small": self.too_small}
+
+    def format(self) -> str:
+        """'DR 0.8150 +- 0.0120', the clipping noted."""
+        raw = ("" if self.quality_unclipped is None
+               else f" (clipped from {self.quality_unclipped:.4f})")
+        return f"{self.method.upper()} {self.quality:.4f} +- {self.quality_se:.4f}{raw}"
 
 
 def target_probabilities(target: np.ndarray, n_models: int) -> np.ndarray:
@@ -116,6 +160,14 @@ def _weights(log: LoggedBandit, probs: np.ndarray, clip: float | None) -> np.nda
     pi_logged = np.where(valid, probs[np.arange(len(log)), np.where(valid, log.action, 0)], 0.0)
     w = pi_logged / log.propensity
     return np.minimum(w, clip) if clip is not None else w
+
+
+def _ratio_se(w: np.ndarray, values: np.ndarray, estimate: float) -> float:
+    """Delta-method standard error of sum(w * v) / sum(w)."""
+    total = w.sum()
+    if len(w) < 2 or total <= 0:
+        return float("nan")
+    return float(np.sqrt(np.sum((w * (values - estimate)) ** 2)) / total)
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -139,11 +191,18 @@ def ips(log: LoggedBandit, target: np.ndarray, *, clip: float | None = None,
     """
     probs = target_probabilities(target, len(log.models))
     w = _weights(log, probs, clip)
-    scale = w.mean() if self_normalize and w.mean() > 0 else 1.0
-    q, q_se = _mean_se(w * log.quality / scale)
-    c, c_se = _mean_se(w * log.cost_usd / scale)
-    return Estimate("snips" if self_normalize else "ips", q, q_se, c, c_se, len(log),
-                    int((w > 0).sum()), _ess(w))
+    matched, ess = int((w > 0).sum()), _ess(w)
+    if self_normalize:
+        if w.sum() <= 0:
+            nan = float("nan")
+            return Estimate.of("snips", nan, nan, nan, nan, len(log), matched, ess)
+        q = float(np.sum(w * log.quality) / w.sum())
+        c = float(np.sum(w * log.cost_usd) / w.sum())
+        return Estimate.of("snips", q, _ratio_se(w, log.quality, q), c,
+                           _ratio_se(w, log.cost_usd, c), len(log), matched, ess)
+    q, q_se = _mean_se(w * log.quality)
+    c, c_se = _mean_se(w * log.cost_usd)
+    return Estimate.of("ips", q, q_se, c, c_se, len(log), matched, ess)
 
 
 def direct_method(log: LoggedBandit, target: np.ndarray, reward_quality: np.ndarray,
@@ -153,7 +212,7 @@ def direct_method(log: LoggedBandit, target: np.ndarray, reward_quality: np.ndar
     q, q_se = _mean_se((probs * reward_quality).sum(axis=1))
     c, c_se = _mean_se((probs * reward_cost).sum(axis=1))
     w = _weights(log, probs, None)
-    return Estimate("dm", q, q_se, c, c_se, len(log), int((w > 0).sum()), _ess(w))
+    return Estimate.of("dm", q, q_se, c, c_se, len(log), int((w > 0).sum()), _ess(w))
 
 
 def doubly_robust(log: LoggedBandit, target: np.ndarray, reward_quality: np.ndarray,
@@ -179,7 +238,18 @@ def doubly_robust(log: LoggedBandit, target: np.ndarray, reward_quality: np.ndar
     c_terms = (probs * reward_cost).sum(axis=1) + w * (log.cost_usd - reward_cost[rows, logged])
     q, q_se = _mean_se(q_terms)
     c, c_se = _mean_se(c_terms)
-    return Estimate("dr", q, q_se, c, c_se, n, int((w > 0).sum()), _ess(w))
+    return Estimate.of("dr", q, q_se, c, c_se, n, int((w > 0).sum()), _ess(w))
+
+
+def estimate_all(log: LoggedBandit, target: np.ndarray, reward_quality: np.ndarray,
+                 reward_cost: np.ndarray, *, clip: float | None = None
+                 ) -> dict[str, Estimate]:
+    """IPS, SNIPS and DR estimates of one target policy: {"ips": ..., "snips": ...,
+    "dr": ...}. Three estimators that fail differently, side by side: when they
+    disagree by more than their standard errors, trust none of them."""
+    return {"ips": ips(log, target, clip=clip),
+            "snips": ips(log, target, clip=clip, self_normalize=True),
+            "dr": doubly_robust(log, target, reward_quality, reward_cost, clip=clip)}
 
 
 def policy_actions(quality: np.ndarray, cost: np.ndarray, *, bar: float | np.ndarray | None = None,
@@ -213,16 +283,68 @@ def bandit_from_table(table: pd.DataFrame, models: Sequence[str], *,
     )
 
 
+def reward_matrices(pred: Any, reward_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The reward model's (quality, cost) predictions in `pred`'s model order.
+
+    A reward model that does not know a model says nothing about it: the
+    evaluated model's own prediction fills that column.
+    """
+    models = list(pred.models)
+    known = list(reward_pred.models)
+    rq = np.column_stack([reward_pred.quality[:, known.index(m)] if m in known
+                          else pred.quality[:, j] for j, m in enumerate(models)])
+    rc = np.column_stack([reward_pred.cost_usd[:, known.index(m)] if m in known
+                          else pred.cost_usd[:, j] for j, m in enumerate(models)])
+    return rq, rc
+
+
+def logged_actions(model: Any, table: pd.DataFrame, quality: np.ndarray, cost: np.ndarray,
+                   *, bar: float | None = None) -> np.ndarray:
+    """What `model` would have served for each logged row (predictions `quality`,
+    `cost`): at `bar` when given; else at the row's own setting, as the router
+    serves it: its `utility_lambda` where logged, else its `quality_bar`, else the
+    model's default bar (`router.service.FALLBACK_DEFAULT_BAR` for a model that
+    stores none). Bars mean what the model's bar calibration says
+    (`training.sweep.calibration_of`).
+    """
+    from router.service import FALLBACK_DEFAULT_BAR
+    from training.sweep import calibration_of
+
+    n = len(table)
+    calibration = calibration_of(model, quality, cost)
+    if bar is not None:
+        return choose(quality, cost, bar=bar, calibration=calibration)
+
+    def column(name: str) -> np.ndarray:
+        if name not in table:
+            return np.full(n, np.nan)
+        return pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=np.float64)
+
+    lam = column("utility_lambda")
+    default = (getattr(model, "metadata", None) or {}).get("default_bar", FALLBACK_DEFAULT_BAR)
+    bars = np.where(np.isfinite(column("quality_bar")), column("quality_bar"), float(default))
+    by_lambda = np.isfinite(lam)
+    actions = np.zeros(n, dtype=int)
+    if (~by_lambda).any():
+        actions[~by_lambda] = choose(quality[~by_lambda], cost[~by_lambda],
+                                     bar=bars[~by_lambda], calibration=calibration)
+    if by_lambda.any():
+        actions[by_lambda] = choose(quality[by_lambda], cost[by_lambda],
+                                    utility_lambda=lam[by_lambda])
+    return actions
+
+
 def evaluate_policy(model: Any, table: pd.DataFrame, *, bar: float | None = None,
                     reward_model: Any | None = None, clip: float | None = None,
                     conversations: Sequence[Any] | None = None) -> dict[str, Estimate]:
-    """IPS, SNIPS and DR estimates of `model` + bar's decisions on a logged table.
+    """IPS, SNIPS and DR estimates of `model`'s decisions on a logged table.
 
     `model` is a fitted `QualityModel` (anything with `.predict(convs)` returning
-    `models`, `quality`, `cost_usd`). `bar` defaults to each row's logged
-    `quality_bar` (what the caller asked for). `reward_model` (default: `model`)
-    supplies the DR reward predictions; pass one shared model when comparing
-    policies so their difference is not blurred by two reward models.
+    `models`, `quality`, `cost_usd`). Its decisions are taken at `bar`, or at
+    each row's logged setting (`logged_actions`: what the caller asked for).
+    `reward_model` (default: `model`) supplies the DR reward predictions; pass
+    one shared model when comparing policies so their difference is not
+    blurred by two reward models.
     """
     if conversations is None:
         from router.conversation import parse_conversation
@@ -230,32 +352,10 @@ def evaluate_policy(model: Any, table: pd.DataFrame, *, bar: float | None = None
         conversations = [parse_conversation(m, where=f"logged row {i}")
                          for i, m in enumerate(table["messages"])]
     pred = model.predict(conversations)
-    models = list(pred.models)
-    if bar is None:
-        if "quality_bar" not in table:
-            raise DataError("logged table: no quality_bar column and no bar given",
-                            hint="pass bar=0.7 (or --bar) to evaluate at one bar")
-        bars: float | np.ndarray = table["quality_bar"].to_numpy(dtype=np.float64)
-    else:
-        bars = bar
-    actions = policy_actions(pred.quality, pred.cost_usd, bar=bars,
-                             calibration=BarCalibration.from_metadata(
-                                 getattr(model, "metadata", None)))
-    log = bandit_from_table(table, models)
+    actions = logged_actions(model, table, pred.quality, pred.cost_usd, bar=bar)
+    log = bandit_from_table(table, list(pred.models))
     if reward_model is None or reward_model is model:
         rq, rc = pred.quality, pred.cost_usd
     else:
-        rpred = reward_model.predict(conversations)
-        order = [list(rpred.models).index(m) if m in rpred.models else -1 for m in models]
-        if min(order) < 0:
-            # A reward model that does not know a model says nothing about it: use the
-            # evaluated model's own prediction for those columns.
-            rq = np.where(np.array(order) >= 0, rpred.quality[:, order], pred.quality)
-            rc = np.where(np.array(order) >= 0, rpred.cost_usd[:, order], pred.cost_usd)
-        else:
-            rq, rc = rpred.quality[:, order], rpred.cost_usd[:, order]
-    return {
-        "ips": ips(log, actions, clip=clip),
-        "snips": ips(log, actions, clip=clip, self_normalize=True),
-        "dr": doubly_robust(log, actions, rq, rc, clip=clip),
-    }
+        rq, rc = reward_matrices(pred, reward_model.predict(conversations))
+    return estimate_all(log, actions, rq, rc, clip=clip)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,3 +252,53 @@ def test_a_properly_trained_challenger_replaces_a_shuffled_champion(trained) -> 
     report = run_gate(good, shuffled, eval_table=evaluation, tolerance=0.01)
     assert report.passed is True
     assert report.sources[0].delta_quality > 0.05
+
+
+# -- off-policy estimates a user can read --------------------------------------------
+
+def test_the_report_gives_ips_snips_and_dr_with_errors_and_ess(models_and_data) -> None:
+    good, shuffled, _, logged = models_and_data
+    report = run_gate(shuffled, good, recent=logged, tolerance=0.01,
+                      champion_id="v1", challenger_id="v2")
+    [source] = report.sources
+    assert set(source.offpolicy) == {"champion", "challenger"}
+    for estimates in source.offpolicy.values():
+        assert set(estimates) == {"ips", "snips", "dr"}
+        for est in estimates.values():
+            assert 0.0 <= est.quality <= 1.0 and est.quality_se > 0
+            assert 30 <= est.ess <= len(logged) and not est.too_small
+    text = report.format()
+    assert ("\n  off-policy on the recent logs at their own settings: mean quality per "
+            "request +- 1 standard error (too small to judge below ESS 30)\n") in text
+    champion_line = next(line for line in text.splitlines()
+                         if line.startswith("    champion "))
+    assert re.search(r"IPS 0\.\d{4} \+- 0\.\d{4}, SNIPS 0\.\d{4} \+- 0\.\d{4}, "
+                     r"DR 0\.\d{4} \+- 0\.\d{4}; DR cost \$0\.\d{6} \+- 0\.\d{6}; "
+                     rf"ESS \d+\.\d of {len(logged)}$", champion_line), champion_line
+    # Stored in meta.json: every estimate, and each DR curve point with its SE and ESS,
+    # qualities never above 1.
+    stored = json.loads(json.dumps(report.to_dict()))["sources"][0]
+    assert stored["offpolicy"]["min_ess"] == 30
+    assert stored["offpolicy"]["challenger"]["snips"]["too_small"] is False
+    curve = stored["challenger_curve"]
+    assert len(curve["quality_se"]) == len(curve["ess"]) == len(curve["bars"])
+    assert max(curve["quality"] + curve["utility_quality"]) <= 1.0
+
+
+def test_a_challenger_the_logs_rarely_show_is_too_small_to_judge(models_and_data) -> None:
+    good, _, table, logged = models_and_data
+    # Predicts the cheap model is best everywhere: it would serve "cheap", which the
+    # logging policy chose for 15% of requests (weight 1/0.15 each).
+    cheap_lover = Stub({text: np.array([0.99, 0.5, 0.5]) for text in good.by_text})
+    recent = logged.head(150)
+    report = run_gate(cheap_lover, good, recent=recent, eval_table=table,
+                      min_logged_rows=100, champion_id="v1", challenger_id="v2")
+    source = report.sources[1]
+    assert source.name == "recent logs" and source.status == "skipped"
+    ess = source.offpolicy["challenger"]["dr"].ess
+    assert ess < 30 <= source.offpolicy["champion"]["dr"].ess
+    assert source.note == ("too small to judge at the logged settings: effective sample "
+                           f"size {ess:.1f} (challenger) < 30")
+    assert f"too small to judge (ESS {ess:.1f} < 30)" in report.format()
+    # The decision rests on the eval table alone.
+    assert report.reason.endswith("on eval table") or "eval table" in report.reason

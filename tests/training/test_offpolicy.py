@@ -8,10 +8,12 @@ import pytest
 
 from router.errors import DataError
 from training.offpolicy import (
+    MIN_ESS,
     LoggedBandit,
     bandit_from_table,
     direct_method,
     doubly_robust,
+    estimate_all,
     ips,
     policy_actions,
 )
@@ -102,11 +104,47 @@ def test_weights_count_only_matching_rows_and_clipping_caps_them() -> None:
     target = np.array([0, 0, 2, 1])
     est = ips(log, target)
     assert est.matched == 2
-    assert est.quality == pytest.approx((10 * 1 + 2 * 1) / 4)
+    # A quality is in [0, 1]: the raw IPS value (10 * 1 + 2 * 1) / 4 is kept aside.
+    assert est.quality == 1.0 and est.quality_unclipped == pytest.approx(3.0)
+    assert est.format() == "IPS 1.0000 +- 2.3805 (clipped from 3.0000)"
     clipped = ips(log, target, clip=5.0)
-    assert clipped.quality == pytest.approx((5 * 1 + 2 * 1) / 4)
+    assert clipped.quality_unclipped == pytest.approx((5 * 1 + 2 * 1) / 4)
     snips = ips(log, target, self_normalize=True)
-    assert snips.quality == pytest.approx(((10 + 2) / 4) / ((10 + 2) / 4))
+    assert snips.quality == pytest.approx(1.0) and snips.quality_unclipped is None
+    # Weights 10, 0, 2, 0: ESS = 12^2 / (10^2 + 2^2), far too few rows to judge by.
+    assert est.ess == pytest.approx(144 / 104) and est.too_small
+    assert est.to_dict()["too_small"] is True
+
+
+def test_standard_errors_match_the_spread_over_repeated_logs() -> None:
+    """The reported +- SE is what a user reads: it must match how much the estimate
+    actually moves from one log to the next (within 25%), for every estimator."""
+    rng = np.random.default_rng(5)
+    values: dict[str, list[float]] = {"ips": [], "snips": [], "dr": []}
+    reported: dict[str, list[float]] = {"ips": [], "snips": [], "dr": []}
+    _, mu, cost = world(1_500, rng)
+    target = target_policy(mu, cost)
+    model = np.clip(mu + rng.normal(0, 0.05, mu.shape), 0, 1)
+    for _ in range(150):
+        log = log_from(mu, cost, rng)
+        for name, est in estimate_all(log, target, model, cost).items():
+            values[name].append(est.quality)
+            reported[name].append(est.quality_se)
+            assert est.ess > MIN_ESS and not est.too_small
+    for name in values:
+        spread = np.std(values[name], ddof=1)
+        assert np.mean(reported[name]) == pytest.approx(spread, rel=0.25), name
+
+
+def test_a_policy_the_log_rarely_shows_is_too_small_to_judge() -> None:
+    rng = np.random.default_rng(6)
+    _, mu, cost = world(400, rng)
+    log = log_from(mu, cost, rng, explore=0.05)  # "strong" logged 2.5% of the time
+    always_strong = np.full(len(mu), 2)
+    estimates = estimate_all(log, always_strong, mu, cost)
+    assert all(e.too_small for e in estimates.values())
+    assert estimates["dr"].ess < MIN_ESS <= estimate_all(log, np.full(len(mu), 1), mu,
+                                                         cost)["dr"].ess
 
 
 def test_bad_propensity_is_refused_with_the_row() -> None:
@@ -122,3 +160,18 @@ def test_bandit_from_table_maps_models_and_names_missing_columns() -> None:
     assert log.action.tolist() == [1, -1]
     with pytest.raises(DataError, match=r"last week: missing column\(s\) propensity"):
         bandit_from_table(table.drop(columns="propensity"), MODELS, where="last week")
+
+
+def test_a_policy_is_evaluated_at_each_logged_requests_own_setting() -> None:
+    """As served: the request's lambda, else its bar, else the model's default bar."""
+    from training.offpolicy import logged_actions
+
+    class Model:
+        metadata = {"default_bar": 0.3}
+
+    quality = np.tile([0.5, 0.9], (4, 1))
+    cost = np.tile([0.001, 0.01], (4, 1))
+    table = pd.DataFrame({"utility_lambda": [0.0, 1000.0, np.nan, np.nan],
+                          "quality_bar": [np.nan, np.nan, np.nan, 0.95]})
+    assert logged_actions(Model(), table, quality, cost).tolist() == [1, 0, 0, 1]
+    assert logged_actions(Model(), table, quality, cost, bar=0.95).tolist() == [1, 1, 1, 1]

@@ -174,7 +174,7 @@ def loop_data(tmp_path_factory):
 
 
 def test_retrain_promotes_a_first_model_then_refuses_a_shuffled_one(
-        loop_data, tmp_path: Path) -> None:
+        loop_data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from router.catalog import load_catalog
     from router.predictor import QualityModel
     from router.registry import Registry
@@ -213,6 +213,24 @@ def test_retrain_promotes_a_first_model_then_refuses_a_shuffled_one(
     assert "\ndecision: REFUSE: worse than the champion" in "\n".join(printed)
     assert printed[-1] == (f"kept {first.version_id}; {second.version_id} registered "
                            "but not promoted")
+
+    # The off-policy estimates of both policies on the held-out recent logs, stored
+    # and printed back by `router models show --gate` as retrain printed them.
+    offpolicy = stored["sources"][1]["offpolicy"]
+    assert offpolicy["min_ess"] == 30
+    for policy in ("champion", "challenger"):
+        for name in ("ips", "snips", "dr"):
+            est = offpolicy[policy][name]
+            assert 0 <= est["quality"] <= 1 and est["quality_se"] >= 0 and est["n"] == 40
+            assert est["too_small"] == (est["ess"] < 30)
+    from router.cli import main
+
+    capsys.readouterr()
+    assert main(["models", "show", second.version_id, "--gate",
+                 "--registry", str(registry.root)]) == 0
+    report = next(text for text in printed if text.startswith("champion "))
+    assert capsys.readouterr().out == report + "\n"
+    assert "\n    challenger  IPS " in report and "SNIPS" in report and ", DR " in report
 
 
 def test_retrain_with_nothing_to_learn_from_is_a_clear_error(tmp_path: Path) -> None:
@@ -256,3 +274,21 @@ def test_retrain_from_base_tables_alone_creates_the_first_version(
     assert main(["retrain", "--base", str(tmp_path / "nope.csv"), "--registry",
                  str(models)]) == 1
     assert f"error: {tmp_path / 'nope.csv'}: file not found" in capsys.readouterr().err
+
+    assert main(["models", "show", "--gate", "--registry", str(models)]) == 0
+    assert capsys.readouterr().out.endswith(
+        "decision: PROMOTE: no champion yet; the first model is promoted\n")
+
+
+def test_models_show_gate_of_a_version_without_one_is_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from router.cli import main
+    from router.registry import Registry
+
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "meta.json").write_text(json.dumps({"format_version": 1}))
+    registry = Registry(tmp_path / "models")
+    registry.add(artifact, version_id="v1")
+    assert main(["models", "show", "v1", "--gate", "--registry", str(registry.root)]) == 1
+    assert "error: version v1 has no gate report" in capsys.readouterr().err

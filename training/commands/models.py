@@ -12,6 +12,7 @@ import json
 import sys
 
 from router.cli import add_command
+from router.errors import ConfigError
 from router.registry import Registry
 
 __all__ = ["register"]
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         examples=[
             "router models list",
             "router models show v20250101-030000-1a2b3c",
+            "router models show --gate   # the current version's gate report, readable",
             "router models promote v20250101-030000-1a2b3c",
             "router models rollback --registry /srv/router/models",
         ],
@@ -49,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = actions.add_parser("show", help="metadata, files, gate report and history of a version")
     common(p)
     p.add_argument("version", nargs="?", default=None, help="version id (default: current)")
+    p.add_argument("--gate", action="store_true",
+                   help="print the version's gate report as `router retrain` printed it "
+                        "(each source's comparison; IPS, SNIPS and DR estimates with standard "
+                        "errors and effective sample size) instead of the JSON")
     p.set_defaults(handler=_show)
 
     p = actions.add_parser("promote", help="make a version current (servers hot-reload it)")
@@ -90,7 +96,18 @@ def _fmt(value: object) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    print(compact_json(Registry(args.registry).show(args.version)))
+    shown = Registry(args.registry).show(args.version)
+    if not args.gate:
+        print(compact_json(shown))
+        return 0
+    gate = (shown.get("meta") or {}).get("gate")
+    if not gate:
+        raise ConfigError(f"version {shown['version_id']} has no gate report",
+                          hint="versions made by `router retrain` have one; `router models "
+                               "show` without --gate prints everything stored")
+    from training.gate import GateReport
+
+    print(GateReport.from_dict(gate).format())
     return 0
 
 
