@@ -348,8 +348,10 @@ def dask_client(address: str, *, workers: int = 2, processes: bool = True) -> It
         level = chatter.level
         chatter.setLevel(max(level, logging.WARNING))
         try:
+            # A free port for its HTTP server: without one it takes 8787 and warns
+            # when another cluster has it.
             with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                              dashboard_address=None) as cluster, Client(cluster) as client:
+                              dashboard_address=":0") as cluster, Client(cluster) as client:
                 if processes:
                     client.run(_stdout_to_stderr)
                 yield client

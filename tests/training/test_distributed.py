@@ -79,7 +79,7 @@ def test_two_worker_cluster_matches_local_training(tmp_path: Path) -> None:
     local = QualityModel(num_boost_round=300, n_components=16, params=FAST).fit(
         train, catalog=catalog)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         remote = train_distributed(tmp_path / "parts", tmp_path / "artifact", client=client,
                                    catalog=catalog, sample_prompts=200, n_components=16,
                                    num_boost_round=local.metadata["best_iteration"],
@@ -103,7 +103,7 @@ def cluster():
     from dask.distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as local:
+                      dashboard_address=":0") as local:
         yield local
 
 
