@@ -25,7 +25,8 @@ from router.conversation import Conversation
 from router.features import FeatureExtractor
 
 
-def _percentiles(fn, repeats: int) -> tuple[float, float]:
+def percentiles(fn, repeats: int) -> tuple[float, float]:
+    """(p50, p99) milliseconds of `fn()` over `repeats` calls, after 20 warm-up calls."""
     for _ in range(20):
         fn()
     times = []
@@ -73,27 +74,27 @@ def main() -> None:
           f"fitted on {len(convs)} demo prompts")
 
     fe = FeatureExtractor().fit(convs)
-    ours = _percentiles(lambda: fe.transform([request]), args.repeats)
-    embed = _percentiles(lambda: fe.embed([request]), args.repeats)
+    ours = percentiles(lambda: fe.transform([request]), args.repeats)
+    embed = percentiles(lambda: fe.embed([request]), args.repeats)
     pipe = make_pipeline(
         HashingVectorizer(n_features=2**18, alternate_sign=False, norm=None,
                           ngram_range=(1, 2)),
         TfidfTransformer(), TruncatedSVD(64, random_state=0))
     pipe.fit(texts)
-    base = _percentiles(lambda: pipe.transform([long_text]), args.repeats)
+    base = percentiles(lambda: pipe.transform([long_text]), args.repeats)
 
     from router.predictor import QualityModel
 
     model = QualityModel().fit(table, catalog=catalog)
     m = len(model.models_)
-    pred = _percentiles(lambda: model.predict([request]), args.repeats)
+    pred = percentiles(lambda: model.predict([request]), args.repeats)
     short = Conversation.from_prompt(texts[0])
-    pred_short = _percentiles(lambda: model.predict([short]), args.repeats)
-    generic = _percentiles(lambda: _generic_predict(model, [request]), args.repeats)
-    generic_short = _percentiles(lambda: _generic_predict(model, [short]), args.repeats)
-    feats = _percentiles(lambda: model.features_.transform_with_tfidf([request]),
+    pred_short = percentiles(lambda: model.predict([short]), args.repeats)
+    generic = percentiles(lambda: _generic_predict(model, [request]), args.repeats)
+    generic_short = percentiles(lambda: _generic_predict(model, [short]), args.repeats)
+    feats = percentiles(lambda: model.features_.transform_with_tfidf([request]),
                          args.repeats)
-    feats_short = _percentiles(lambda: model.features_.transform_with_tfidf([short]),
+    feats_short = percentiles(lambda: model.features_.transform_with_tfidf([short]),
                                args.repeats)
     same = np.allclose(_generic_predict(model, [request]), model.predict([request]).quality,
                        rtol=0, atol=1e-6)

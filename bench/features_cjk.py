@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
+from features import percentiles  # bench/ is on sys.path when run as a script
 
 from router.catalog import load_catalog
 from router.conversation import Conversation
@@ -67,18 +66,6 @@ CJK_TASKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 def _cjk_prompt(task: str, i: int) -> str:
     templates, topics = CJK_TASKS[task]
     return templates[i % len(templates)].format(topics[(i // len(templates)) % len(topics)])
-
-
-def _percentiles(fn, repeats: int) -> tuple[float, float]:
-    for _ in range(20):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    p50, p99 = np.percentile(times, [50, 99]) * 1e3
-    return float(p50), float(p99)
 
 
 def _long(texts: list[str], chars: int = 4000) -> str:
@@ -130,13 +117,13 @@ def main() -> None:
     for name, conv in requests.items():
         rows += [
             (f"FeatureExtractor.transform, 1 conversation, {name}",
-             _percentiles(lambda c=conv: fe.transform([c]), args.repeats)),
+             percentiles(lambda c=conv: fe.transform([c]), args.repeats)),
             (f"FeatureExtractor.embed, 1 conversation, {name}",
-             _percentiles(lambda c=conv: fe.embed([c]), args.repeats)),
+             percentiles(lambda c=conv: fe.embed([c]), args.repeats)),
             (f"features alone (transform_with_tfidf), {name}",
-             _percentiles(lambda c=conv: fe.transform_with_tfidf([c]), args.repeats)),
+             percentiles(lambda c=conv: fe.transform_with_tfidf([c]), args.repeats)),
             (f"QualityModel.predict, 1 x {m} models, {name}",
-             _percentiles(lambda c=conv: model.predict([c]), args.repeats)),
+             percentiles(lambda c=conv: model.predict([c]), args.repeats)),
         ]
     print(f"{'measurement':58s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for name, (p50, p99) in rows:

@@ -11,12 +11,15 @@ knows the repository catalog, so prompts over a model's window get
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
+from router.cache import RedisCache
 from router.catalog import DEFAULT_CATALOG_PATH, load_catalog
 from router.fake_upstream import FakeUpstreamState, create_fake_upstream
 from router.threaded_server import serve_in_thread
@@ -64,3 +67,19 @@ def fake_upstream_factory() -> Iterator[Callable[..., tuple[str, FakeUpstreamSta
     yield start
     for manager in reversed(running):
         manager.__exit__(None, None, None)
+
+
+REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis_cache() -> AsyncIterator[RedisCache]:
+    """A `RedisCache` on the test Redis under a key prefix of its own, emptied after."""
+    prefix = f"test:router-cache:{uuid.uuid4().hex}:"
+    cache = RedisCache(REDIS_URL, ttl_s=60, prefix=prefix)
+    await cache.start()
+    yield cache
+    keys = [k async for k in cache._client.scan_iter(match=prefix + "*")]
+    if keys:
+        await cache._client.delete(*keys)
+    await cache.close()

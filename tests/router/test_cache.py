@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,8 +22,7 @@ from router.cache import (
 )
 from router.errors import ConfigError
 from router.semantic_cache import SemanticCache
-
-REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from tests.router.conftest import REDIS_URL
 
 
 def chat(content: str = "What is the capital of France?", **params: Any) -> dict[str, Any]:
@@ -169,16 +165,6 @@ def test_cached_response_serialises_losslessly() -> None:
 # -- Redis backend ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def redis_cache() -> AsyncIterator[RedisCache]:
-    prefix = f"test:router-cache:{uuid.uuid4().hex}:"
-    cache = RedisCache(REDIS_URL, ttl_s=60, prefix=prefix)
-    await cache.start()
-    yield cache
-    keys = [k async for k in cache._client.scan_iter(match=prefix + "*")]
-    if keys:
-        await cache._client.delete(*keys)
-    await cache.close()
 
 
 @pytest.mark.redis

@@ -3,19 +3,15 @@ pairs gets no hit, and near duplicates a user would call the same question mostl
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from router.cache import CachedResponse, MemoryCache, RedisCache
+from router.cache import CachedResponse, MemoryCache
 from router.semantic_cache import SemanticCache, same_intent
 from tests.router.semantic_pairs import adversarial_pairs, benign_pairs
 
-REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ANSWER = CachedResponse(body=b'{"choices":[{"message":{"content":"cached"}}]}',
                         served_model="small-model")
 ADVERSARIAL = adversarial_pairs()
@@ -28,16 +24,6 @@ def chat(content: str) -> dict[str, Any]:
                          {"role": "user", "content": content}]}
 
 
-@pytest.fixture
-async def redis_cache() -> AsyncIterator[RedisCache]:
-    prefix = f"test:router-semantic:{uuid.uuid4().hex}:"
-    cache = RedisCache(REDIS_URL, ttl_s=60, prefix=prefix)
-    await cache.start()
-    yield cache
-    keys = [k async for k in cache._client.scan_iter(match=prefix + "*")]
-    if keys:
-        await cache._client.delete(*keys)
-    await cache.close()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
