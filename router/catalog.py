@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace

@@ -81,8 +81,9 @@ class EvalReport:
 
     Costs are mean USD per request; qualities mean realised quality; curves are lists
     of {bar, cost_usd, quality} (`curve`: the default rule's bars; `floor_curve`:
-    {min_quality, ...}; `utility_curve`: {lambda, ...}). Fractions (`cost_at_best_single_quality`, CPT) are in
-    [0, 1]; None where a target is never reached.
+    {min_quality, ...}; `utility_curve`: {lambda, ...}). Fractions
+    (`cost_at_best_single_quality`, CPT) are in [0, 1]; None where a target is never
+    reached.
     """
 
     n_prompts: int

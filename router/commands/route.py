@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model_version. The bar is a target mean quality over traffic like the "
                     "training data; without --bar the artifact's default is used (the best "
                     "single model's mean quality on held-out prompts). --min-quality is a "
-                    "hard floor for this one request instead. Without --model the registry's current version is used.",
+                    "hard floor for this one request instead. Without --model the "
+                    "registry's current version is used.",
         examples=[
             "router route 'Prove that sqrt(2) is irrational.' --model models/demo --bar 0.8",
             "router route 'Summarise: the cat sat.' --model models/demo --utility-lambda 1000",

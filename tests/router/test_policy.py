@@ -50,11 +50,13 @@ def test_max_cost_removes_expensive_candidates():
 
 
 def test_max_cost_below_every_model_picks_the_cheapest():
-    assert decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.9, max_cost_usd=1e-6).model == "cheap"
+    assert decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.9,
+                  max_cost_usd=1e-6).model == "cheap"
 
 
 def test_allowed_models_restrict_the_choice_and_the_candidates():
-    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.5, allowed_models=["mid", "premium"])
+    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.5,
+                      allowed_models=["mid", "premium"])
     assert decision.model == "mid"
     assert [c.model for c in decision.candidates] == ["mid", "premium"]
 

@@ -11,6 +11,7 @@ see later.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 from pathlib import Path
@@ -160,10 +161,8 @@ def _run(args: argparse.Namespace) -> int:
           flush=True)
     sys.stdout.flush()
     # Ctrl-C is how the quickstart is meant to end: a quiet stop, not an error.
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _router("serve", "--registry", str(registry.root), "--fake-upstream",
                 "--port", str(args.port))
-    except KeyboardInterrupt:
-        pass
     print("stopped", flush=True)
     return 0
