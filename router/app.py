@@ -165,6 +165,7 @@ class Reloader:
         self.interval_s = interval_s
         self.current_key: str | None = None
         self.refused_key: str | None = None
+        self.pointer_error: str | None = None
 
     def _load(self) -> RoutingService:
         path = self.source.path()
@@ -199,9 +200,20 @@ class Reloader:
         """One poll: True when a new model was swapped in."""
         try:
             key = await asyncio.to_thread(self.source.key)
+        except ArtifactError as exc:
+            # A pointer the registry refuses (e.g. hand-edited to a path outside it):
+            # said and counted once, not at every poll, until it changes.
+            if exc.message != self.pointer_error:
+                self.pointer_error = exc.message
+                self.ctx.metrics.model_reloads.labels("error").inc()
+                log.error("refused the model pointer of %s, still serving %s: %s",
+                          self.source.describe(),
+                          self.ctx.service.version if self.ctx.service else "nothing", exc)
+            return False
         except Exception:
             log.exception("cannot read the model pointer at %s", self.source.describe())
             return False
+        self.pointer_error = None
         if key is None or key == self.current_key or key == self.refused_key:
             return False
         try:

@@ -18,6 +18,14 @@ Versions are immutable: `add` copies an artifact into a temporary folder inside
 version, and refuses an id that already exists. Writers (promote, rollback) take
 an exclusive `flock` on `.lock` so a retrain process and an operator running
 `router models rollback` at the same time cannot interleave their history.
+
+`promote` and `rollback` verify a version before `CURRENT` names it: every file's
+checksum, a real load and a check prediction, as a starting server does. Why: a
+running server refuses a corrupt version and keeps its old model, but a server
+started afterwards has no old model and exits, so a bad promote became an outage
+at the next restart or scale-up. `CURRENT` is confined to the registry: it must
+hold a plain version id whose folder (symlinks resolved) lies inside `versions/`;
+anything else (a hand-edited path, `..`) is refused, never loaded.
 """
 
 from __future__ import annotations
@@ -146,7 +154,9 @@ class Registry:
         """The folder of a registered version; `ArtifactError` naming the known ones if not."""
         self._check_id(version_id)
         folder = self.versions_dir / version_id
-        if not folder.is_dir():
+        if folder.is_dir():
+            self._check_inside(folder, f"version {version_id!r}")
+        else:
             known = [v.id for v in self.versions()]
             raise ArtifactError(
                 f"{self.root}: no version {version_id!r}",
@@ -157,18 +167,27 @@ class Registry:
 
     # -- reading -----------------------------------------------------------
     def current_version(self) -> str | None:
-        """The current version id, or None when nothing was promoted yet."""
-        try:
-            text = self.pointer_path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-        return text or None
+        """The current version id, or None when nothing was promoted yet.
+
+        Raises `ArtifactError` when `CURRENT` holds anything but a version id (a
+        path, `..`): the pointer may only name a folder of this registry.
+        """
+        text = self._pointer_text()
+        if text is not None and not _ID_RE.match(text):
+            raise ArtifactError(
+                f"{self.pointer_path}: holds {text[:200]!r}, which is not a version id; "
+                f"CURRENT may only name a folder under {self.versions_dir}",
+                hint="promote a registered version: `router models promote VERSION`",
+            )
+        return text
 
     def current(self) -> Path | None:
         """The current version's folder (None when nothing was promoted yet).
 
-        Raises `ArtifactError` when `CURRENT` names a folder that is gone, because
-        serving silently without a model would hide the broken registry.
+        Raises `ArtifactError` when `CURRENT` names a folder that is gone or that
+        lies outside the registry, because serving silently without a model
+        would hide the broken registry, and serving from elsewhere would load
+        whatever a hand edit pointed at.
         """
         version_id = self.current_version()
         if version_id is None:
@@ -180,13 +199,38 @@ class Registry:
                 f"{folder} does not exist",
                 hint="promote an existing version: `router models promote VERSION`",
             )
+        self._check_inside(folder, f"{self.pointer_path}: version {version_id!r}")
+        return folder
+
+    def verify(self, version_id: str) -> Path:
+        """Check that `version_id` would serve; return its folder.
+
+        What a starting server does, without serving: every file's sha256 against
+        `meta.json`, a real `QualityModel.load` and a check prediction. Raises
+        `ArtifactError` naming the version and what is wrong.
+        """
+        folder = self.path_of(version_id)
+        from router.predictor import QualityModel  # heavy (lightgbm): only when verifying
+        from router.service import RoutingService
+
+        try:
+            model = QualityModel.load(folder)
+            RoutingService.build(model, model.catalog_, path=folder).validate()
+        except Exception as exc:  # noqa: BLE001 - any failure means "would not serve"
+            why = exc.message if isinstance(exc, ArtifactError) else \
+                f"{type(exc).__name__}: {exc}"
+            raise ArtifactError(
+                f"version {version_id!r} cannot be served: {why}",
+                hint="retrain it (`router retrain`) or promote another version; "
+                     "CURRENT was not changed",
+            ) from exc
         return folder
 
     def versions(self) -> list[VersionInfo]:
         """Every registered version, oldest first (by creation time, then id)."""
         if not self.versions_dir.is_dir():
             return []
-        current = self.current_version()
+        current = self._pointer_text()  # a broken pointer must not hide the versions
         infos = []
         for folder in self.versions_dir.iterdir():
             if not folder.is_dir() or folder.name.startswith(".") or not _ID_RE.match(folder.name):
@@ -216,7 +260,7 @@ class Registry:
         return {
             "version_id": version_id,
             "path": str(folder),
-            "is_current": version_id == self.current_version(),
+            "is_current": version_id == self._pointer_text(),
             "created": meta.get("created"),
             "metrics": _metrics_of(meta),
             "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
@@ -291,23 +335,34 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
         return version_id
 
-    def promote(self, version_id: str, *, reason: str = "") -> None:
-        """Make `version_id` current (atomically) and record it in the history."""
-        self.path_of(version_id)
+    def promote(self, version_id: str, *, reason: str = "", verify: bool = True) -> str | None:
+        """Make `version_id` current (atomically), record it in the history and
+        return what `CURRENT` held before (None when nothing was promoted yet).
+
+        `verify` (the default) first checks the version the way a starting server
+        loads it (see `verify`) and refuses a corrupt one, leaving `CURRENT` as it
+        was; pass False only for a version verified moments ago.
+        """
+        if verify:
+            self.verify(version_id)
+        else:
+            self.path_of(version_id)
         with self._locked():
-            previous = self.current_version()
+            previous = self._pointer_text()
             _atomic_write(self.pointer_path, version_id + "\n")
             self._append({"ts": _now(), "action": "promote", "version": version_id,
                           "previous": previous, "reason": reason})
+        return previous
 
-    def rollback(self, *, reason: str = "") -> str:
+    def rollback(self, *, reason: str = "", verify: bool = True) -> str:
         """Go back to the version that was current before the current one; return its id.
 
         Promotions form a stack: promote pushes, rollback pops, so two rollbacks go
-        back two promotions. Versions whose folders were deleted are skipped.
+        back two promotions. Versions whose folders were deleted are skipped. The
+        target is verified like a promotion (`verify`): a corrupt one is refused.
         """
         with self._locked():
-            current = self.current_version()
+            current = self._pointer_text()
             stack = self._stack()
             while current is not None and stack and stack[-1] == current:
                 stack.pop()
@@ -320,12 +375,32 @@ class Registry:
                     hint="promote a specific version: `router models promote VERSION`",
                 )
             target = stack[-1]
+            if verify:
+                self.verify(target)
             _atomic_write(self.pointer_path, target + "\n")
             self._append({"ts": _now(), "action": "rollback", "version": target,
                           "previous": current, "reason": reason})
         return target
 
     # -- internals ---------------------------------------------------------
+    def _pointer_text(self) -> str | None:
+        """`CURRENT` as written, unchecked (what promote and rollback replace)."""
+        try:
+            text = self.pointer_path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def _check_inside(self, folder: Path, what: str) -> None:
+        """Refuse a version folder that resolves outside `versions/` (a symlink)."""
+        inside = self.versions_dir.resolve()
+        if not folder.resolve().is_relative_to(inside):
+            raise ArtifactError(
+                f"{what} resolves to {folder.resolve()}, outside the registry's {inside}",
+                hint="versions must be folders inside the registry; register the model "
+                     "with `router retrain` or Registry.add instead of linking it",
+            )
+
     def _stack(self) -> list[str]:
         stack: list[str] = []
         for event in self.history():

@@ -6,6 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from router.errors import ArtifactError
 from router.registry import Registry
 from tests.router import app_fixtures
 
@@ -46,7 +49,12 @@ def test_promote_is_picked_up_and_corrupt_versions_are_refused(
 
     registry.add(tiny_artifact, version_id="v3")
     (registry.path_of("v3") / "quality.lgb").write_text("not a booster")
-    registry.promote("v3")
+    with pytest.raises(ArtifactError, match="sha256 differs"):
+        registry.promote("v3")  # verified first: refused, CURRENT stays v2
+    # A replica started now (a restart, a scale-up) serves v2 instead of exiting.
+    assert served_version(router_factory(registry_dir=registry.root)) == "v2"
+    # A version that rots after its promotion is still refused by running servers.
+    registry.promote("v3", verify=False)
     assert wait_for(lambda: 'router_model_reloads_total{result="error"} 1.0'
                     in server.client.get("/metrics").text)
     time.sleep(0.2)  # several more polls: the refused version is not retried or recounted
@@ -106,3 +114,20 @@ def test_the_served_model_is_out_of_the_collectors_reach(
         assert not collectable(server.ctx.service.model.features_)  # the new one too
     finally:
         gc.unfreeze()
+
+
+def test_a_running_server_refuses_a_current_edited_to_point_outside(
+        router_factory: Any, tiny_artifact: Path, tmp_path: Path) -> None:
+    import shutil
+
+    registry = Registry(tmp_path / "models")
+    registry.add(tiny_artifact, version_id="v1")
+    registry.promote("v1")
+    server = router_factory(registry_dir=registry.root)
+    shutil.copytree(tiny_artifact, tmp_path / "elsewhere")
+    (registry.root / "CURRENT").write_text("../../elsewhere\n")
+    assert wait_for(lambda: 'router_model_reloads_total{result="error"} 1.0'
+                    in server.client.get("/metrics").text)
+    time.sleep(0.2)  # more polls: said and counted once
+    assert 'router_model_reloads_total{result="error"} 1.0' in server.client.get("/metrics").text
+    assert served_version(server) == "v1"

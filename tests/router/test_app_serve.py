@@ -51,6 +51,21 @@ def test_nothing_to_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert "hint: train one" in err
 
 
+def test_a_current_pointing_outside_the_registry_is_refused_not_loaded(
+        tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    registry = tmp_path / "models"
+    (registry / "versions").mkdir(parents=True)
+    shutil.copytree(tiny_artifact, tmp_path / "elsewhere")  # a loadable model, not registered
+    (registry / "CURRENT").write_text("../../elsewhere\n")
+    assert main(["serve", "--registry", str(registry), "--port", "0",
+                 "--log-url", str(tmp_path / "log.db")]) == 1
+    err = capsys.readouterr().err
+    assert "holds '../../elsewhere', which is not a version id" in err
+    assert "Traceback" not in err
+
+
 def test_corrupt_model_stops_start_up(tiny_artifact: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     import shutil

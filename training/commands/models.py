@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "errors and effective sample size) instead of the JSON")
     p.set_defaults(handler=_show)
 
-    p = actions.add_parser("promote", help="make a version current (servers hot-reload it)")
+    p = actions.add_parser("promote", help="verify a version (checksums, load, a check "
+                           "prediction), then make it current (servers hot-reload it)")
     common(p)
     p.add_argument("version", help="version id")
     p.add_argument("--reason", default="manual promote", help="recorded in the history")
@@ -127,10 +128,11 @@ def compact_json(value: object, indent: int = 0) -> str:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    registry = Registry(args.registry)
-    previous = registry.current_version()
-    registry.promote(args.version, reason=args.reason)
-    print(f"promoted {args.version} (was {previous or 'none'})")
+    # Verified first (checksums, a load, a check prediction): a corrupt version is
+    # refused with the reason and CURRENT stays, so no server started later fails.
+    previous = Registry(args.registry).promote(args.version, reason=args.reason)
+    print(f"promoted {args.version} (was {previous or 'none'}; verified: checksums, "
+          "load and a check prediction)")
     return 0
 
 
