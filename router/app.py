@@ -376,6 +376,7 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                                          list(catalog.names))
                 await shared.start()
                 stack.push_async_callback(shared.close)
+                ctx.cooldown_sync = shared
             if ctx.store is None:
                 from router.outcome_log import open_outcome_log
 

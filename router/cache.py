@@ -29,12 +29,16 @@ Backends
 --------
 - `MemoryCache(max_entries, ttl_s)`: in-process LRU with TTL (clock injectable).
   The default; each replica has its own.
-- `RedisCache(url, ttl_s, prefix)`: shared by replicas (`redis.asyncio`). `start()`
-  pings and raises `ConfigError` naming the URL (password hidden) when Redis is
-  unreachable, so a bad URL stops start-up. At request time a Redis failure never
-  fails the request: it is logged (at most once every 10 s), counted in `errors`
-  and treated as a miss (or a skipped store). Short socket timeouts (0.25 s) and
-  no retries bound the extra latency Redis can add when it is down.
+- `RedisCache(url, ttl_s, prefix)`: shared by replicas (`redis.asyncio`). The cache
+  is optional, so Redis being down never stops a replica: `start()` raises
+  `ConfigError` only for a malformed URL; when Redis does not answer its ping it
+  logs a warning and the replica starts without the cache, reported by
+  `health()` (the app's `/readyz` `degraded` and `router_dependency_up{dependency=
+  "cache"}`), and uses it as soon as Redis answers again. At request time a
+  Redis failure never fails the request: it is logged (at most once every 10 s),
+  counted in `errors` and treated as a miss (or a skipped store). Short socket
+  timeouts (0.25 s) and no retries bound the extra latency Redis can add when it
+  is down.
 
 `open_cache(url_or_none)`: None, "" or "memory" -> `MemoryCache`; `redis://`,
 `rediss://`, `unix://` -> `RedisCache`; anything else is a `ConfigError`.
@@ -276,13 +280,29 @@ class RedisCache(CacheBackend):
         self.socket_timeout_s = socket_timeout_s
         self._client: Any = None
         self._warnings = Throttle()
+        #: Wall-clock time of the first failure of the current outage; None while Redis answers.
+        self.failing_since: float | None = None
 
     async def start(self) -> None:
-        from router.redis_connect import connect_redis
+        from router.redis_connect import redis_client
 
-        self._client = await connect_redis(self.url, what="the Redis cache",
-                                           setting="ROUTER_CACHE_URL",
-                                           socket_timeout_s=self.socket_timeout_s)
+        self._client = redis_client(self.url, setting="ROUTER_CACHE_URL",
+                                    socket_timeout_s=self.socket_timeout_s)
+        try:
+            await self._client.ping()
+        except Exception as exc:  # noqa: BLE001 - optional: start without it
+            self.failing_since = time.time()
+            logger.warning("the Redis cache at %s does not answer (%s): serving without the "
+                           "cache until it is back (check ROUTER_CACHE_URL and that Redis "
+                           "is running)", redact_url(self.url), str(exc) or type(exc).__name__)
+
+    def health(self) -> tuple[bool, str | None]:
+        """(True, None) while Redis answers; else (False, what that costs)."""
+        since = self.failing_since
+        if since is None:
+            return True, None
+        return False, (f"Redis unreachable for {time.time() - since:.0f} s: requests skip "
+                       "the cache")
 
     async def close(self) -> None:
         if self._client is not None:
@@ -292,6 +312,8 @@ class RedisCache(CacheBackend):
 
     def _failed(self, action: str, exc: BaseException) -> None:
         self.errors += 1
+        if self.failing_since is None:
+            self.failing_since = time.time()
         if self._warnings.ready():
             logger.warning("Redis cache %s failed at %s (%s); treated as a miss "
                            "(%d cache errors so far)", action, redact_url(self.url),
@@ -310,6 +332,7 @@ class RedisCache(CacheBackend):
         except Exception as exc:  # noqa: BLE001 - the request must not fail on the cache
             self._failed("get", exc)
             return None
+        self.failing_since = None
         if data is None:
             return None
         try:
@@ -324,14 +347,18 @@ class RedisCache(CacheBackend):
             await client.set(self.prefix + key, value.to_bytes(), px=int(self.ttl_s * 1000))
         except Exception as exc:  # noqa: BLE001
             self._failed("set", exc)
+            return
+        self.failing_since = None
 
     async def index_get(self, names: Sequence[str]) -> list[bytes | None]:
         client = self._require_client()
         try:
-            return list(await client.mget([f"{self.prefix}sem:{n}" for n in names]))
+            found = list(await client.mget([f"{self.prefix}sem:{n}" for n in names]))
         except Exception as exc:  # noqa: BLE001
             self._failed("semantic lookup", exc)
             return [None] * len(names)
+        self.failing_since = None
+        return found
 
     async def index_set(self, entries: Mapping[str, bytes]) -> None:
         client = self._require_client()
@@ -343,6 +370,8 @@ class RedisCache(CacheBackend):
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001
             self._failed("semantic store", exc)
+            return
+        self.failing_since = None
 
 
 def open_cache(url_or_none: str | None, *, ttl_s: float = 3600.0, max_entries: int = 10_000,

@@ -10,7 +10,11 @@ open, with the same TTL; every replica reads all models' keys once per
 
 Never on the request path: publishing is a fire-and-forget task and reading is
 a background poll, so a slow or dead Redis delays the sharing, never a request.
-Failures are logged (at most every 10 s) and counted in `errors`. Closing is not
+Failures are logged (at most every 10 s) and counted in `errors`. Sharing is
+optional, so Redis being down at start-up does not stop a replica: it starts
+with a warning, `health()` reports it (the app's `/readyz` `degraded`,
+`router_dependency_up{dependency="cooldown_sync"}`), and the poll picks the
+sharing up again once Redis answers. Closing is not
 shared: each replica's own half-open trial decides when it uses the model again,
 and a shared opening expires with its key.
 """
@@ -35,8 +39,9 @@ log = logging.getLogger(__name__)
 class SharedCooldowns:
     """Publishes this replica's breaker openings and adopts the other replicas'.
 
-    `await start()` connects (a `ConfigError` names an unreachable URL), hooks
-    `cooldowns.on_open` and starts the poll; `await close()` stops both.
+    `await start()` builds the client (a `ConfigError` names a malformed URL;
+    an unreachable Redis is a warning), hooks `cooldowns.on_open` and starts the
+    poll; `await close()` stops both.
     `clock` is wall-clock time (`time.time`): openings cross machines.
     """
 
@@ -56,15 +61,30 @@ class SharedCooldowns:
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._warnings = Throttle()
+        #: Wall-clock time of the first failure of the current outage; None while Redis answers.
+        self.failing_since: float | None = None
 
     async def start(self) -> None:
-        from router.redis_connect import connect_redis
+        from router.outcome_log import redact_url
+        from router.redis_connect import redis_client
 
-        self._client = await connect_redis(self.url, what="the breaker-sharing Redis",
-                                           setting="ROUTER_COOLDOWN_SYNC_URL")
+        self._client = redis_client(self.url, setting="ROUTER_COOLDOWN_SYNC_URL")
         self.cooldowns.on_open = self._publish
         await self.poll_once()
+        if self.failing_since is not None:
+            log.warning("the breaker-sharing Redis at %s does not answer: each replica "
+                        "learns failing providers on its own until it is back (check "
+                        "ROUTER_COOLDOWN_SYNC_URL and that Redis is running)",
+                        redact_url(self.url))
         self._task = asyncio.create_task(self._poll(), name="cooldown-sync")
+
+    def health(self) -> tuple[bool, str | None]:
+        """(True, None) while Redis answers; else (False, what that costs)."""
+        since = self.failing_since
+        if since is None:
+            return True, None
+        return False, (f"Redis unreachable for {time.time() - since:.0f} s: replicas learn "
+                       "failing providers on their own")
 
     async def close(self) -> None:
         if self.cooldowns.on_open == self._publish:
@@ -92,6 +112,8 @@ class SharedCooldowns:
             self.published += 1
         except Exception as exc:  # noqa: BLE001 - sharing is best effort
             self._failed("publishing an open breaker", exc)
+            return
+        self.failing_since = None
 
     async def poll_once(self) -> None:
         """Adopt every opening other replicas published (one round trip)."""
@@ -102,6 +124,7 @@ class SharedCooldowns:
         except Exception as exc:  # noqa: BLE001
             self._failed("reading shared breakers", exc)
             return
+        self.failing_since = None
         now = self.clock()
         for model, value in zip(self.models, values, strict=True):
             if value is None:
@@ -122,6 +145,8 @@ class SharedCooldowns:
 
     def _failed(self, action: str, exc: BaseException) -> None:
         self.errors += 1
+        if self.failing_since is None:
+            self.failing_since = time.time()
         if self._warnings.ready():
             log.warning("breaker sharing: %s failed (%s); replicas learn on their own "
                         "meanwhile", action, str(exc) or type(exc).__name__)

@@ -65,6 +65,7 @@ class AppContext:
     store: Any = None
     cache: Any = None
     semantic: Any = None
+    cooldown_sync: Any = None
     rng: random.Random = field(default_factory=random.Random)
     cache_namespace: str = ""
     log_started: bool = False

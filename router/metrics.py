@@ -67,6 +67,10 @@ class Metrics:
                                 ["version"], registry=r)
         self.log_dropped = Counter("router_log_dropped", "Outcome-log rows lost (queue full, "
                                    "rejected, unwritten at close)", registry=r)
+        self.dependency_up = Gauge("router_dependency_up", "1 while an optional dependency "
+                                   "works, 0 while the router serves without it (outcome_log: "
+                                   "rows queue or drop; cache: skipped)", ["dependency"],
+                                   registry=r)
         self._log_dropped_seen = 0
 
     def set_model_version(self, version: str) -> None:

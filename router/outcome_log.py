@@ -86,13 +86,14 @@ from router.outcome_records import (
     _request_row,  # noqa: F401 - not public; bench/outcome_log.py imports it from here
     redact_url,
 )
-from router.outcome_writer import OutcomeLog
+from router.outcome_writer import OutcomeLog, OutcomeLogUnavailable
 
 __all__ = [
     "SCHEMA_VERSION",
     "RequestRecord",
     "FeedbackRecord",
     "OutcomeLog",
+    "OutcomeLogUnavailable",
     "SQLiteOutcomeLog",
     "PostgresOutcomeLog",
     "open_outcome_log",

@@ -7,9 +7,10 @@ it. Re-exported by `router.outcome_log`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from router.errors import ConfigError
 from router.outcome_records import (
@@ -21,9 +22,14 @@ from router.outcome_records import (
     _check_version,
     redact_url,
 )
-from router.outcome_writer import OutcomeLog
+from router.outcome_writer import OutcomeLog, OutcomeLogUnavailable
+from router.throttle import Throttle
 
 __all__ = ["PostgresOutcomeLog"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _PG_TYPES = {
     "request_id": "TEXT PRIMARY KEY", "ts": "DOUBLE PRECISION NOT NULL",
@@ -50,6 +56,12 @@ class PostgresOutcomeLog(OutcomeLog):
     connection owned by the writer thread (`executemany`, which psycopg pipelines:
     one round trip per batch, not per row); reads use short-lived connections from
     a small pool in worker threads.
+
+    Reads survive a server restart: a pooled connection the server dropped fails
+    its next query, so the pool is emptied (its other connections died too) and
+    the query runs once more on a fresh connection. While the server is down a
+    read raises `OutcomeLogUnavailable`, whose message names no host, port, user
+    or database (it reaches clients); the details are logged here.
     """
 
     _placeholder = "%s"
@@ -67,6 +79,7 @@ class PostgresOutcomeLog(OutcomeLog):
         self._version_table = f"{prefix}schema_version"
         self._conn: Any = None
         self._readers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._read_warnings = Throttle()
         cols = ", ".join(_REQUEST_COLUMNS)
         values = ", ".join("%s::jsonb" if c in _JSON_COLUMNS else "%s" for c in _REQUEST_COLUMNS)
         self._insert_request = (f"INSERT INTO {self._requests_table} ({cols}) VALUES ({values}) "
@@ -147,37 +160,76 @@ class PostgresOutcomeLog(OutcomeLog):
         return isinstance(exc, psycopg.OperationalError | ConfigError) or (
             self._conn is not None and (self._conn.closed or self._conn.broken))
 
-    @contextlib.contextmanager
-    def _reader(self) -> Iterator[Any]:
+    def _with_reader(self, work: Callable[[Any], T], *, offline: bool = False) -> T:
+        """`work(conn)` on a pooled (or new) reader connection; see the class docstring.
+
+        `offline` (exports, reports): an unreachable server is a `ConfigError`
+        naming the URL (password hidden), for the operator running the command.
+        """
+        import psycopg
         from psycopg.rows import dict_row
 
-        try:
-            conn = self._readers.get_nowait()
-        except queue.Empty:
-            conn = self._connect()
-        ok = False
-        try:
-            conn.row_factory = dict_row
-            yield conn
-            ok = True
-        finally:
-            if ok and not conn.closed and not conn.broken and self._readers.qsize() < 4:
+        for attempt in (1, 2):
+            try:
+                conn, pooled = self._readers.get_nowait(), True
+            except queue.Empty:
+                try:
+                    conn, pooled = self._connect(), False
+                except ConfigError as exc:
+                    if offline:
+                        raise
+                    raise self._unavailable(exc) from None
+            try:
+                conn.row_factory = dict_row
+                result = work(conn)
+            except psycopg.OperationalError as exc:
+                conn.close()
+                if pooled and attempt == 1:
+                    self._drain_readers()  # the server restarted: every pooled one is dead
+                    continue
+                if offline:
+                    raise ConfigError(f"cannot read the outcome log at {self.describe()}: "
+                                      f"{str(exc).strip() or type(exc).__name__}",
+                                      hint="check that PostgreSQL is running") from exc
+                raise self._unavailable(exc) from None
+            except BaseException:
+                conn.close()
+                raise
+            if not conn.closed and not conn.broken and self._readers.qsize() < 4:
                 conn.rollback()
                 self._readers.put(conn)
             else:
                 conn.close()
+            return result
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _unavailable(self, exc: BaseException) -> OutcomeLogUnavailable:
+        if self._read_warnings.ready():
+            logger.warning("outcome log %s cannot be read: %s", self.describe(),
+                           str(exc).strip() or type(exc).__name__)
+        return OutcomeLogUnavailable("the outcome log's database is unavailable",
+                                     hint="retry in a few seconds")
+
+    def _drain_readers(self) -> None:
+        while True:
+            try:
+                conn = self._readers.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _request_exists(self, request_id: str) -> bool:
-        with self._reader() as conn:
-            return conn.execute(f"SELECT 1 FROM {self._requests_table} WHERE request_id = %s",
-                                (request_id,)).fetchone() is not None
+        return self._with_reader(lambda conn: conn.execute(
+            f"SELECT 1 FROM {self._requests_table} WHERE request_id = %s",
+            (request_id,)).fetchone() is not None)
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         import psycopg
 
         try:
-            with self._reader() as conn:
-                rows = conn.execute(sql, params).fetchall()
+            rows = self._with_reader(lambda conn: conn.execute(sql, params).fetchall(),
+                                     offline=True)
         except psycopg.errors.UndefinedTable as exc:
             raise ConfigError(f"no outcome log tables at {self.describe()}",
                               hint="start the router once against this database to "
@@ -193,8 +245,4 @@ class PostgresOutcomeLog(OutcomeLog):
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
-        while True:
-            try:
-                self._readers.get_nowait().close()
-            except queue.Empty:
-                break
+        self._drain_readers()

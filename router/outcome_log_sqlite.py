@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,9 +22,11 @@ from router.outcome_records import (
     SCHEMA_VERSION,
     _check_version,
 )
-from router.outcome_writer import OutcomeLog
+from router.outcome_writer import OutcomeLog, OutcomeLogUnavailable
 
 __all__ = ["SQLiteOutcomeLog"]
+
+logger = logging.getLogger(__name__)
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -150,9 +153,14 @@ class SQLiteOutcomeLog(OutcomeLog):
             conn.close()
 
     def _request_exists(self, request_id: str) -> bool:
-        with self._reader() as conn:
-            return conn.execute("SELECT 1 FROM requests WHERE request_id = ?",
-                                (request_id,)).fetchone() is not None
+        try:
+            with self._reader() as conn:
+                return conn.execute("SELECT 1 FROM requests WHERE request_id = ?",
+                                    (request_id,)).fetchone() is not None
+        except (sqlite3.OperationalError, ConfigError) as exc:  # locked past the timeout, gone
+            logger.warning("outcome log %s cannot be read: %s", self.path, exc)
+            raise OutcomeLogUnavailable("the outcome log's database is unavailable",
+                                        hint="retry in a few seconds") from None
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         with self._reader() as conn:

@@ -168,6 +168,12 @@ def _feedback_row(fb: FeedbackRecord) -> tuple[Any, ...]:
     if not (0.0 <= q <= 1.0) or math.isnan(q):
         raise DataError(f"feedback quality {fb.quality!r} for request {fb.request_id!r} "
                         "is outside [0, 1]", hint="send a score in [0, 1] or a thumb up/down")
+    for name, value in (("request_id", fb.request_id), ("comment", fb.comment)):
+        if value is not None and "\x00" in value:
+            # PostgreSQL refuses NUL in text: the row would be dropped at write time,
+            # after the caller was told it was accepted. Refused here, on both backends.
+            raise DataError(f"feedback {name} contains a NUL character (\\u0000), which "
+                            "the outcome log cannot store", hint=f"remove it from {name}")
     if fb.source not in FEEDBACK_SOURCES:
         raise DataError(f"feedback source {fb.source!r} is not one of {sorted(FEEDBACK_SOURCES)}",
                         hint="use 'score' or 'thumbs'")

@@ -36,9 +36,15 @@ from router.outcome_records import (
 )
 from router.throttle import Throttle
 
-__all__ = ["OutcomeLog"]
+__all__ = ["OutcomeLog", "OutcomeLogUnavailable"]
 
 logger = logging.getLogger(__name__)
+
+
+class OutcomeLogUnavailable(RouterError):
+    """The log's database cannot answer now (down, restarting, locked, or the log is
+    closing). The message names no connection details: it may reach a client (the
+    app answers 503); the backend logs the details server-side."""
 
 
 class OutcomeLog(abc.ABC):
@@ -47,11 +53,18 @@ class OutcomeLog(abc.ABC):
     Counters for metrics (read them any time, from any thread): `written`
     (request rows committed), `feedback_written`, `batches` (transactions
     committed), `dropped` (rows lost: full queue, rejected by the database, or
-    unwritten at close), `write_errors` (failed write attempts), `queue_size`.
+    unwritten at close), `write_errors` (failed write attempts), `queue_size`,
+    `failing_since` (wall-clock time of the first failed write of the current
+    run of failures, None while writes succeed); `health()` sums them up.
+
+    `close_timeout_s` bounds the wait at close for a database that is slow but
+    answering; `close_unreachable_timeout_s` (default 5 s) the wait for one whose
+    writes are failing, so a stop while the database is down does not hang.
     """
 
     def __init__(self, *, batch_size: int = 256, flush_interval_s: float = 0.2,
-                 max_queue: int = 100_000, close_timeout_s: float = 30.0) -> None:
+                 max_queue: int = 100_000, close_timeout_s: float = 30.0,
+                 close_unreachable_timeout_s: float = 5.0) -> None:
         if batch_size < 1 or flush_interval_s <= 0 or max_queue < 1:
             raise ConfigError(
                 f"outcome log batch_size={batch_size}, flush_interval_s={flush_interval_s}, "
@@ -61,6 +74,8 @@ class OutcomeLog(abc.ABC):
         self.flush_interval_s = flush_interval_s
         self.max_queue = max_queue
         self.close_timeout_s = close_timeout_s
+        self.close_unreachable_timeout_s = min(close_unreachable_timeout_s, close_timeout_s)
+        self.failing_since: float | None = None
         self.written = 0
         self.feedback_written = 0
         self.batches = 0
@@ -76,6 +91,7 @@ class OutcomeLog(abc.ABC):
         self._closing = False
         self._closed = False
         self._abandon = False
+        self._abandoned: list[tuple[str, tuple[Any, ...]]] = []  # batches given up at close
         self._drop_warnings = Throttle()
 
     # -- public API -----------------------------------------------------------------
@@ -84,6 +100,23 @@ class OutcomeLog(abc.ABC):
     def queue_size(self) -> int:
         """Rows waiting to be written (not counting the batch in flight)."""
         return len(self._queue)
+
+    def health(self) -> tuple[bool, str | None]:
+        """(True, None) while rows are being written; else (False, what is wrong).
+
+        For readiness bodies and metrics: no connection details, which the
+        writer logs itself.
+        """
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return False, "the writer is not running: new rows are not written"
+        queued = len(self._queue)
+        if self.failing_since is not None:
+            return False, (f"writes failing for {time.time() - self.failing_since:.0f} s; "
+                           f"{queued} rows queued, written once the database is back")
+        if queued >= self.max_queue:
+            return False, f"queue full ({queued} rows): new rows are dropped"
+        return True, None
 
     async def start(self) -> None:
         """Check the database (schema created if absent) and start the writer thread.
@@ -117,7 +150,9 @@ class OutcomeLog(abc.ABC):
         """Queue feedback for a known request; False when `fb.request_id` is unknown.
 
         A request still waiting in the queue counts as known. Raises `DataError`
-        for a quality outside [0, 1] or an unknown source.
+        for a quality outside [0, 1], an unknown source or a NUL character, and
+        `OutcomeLogUnavailable` when the database cannot be asked (down,
+        restarting) or the log is closing.
         """
         row = _feedback_row(fb)
         with self._cond:
@@ -128,8 +163,10 @@ class OutcomeLog(abc.ABC):
             return False
         with self._cond:
             if self._closing:
-                raise RouterError("the outcome log is closed; feedback was not recorded",
-                                  hint="send feedback before the router shuts down")
+                raise OutcomeLogUnavailable("the outcome log is closed; feedback was not "
+                                            "recorded",
+                                            hint="the router is shutting down; send it to "
+                                                 "another replica")
             self._append("f", row, None)
         return True
 
@@ -153,8 +190,11 @@ class OutcomeLog(abc.ABC):
     async def close(self) -> None:
         """Write everything queued, stop the writer, release connections.
 
-        Waits up to `close_timeout_s` for an unreachable database; what is still
-        unwritten then is counted in `dropped` and logged as an error.
+        Waits up to `close_timeout_s` while the database takes writes, but only
+        `close_unreachable_timeout_s` while its writes are failing (down): a stop
+        then costs seconds, not half a minute. What is still unwritten is
+        counted in `dropped` and logged as one error saying how many requests
+        and feedback rows were lost, from when, and why.
         """
         with self._cond:
             if self._closed:
@@ -163,20 +203,37 @@ class OutcomeLog(abc.ABC):
             self._cond.notify_all()
         thread = self._thread
         if thread is not None:
-            await asyncio.to_thread(thread.join, self.close_timeout_s)
+            started = time.monotonic()
+            while thread.is_alive():
+                waited = time.monotonic() - started
+                limit = (self.close_unreachable_timeout_s if self.failing_since is not None
+                         else self.close_timeout_s)
+                if waited >= limit:
+                    break
+                await asyncio.to_thread(thread.join, min(0.1, limit - waited))
             if thread.is_alive():
                 with self._cond:
                     self._abandon = True
                     self._cond.notify_all()
                 await asyncio.to_thread(thread.join, 10.0)
         with self._cond:
-            if self._queue:
-                # Never started, or abandoned: these rows will not be written.
-                lost = len(self._queue)
-                self.dropped += lost
-                self._queue.clear()
-                logger.error("outcome log closed with %d rows unwritten (%s)", lost,
-                             self.describe())
+            left = list(self._queue)
+            self._queue.clear()
+            self.dropped += len(left)
+            # Never started, or abandoned: these rows (and the batch given up) are lost.
+            lost_rows = self._abandoned + left
+            kinds = Counter(kind for kind, _ in lost_rows)
+            lost = len(lost_rows)
+            if lost:
+                times = sorted(float(row[1]) for _, row in lost_rows)
+                when = (f", logged between {time.strftime('%H:%M:%S', time.localtime(times[0]))}"
+                        f" and {time.strftime('%H:%M:%S', time.localtime(times[-1]))}"
+                        if times else "")
+                why = (f"database unreachable for {time.time() - self.failing_since:.0f} s"
+                       if self.failing_since is not None else "writer not running")
+                logger.error("outcome log %s closed with %d rows unwritten and lost (%d "
+                             "requests, %d feedback%s): %s", self.describe(), lost,
+                             kinds["r"], kinds["f"], when, why)
             self._closed = True
         await asyncio.to_thread(self._close_connections)
 
@@ -291,8 +348,8 @@ class OutcomeLog(abc.ABC):
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._closing)
-                if not self._queue:
-                    return  # closing and drained
+                if not self._queue or self._abandon:
+                    return  # closing and drained, or given up: close() counts the rest
                 deadline = time.monotonic() + self.flush_interval_s
                 while (len(self._queue) < self.batch_size and not self._closing
                        and self._flush_target <= self._done_seq):
@@ -328,6 +385,7 @@ class OutcomeLog(abc.ABC):
         while True:
             try:
                 self._write(requests, feedback)
+                self.failing_since = None
                 return True, (0, 0)
             except Exception as exc:  # noqa: BLE001 - classified below, never swallowed silently
                 self.write_errors += 1
@@ -335,10 +393,14 @@ class OutcomeLog(abc.ABC):
                     logger.error("outcome log %s rejected a batch (%s); writing it row by row",
                                  self.describe(), exc)
                     return self._write_rows_individually(requests, feedback)
+                if self.failing_since is None:
+                    self.failing_since = time.time()
                 with self._cond:
                     if self._abandon:
-                        logger.error("outcome log %s: giving up on %d rows at close: %s",
-                                     self.describe(), len(requests) + len(feedback), exc)
+                        self._abandoned += [("r", row) for row in requests]
+                        self._abandoned += [("f", row) for row in feedback]
+                        logger.info("outcome log %s: giving up on %d rows at close: %s",
+                                    self.describe(), len(requests) + len(feedback), exc)
                         return False, (len(requests), len(feedback))
                 logger.warning("outcome log %s: write failed (%s); retrying in %.1fs",
                                self.describe(), exc, delay)
@@ -356,6 +418,7 @@ class OutcomeLog(abc.ABC):
             for row in rows:
                 try:
                     self._write([row] if i == 0 else [], [row] if i == 1 else [])
+                    self.failing_since = None
                 except Exception as exc:  # noqa: BLE001
                     lost[i] += 1
                     logger.error("outcome log %s: dropped %s row for request %r: %s",

@@ -1,4 +1,10 @@
-"""`POST /v1/feedback`: a quality score or a thumb for an earlier request."""
+"""`POST /v1/feedback`: a quality score or a thumb for an earlier request.
+
+Nothing accepted is lost silently: a value the log could not store (a NUL
+character, which PostgreSQL refuses) is a 400 naming the field, and while the
+log's database cannot be asked whether the request exists the answer is a 503
+to retry, naming no connection details (the log writes those server-side).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from router.api.schemas import FeedbackRequest
 from router.deps import ApiError, ClientKey, Ctx
-from router.outcome_log import FeedbackRecord
+from router.outcome_log import FeedbackRecord, OutcomeLogUnavailable
 
 __all__ = ["router"]
 
@@ -17,8 +23,13 @@ router = APIRouter(tags=["feedback"])
 @router.post("/v1/feedback", status_code=202)
 async def feedback(body: FeedbackRequest, request: Request, ctx: Ctx,
                    client: ClientKey) -> JSONResponse:
-    """202 when stored; 404 for an id the log has never seen; 400 for a bad score."""
+    """202 when queued for writing; 404 for an id the log has never seen; 400 for a bad
+    score or a NUL character; 503 while the log's database is unavailable."""
     request.state.endpoint = "feedback"
+    for name in ("request_id", "comment"):
+        if "\x00" in (getattr(body, name) or ""):
+            raise ApiError(400, f"{name} contains a NUL character (\\u0000), which cannot "
+                           "be stored; remove it", param=name, code="invalid_feedback")
     if (body.quality is None) == (body.thumbs is None):
         raise ApiError(400, "send exactly one of `quality` (a number in [0, 1]) and "
                        "`thumbs` (\"up\" or \"down\")", param="quality",
@@ -32,7 +43,12 @@ async def feedback(body: FeedbackRequest, request: Request, ctx: Ctx,
     else:
         record = FeedbackRecord(body.request_id, 1.0 if body.thumbs == "up" else 0.0,
                                 source="thumbs", comment=body.comment)
-    if not await ctx.store.add_feedback(record):
+    try:
+        known = await ctx.store.add_feedback(record)
+    except OutcomeLogUnavailable as exc:
+        raise ApiError(503, f"feedback was not recorded: {exc}", type="service_unavailable",
+                       code="log_unavailable", headers={"retry-after": "5"}) from None
+    if not known:
         raise ApiError(404, f"unknown request_id {body.request_id!r}: no request with this id "
                        "was routed here", param="request_id", code="request_not_found")
     ctx.metrics.requests.labels("feedback", "none", "202").inc()

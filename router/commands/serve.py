@@ -84,35 +84,31 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 
 def preflight(settings: Any) -> None:
-    """Open and close the outcome log, the cache and the breaker-sharing Redis once
-    before serving.
+    """Open and close the outcome log once before serving, and check the Redis URLs.
 
-    An unreachable PostgreSQL or Redis URL then stops `router serve` with the
-    store's one-line `ConfigError` and its hint, instead of a uvicorn lifespan
-    traceback. It costs one connection each at start-up.
+    An unreachable PostgreSQL URL or a malformed Redis URL then stops `router
+    serve` with the one-line `ConfigError` and its hint, instead of a uvicorn
+    lifespan traceback. Redis itself is not contacted: the cache and the breaker
+    sharing are optional, so a Redis that is down is a warning at start-up (the
+    app starts without them and uses them once Redis is back), not a refusal.
     """
     import asyncio
 
-    from router.cache import open_cache
+    from router.cache import RedisCache, open_cache
     from router.outcome_log import open_outcome_log
-    from router.redis_connect import connect_redis
+    from router.redis_connect import redis_client
 
     async def check() -> None:
         store = open_outcome_log(settings.log_url, batch_size=settings.log_batch_size,
                                  flush_interval_s=settings.log_flush_interval_s)
         await store.start()
         await store.close()
-        if settings.cache_url and settings.cache_ttl_s > 0:
-            cache = open_cache(settings.cache_url, ttl_s=settings.cache_ttl_s)
-            try:
-                await cache.start()
-            finally:
-                await cache.close()
+        if settings.cache_url and settings.cache_ttl_s > 0 and isinstance(
+                open_cache(settings.cache_url, ttl_s=settings.cache_ttl_s), RedisCache):
+            await redis_client(settings.cache_url, setting="ROUTER_CACHE_URL").aclose()
         if settings.cooldown_sync_url:
-            client = await connect_redis(settings.cooldown_sync_url,
-                                         what="the breaker-sharing Redis",
-                                         setting="ROUTER_COOLDOWN_SYNC_URL")
-            await client.aclose()
+            await redis_client(settings.cooldown_sync_url,
+                               setting="ROUTER_COOLDOWN_SYNC_URL").aclose()
 
     asyncio.run(check())
 

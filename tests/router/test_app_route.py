@@ -126,8 +126,8 @@ def test_models_health_and_unknown_paths(router_factory: Any) -> None:
     assert ids[0] == "router" and {"gpt-4o", "glm-4-plus", "claude-3-haiku"} <= set(ids)
     assert server.client.get("/healthz").json() == {"status": "ok"}
     assert server.client.get("/readyz").json() == {
-        "status": "ready", "checks": {"model_loaded": True, "log_writable": True},
-        "model_version": "stub-1"}
+        "status": "ready", "checks": {"model_loaded": True, "can_route": True},
+        "degraded": {}, "model_version": "stub-1"}
     r = server.client.get("/v1/nothing")
     assert (r.status_code, r.json()) == error(404, "no such endpoint: GET /v1/nothing")
 

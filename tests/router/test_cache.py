@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
+import uuid
 from typing import Any
 
 import pytest
@@ -195,12 +197,31 @@ async def test_redis_entries_expire_after_the_ttl(redis_cache: RedisCache) -> No
         await short.close()
 
 
-async def test_unreachable_redis_fails_start_naming_the_url_without_password() -> None:
-    cache = open_cache("redis://:hunter2@127.0.0.1:1/0")
-    with pytest.raises(ConfigError) as err:
-        await cache.start()
-    assert "redis://:***@127.0.0.1:1/0" in str(err.value) and "hunter2" not in str(err.value)
-    assert "ROUTER_CACHE_URL" in (err.value.hint or "")
+@pytest.mark.redis
+async def test_unreachable_redis_starts_without_the_cache_and_uses_it_once_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The cache is optional: Redis down at start-up must not keep a replica down.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here
+    cache = open_cache(f"redis://:hunter2@127.0.0.1:{port}/0", ttl_s=60,
+                       prefix=f"test:{uuid.uuid4().hex[:8]}:")
+    assert isinstance(cache, RedisCache)
+    await cache.start()
+    proxy = TcpProxy()
+    try:
+        assert f"redis://:***@127.0.0.1:{port}/0 does not answer" in caplog.text
+        assert "hunter2" not in caplog.text and "ROUTER_CACHE_URL" in caplog.text
+        ok, problem = cache.health()
+        assert not ok and problem is not None and "requests skip the cache" in problem
+        assert await cache.get("k") is None  # a miss, not an error
+        await proxy.start(port)  # Redis is back
+        await cache.set("k", ANSWER)
+        assert await cache.get("k") == ANSWER and cache.health() == (True, None)
+    finally:
+        await cache.close()
+        if proxy.server is not None:
+            await proxy.cut()
 
 
 async def test_malformed_redis_url_is_a_config_error() -> None:
@@ -216,8 +237,8 @@ class TcpProxy:
         self.tasks: set[asyncio.Task[None]] = set()
         self.server: asyncio.Server | None = None
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

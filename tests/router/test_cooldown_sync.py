@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from typing import Any
@@ -14,6 +15,7 @@ from router.cooldown import Cooldowns
 from router.cooldown_sync import SharedCooldowns
 from router.errors import ConfigError
 from tests.router import app_fixtures
+from tests.router.test_cache import TcpProxy
 
 router_factory = app_fixtures.router_factory
 
@@ -93,12 +95,33 @@ async def test_redis_failing_later_costs_no_request_only_the_sharing() -> None:
         await shared.close()
 
 
-async def test_unreachable_redis_is_refused_at_start_naming_the_setting() -> None:
-    shared = SharedCooldowns(Cooldowns(), "redis://:hunter2@127.0.0.1:1/0", ["gpt-4o"])
-    with pytest.raises(ConfigError) as err:
-        await shared.start()
-    assert "redis://:***@127.0.0.1:1/0" in str(err.value) and "hunter2" not in str(err.value)
-    assert "ROUTER_COOLDOWN_SYNC_URL" in (err.value.hint or "")
+@pytest.mark.redis
+async def test_unreachable_redis_at_start_is_a_warning_and_sharing_resumes_once_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Sharing is optional: Redis down at start-up must not keep a replica down.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here
+    breakers = Cooldowns(1, 30.0)
+    shared = SharedCooldowns(breakers, f"redis://:hunter2@127.0.0.1:{port}/0", ["gpt-4o"],
+                             prefix=f"test:breaker:{uuid.uuid4().hex[:8]}:", interval_s=3600)
+    await shared.start()
+    proxy = TcpProxy()
+    try:
+        assert f"redis://:***@127.0.0.1:{port}/0 does not answer" in caplog.text
+        assert "hunter2" not in caplog.text and "ROUTER_COOLDOWN_SYNC_URL" in caplog.text
+        assert not shared.health()[0]
+        breakers.record_failure("gpt-4o")  # the local breaker works without Redis
+        assert not breakers.is_available("gpt-4o")
+        await proxy.start(port)  # Redis is back: the next poll shares again
+        await shared.poll_once()
+        assert shared.health() == (True, None)
+    finally:
+        await shared.close()
+        if proxy.server is not None:
+            await proxy.cut()
+    with pytest.raises(ConfigError, match="not a valid Redis URL"):
+        await SharedCooldowns(Cooldowns(), "redis://localhost:notaport", []).start()
 
 
 @pytest.mark.redis

@@ -182,6 +182,22 @@ async def test_bad_feedback_is_rejected_with_the_value(log: OutcomeLog) -> None:
     assert (await log.query_joined())[0]["feedback_count"] == 0
 
 
+async def test_feedback_with_a_nul_character_is_refused_not_dropped_after_acceptance(
+        log: OutcomeLog) -> None:
+    # PostgreSQL refuses NUL in text: accepted, the row was dropped at write time.
+    log.log(full_record("req-nul"))
+    await log.flush()
+    for fb in (FeedbackRecord("req-nul", 0.5, comment="good\x00answer"),
+               FeedbackRecord("req-nul\x00", 0.5)):
+        with pytest.raises(DataError, match="contains a NUL character"):
+            await log.add_feedback(fb)
+    assert await log.add_feedback(FeedbackRecord("req-nul", 0.5, comment="good answer"))
+    await log.flush()
+    assert log.dropped == 0
+    [row] = await log.query_joined()
+    assert row["feedback_count"] == 1
+
+
 async def test_rows_are_written_in_batches_not_one_by_one(
         make_log: Callable[..., OutcomeLog], monkeypatch: pytest.MonkeyPatch) -> None:
     log = make_log(batch_size=256, flush_interval_s=30.0)
