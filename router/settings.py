@@ -151,6 +151,9 @@ class Settings(BaseSettings):
         "libraries) from Python's cyclic garbage collector (`gc.freeze`), so a full "
         "collection scans only what requests allocate instead of pausing every request "
         "for the whole heap"))
+    shutdown_grace_s: float = Field(30.0, description=(
+        "on SIGTERM, seconds `router serve` lets running requests finish; streams still "
+        "running 1 s before the end get an SSE error event and are logged as 503"))
     host: str = Field("127.0.0.1", description="address `router serve` binds")
     port: int = Field(8000, description="port `router serve` binds")
 
@@ -237,7 +240,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("upstream_connect_timeout_s", "upstream_read_timeout_s",
-                     "log_flush_interval_s")
+                     "log_flush_interval_s", "shutdown_grace_s")
     @classmethod
     def _positive_float(cls, value: float) -> float:
         if not value > 0:

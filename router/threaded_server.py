@@ -17,17 +17,45 @@ that say so; without it every small response waits ~40 ms on Nagle + delayed ACK
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from router.errors import ConfigError, RouterError
 
-__all__ = ["bind_socket", "serve_in_thread"]
+__all__ = ["bind_socket", "serve_in_thread", "graceful_server"]
+
+
+def graceful_server(config: Any, on_deadline: Callable[[], Any] | None = None) -> Any:
+    """A `uvicorn.Server` for `config` that calls `on_deadline()` shortly before its
+    graceful-shutdown period (`config.timeout_graceful_shutdown`) runs out.
+
+    Why: when the period is over uvicorn cancels the requests still running, so a
+    long stream ends without a word to its client and its log row races the app's
+    shutdown. The hook (the router's `AppContext.cut_streams`) lets the app end
+    them itself first, 1 s before (half the period if shorter), with an error event.
+    """
+    import uvicorn  # heavy; only when a server is actually started
+
+    class _GracefulServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            grace = self.config.timeout_graceful_shutdown
+            timer = None
+            if on_deadline is not None and grace is not None:
+                timer = asyncio.get_running_loop().call_later(
+                    max(0.0, grace - min(1.0, grace / 2)), on_deadline)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    return _GracefulServer(config)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -57,21 +85,26 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @contextmanager
 def serve_in_thread(app: Any, *, host: str = "127.0.0.1", lifespan: str = "on",
                     log_level: str = "warning", name: str = "server",
-                    start_timeout_s: float = 20.0,
-                    stop_timeout_s: float = 30.0) -> Iterator[str]:
+                    start_timeout_s: float = 20.0, stop_timeout_s: float = 30.0,
+                    shutdown_grace_s: float | None = None,
+                    on_deadline: Callable[[], Any] | None = None) -> Iterator[str]:
     """Serve `app` until the block ends; yields its base URL `http://host:port`.
 
     `lifespan="on"` runs the app's start-up and shutdown (the router's outcome
     log is flushed on the way out); use "off" for apps that have none. Raises
     `RouterError` when the server does not come up within `start_timeout_s`
-    (a failing lifespan, say); the error names the address.
+    (a failing lifespan, say); the error names the address. `shutdown_grace_s`
+    and `on_deadline` are as in `router serve` (see `graceful_server`); by
+    default the stop waits for running requests (up to `stop_timeout_s`).
     """
     import uvicorn  # heavy; only when a server is actually started
 
     sock = bind_socket(host, 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan=lifespan,
-                                           access_log=False))
+    server = graceful_server(uvicorn.Config(app, log_level=log_level, lifespan=lifespan,
+                                            access_log=False,
+                                            timeout_graceful_shutdown=shutdown_grace_s),
+                             on_deadline)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name=f"{name}-{port}", daemon=True)
     thread.start()

@@ -20,6 +20,7 @@ count), shared by the FastAPI handler below and the lean ASGI path
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -38,6 +39,7 @@ from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
 from router.errors import PolicyError
 from router.outcome_log import RequestRecord
 from router.service import RouteResult, RoutingService, parse_router_model
+from router.sse import DONE, error_event
 from router.upstream import UpstreamError
 
 __all__ = ["router", "plan_chat", "answer_chat", "ChatAnswer", "forwarded_body"]
@@ -277,6 +279,9 @@ async def _lookup(ctx: AppContext, body: dict[str, Any], key: str | None) -> Cac
     return CacheHit(found, "exact") if found is not None else None
 
 
+_SHUTTING_DOWN = "server shutting down: the stream was cut before its end; retry the request"
+
+
 async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -> ChatAnswer:
     try:
         stream = await ctx.upstream.stream(upstream_body, plan.chain)
@@ -285,25 +290,42 @@ async def _stream(ctx: AppContext, plan: _Plan, upstream_body: dict[str, Any]) -
         raise
 
     async def events() -> AsyncIterator[bytes]:
+        task = asyncio.current_task()  # whoever sends the stream: what a shutdown cuts
+        if task is not None:
+            ctx.streams.add(task)
         try:
-            async for chunk in stream.batches():  # whole events, one send per upstream read
-                yield chunk
+            try:
+                async for chunk in stream.batches():  # whole events, one send per read
+                    yield chunk
+            except asyncio.CancelledError:
+                if not ctx.shutting_down or task is None:
+                    raise  # the client went away
+                # Cut by `AppContext.cut_streams` (the server is stopping): say so, end
+                # cleanly, and let the request finish instead of being cancelled.
+                task.uncancel()
+                yield error_event(_SHUTTING_DOWN, type="service_unavailable",
+                                  code="server_shutting_down", status=503) + DONE
         finally:
             # Runs on normal end, on upstream failure (already turned into an error
-            # event) and when the client goes away; logging first, it cannot block.
+            # event), when the client goes away and when a shutdown cuts the stream;
+            # logging first, it cannot block.
+            if task is not None:
+                ctx.streams.discard(task)
             usage = stream.usage
             prompt = usage.prompt_tokens if usage else plan.conversation.input_tokens
             completion = usage.completion_tokens if usage else 0
             cost = _cost(ctx, stream.model, prompt, completion)
             error = stream.error
+            # 499: the client gave up; 503: the server cut it while shutting down.
             status = error.status_code if error is not None else (
-                200 if stream.finished else 499)
+                200 if stream.finished else 503 if ctx.shutting_down else 499)
             ctx.store.log(plan.record(
                 ctx, served_model=stream.model,
                 fallback_path=[a.to_dict() for a in stream.attempts],
                 input_tokens=prompt, output_tokens=completion, cost_usd=cost,
                 ttfb_ms=stream.ttfb_s * 1000.0, status=status,
-                error=error.log_text() if error is not None else None))
+                error=error.log_text() if error is not None else
+                _SHUTTING_DOWN if status == 503 else None))
             _observe_served(ctx, plan, stream.model, status, cost, stream.ttfb_s)
             _log_answered(plan, stream.model, cost, how="stream", status=status)
             if not stream.finished:

@@ -19,7 +19,7 @@ from typing import Any
 
 from router.cli import add_command
 from router.errors import ConfigError
-from router.threaded_server import bind_socket
+from router.threaded_server import bind_socket, graceful_server
 
 __all__ = ["register", "run", "FAKE_UPSTREAM_PATH", "preflight"]
 
@@ -183,8 +183,10 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
         # One log line per routed request comes from the router itself; uvicorn's
         # access log would double it and costs throughput.
-        server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="on",
-                                               access_log=False, timeout_graceful_shutdown=30))
+        server = graceful_server(
+            uvicorn.Config(app, log_level="info", lifespan="on", access_log=False,
+                           timeout_graceful_shutdown=settings.shutdown_grace_s),
+            on_deadline=app.state.ctx.cut_streams)
         server.run(sockets=[sock])
     finally:
         sock.close()

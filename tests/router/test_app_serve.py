@@ -117,3 +117,51 @@ def test_serve_with_fake_upstream_then_graceful_stop_flushes_the_log(
     assert proc.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output and "fake upstream mounted" in output
     assert sorted(open_outcome_log(log_path).export_dataframe()["request_id"]) == sorted(ids)
+
+
+@pytest.mark.parametrize("path", ["fast", "fastapi"])
+def test_streams_still_running_at_the_end_of_the_grace_period_get_an_error_event_and_503(
+        tmp_path: Path, fake_upstream_server: Any, path: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import threading
+
+    from router.app import create_app
+    from router.deps import client_key
+    from router.settings import load_settings
+    from router.threaded_server import serve_in_thread
+
+    caplog.set_level(logging.INFO, logger="router.api.chat")
+    base_url, control = fake_upstream_server
+    control.configure(None, chunk_delay_ms=400)  # a long answer: outlives the grace period
+    log_url = str(tmp_path / "outcomes.db")
+    app = create_app(load_settings(upstream_base_url=base_url, log_url=log_url,
+                                   exploration=0.0), model=app_fixtures.StubModel())
+    if path == "fastapi":  # an override sends requests through FastAPI, not the fast path
+        app.dependency_overrides[client_key] = lambda: None
+    received: list[str] = []
+    first = threading.Event()
+
+    def stream(url: str) -> None:
+        body = {"model": "router", "stream": True,
+                "messages": [{"role": "user", "content": "tell me a long story"}]}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as r:
+            for line in r.iter_lines():
+                received.append(line)
+                first.set()
+
+    with serve_in_thread(app, name="router", shutdown_grace_s=1.0,
+                         on_deadline=app.state.ctx.cut_streams) as url:
+        client = threading.Thread(target=stream, args=(url,))
+        client.start()
+        assert first.wait(10)
+        started = time.monotonic()
+    took = time.monotonic() - started
+    client.join(10)
+    assert took < 5
+    events = [line for line in received if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]", received
+    assert '"code":"server_shutting_down"' in events[-2] and '"status":503' in events[-2]
+    [row] = open_outcome_log(log_url).export_dataframe().to_dict("records")
+    assert row["status"] == 503 and row["error"].startswith("server shutting down")
+    assert "(stream, status 503)" in caplog.text  # the server log line, not 499
