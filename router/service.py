@@ -228,8 +228,9 @@ class RoutingService:
         pool = self.routable if proxy_only else self.predictor_models
         if models is not None:
             unknown = sorted(set(models) - set(self.predictor_models))
-            if unknown:
-                raise PolicyError(f"unknown model(s) in models: {', '.join(unknown)}",
+            if unknown:  # named, but never more than a few: the error echoes the caller
+                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                raise PolicyError(f"unknown model(s) in models: {', '.join(unknown[:5])}{more}",
                                   hint="routable models: " + ", ".join(pool))
             wanted = set(models)
             pool = tuple(m for m in pool if m in wanted)

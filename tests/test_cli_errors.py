@@ -87,6 +87,19 @@ def test_model_folder_not_found(in_tmp, capsys):
     _assert_two_lines(lines, "error: nope: model folder not found")
 
 
+@pytest.mark.parametrize(("prompt", "first"), [
+    ("", "error: prompt is blank: give a prompt with some text or a list of messages"),
+    (" \n", "error: prompt is blank: give a prompt with some text or a list of messages"),
+    ('[{"role": "user", "content": null}]',
+     "error: prompt.0.content is missing or null: only an assistant message with tool_calls "
+     "may have no content"),
+])
+def test_blank_prompt_is_refused_before_loading_a_model(in_tmp, capsys, prompt, first):
+    code, lines = _cli(capsys, "route", prompt, "--model", "nope")
+    assert code == 1
+    _assert_two_lines(lines, first)
+
+
 def test_outcome_log_not_found(in_tmp, capsys):
     code, lines = _cli(capsys, "report", "--log", "nope.db")
     assert code == 1

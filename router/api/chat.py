@@ -32,7 +32,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from router.api.route import checked_conversation, checked_rule, route_record
-from router.api.schemas import ROUTER_FIELDS, ChatRequest
+from router.api.schemas import ERROR_RESPONSES, ROUTER_FIELDS, ChatRequest
 from router.cache import CachedResponse, CacheHit, cache_key, should_use_cache
 from router.conversation import Conversation, invalid_text
 from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
@@ -42,11 +42,12 @@ from router.service import RouteResult, RoutingService, parse_router_model
 from router.sse import DONE, error_event
 from router.upstream import UpstreamError
 
-__all__ = ["router", "plan_chat", "answer_chat", "ChatAnswer", "forwarded_body"]
+__all__ = ["router", "plan_chat", "answer_chat", "ChatAnswer", "forwarded_body",
+           "chat_inputs"]
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 
 
 class _Plan:
@@ -133,6 +134,8 @@ def forwarded_body(body: dict[str, Any]) -> dict[str, Any]:
     found = invalid_text(body)
     if found is not None:
         param, problem = found
+        if len(param) > 64:  # the path is made of the caller's field names: keep it short
+            param = param[:64] + "..."
         raise ApiError(400, f"{param} {problem}", param=param, code="invalid_text")
     return {k: v for k, v in body.items() if k not in ROUTER_FIELDS}
 
@@ -187,6 +190,17 @@ def _failed(ctx: AppContext, plan: _Plan, exc: UpstreamError) -> None:
     ctx.metrics.request_duration.labels("chat").observe(time.perf_counter() - plan.started)
 
 
+def chat_inputs(body: ChatRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(`plan_chat` keyword arguments, the body to forward) of a validated request;
+    the same for both front doors, so they forward the same bytes. Raises
+    `ApiError` for text that is not valid Unicode (see `forwarded_body`)."""
+    upstream_body = forwarded_body(body.model_dump(exclude_unset=True))
+    return ({"model": body.model, "messages": upstream_body["messages"],
+             "stream": bool(body.stream), "quality_bar": body.quality_bar,
+             "min_quality": body.min_quality, "utility_lambda": body.utility_lambda,
+             "max_cost_usd": body.max_cost_usd, "models": body.models}, upstream_body)
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request, ctx: Ctx,
                            client: ClientKey) -> Response:
@@ -195,12 +209,8 @@ async def chat_completions(body: ChatRequest, request: Request, ctx: Ctx,
     request_id = new_request_id()
     request.state.request_id = request_id
     # Before planning, as on the fast path: a refused body leaves no trace.
-    upstream_body = forwarded_body(body.model_dump(exclude_unset=True))
-    plan = plan_chat(ctx, request_id, client, started, model=body.model,
-                     messages=body.messages, stream=body.stream,
-                     quality_bar=body.quality_bar, min_quality=body.min_quality,
-                     utility_lambda=body.utility_lambda,
-                     max_cost_usd=body.max_cost_usd, models=body.models)
+    fields, upstream_body = chat_inputs(body)
+    plan = plan_chat(ctx, request_id, client, started, **fields)
     request.state.model = plan.first_model
     answer = await answer_chat(ctx, plan, upstream_body, request.headers)
     if answer.events is not None:

@@ -2,9 +2,10 @@
 
 One place turns exceptions into responses: our `ApiError`, FastAPI's validation
 errors (400 instead of FastAPI's 422, with the field and the problem spelled
-out), malformed JSON, the project's `RouterError` tree (bad bar, unknown model,
-empty messages), upstream failures (their own status), unknown paths, and
-anything unexpected (500, logged with the request id, details never echoed).
+out, echoing at most the start of the refused value), malformed JSON, the
+project's `RouterError` tree (bad bar, unknown model, empty messages), upstream
+failures (their own status), unknown paths, and anything unexpected (500, logged
+with the request id, details never echoed).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from router.api.schemas import INVALID_MESSAGES
 from router.deps import ApiError
 from router.errors import ArtifactError, ConfigError, RouterError
 from router.upstream import UpstreamError
@@ -30,6 +32,9 @@ _STATUS_TYPES = {401: "invalid_request_error", 404: "invalid_request_error",
                  405: "invalid_request_error", 413: "invalid_request_error",
                  429: "rate_limit_error", 503: "service_unavailable"}
 
+
+#: Longest echo of a refused value in an error message.
+_ECHO_LIMIT = 64
 
 _ENDPOINTS = {"/v1/route": "route", "/v1/chat/completions": "chat",
               "/v1/feedback": "feedback", "/v1/models": "models"}
@@ -63,6 +68,16 @@ def _observe(request: Request, status: int) -> None:
     ctx.metrics.requests.labels(endpoint, model, str(status)).inc()
 
 
+def _echo(value: object, limit: int = _ECHO_LIMIT) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters (with the size
+    it had): an error names what it refused, it does not send a megabyte back."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}...{size}"
+
+
 def describe_validation_error(errors: list[dict[str, Any]]) -> tuple[str, str | None, str]:
     """(message, param, code) for the first problem of a validation error list."""
     first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
@@ -73,6 +88,11 @@ def describe_validation_error(errors: list[dict[str, Any]]) -> tuple[str, str | 
         return (f"malformed JSON in the request body: {detail}".rstrip(": "), None,
                 "invalid_json")
     param = ".".join(loc) or None
+    if param is not None and len(param) > _ECHO_LIMIT:  # a field name is caller's text too
+        param = param[:_ECHO_LIMIT] + "..."
+    ctx = first.get("ctx") or {}
+    if kind == INVALID_MESSAGES and "param" in ctx:  # says what and where itself
+        return str(first.get("msg")), str(ctx["param"]), kind
     if kind == "missing" and param:
         return f"missing required field {param!r}", param, "missing_field"
     if kind == "extra_forbidden" and param:
@@ -80,7 +100,7 @@ def describe_validation_error(errors: list[dict[str, Any]]) -> tuple[str, str | 
     if not loc and kind in ("model_type", "dict_type", "model_attributes_type"):
         return "the request body must be a JSON object", None, "invalid_body"
     value = first.get("input")
-    shown = "" if isinstance(value, dict | list) else f", got {value!r}"
+    shown = "" if isinstance(value, dict | list) else f", got {_echo(value)}"
     where = f"{param}: " if param else ""
     return f"{where}{first.get('msg', 'invalid value')}{shown}", param, "invalid_value"
 

@@ -4,13 +4,14 @@ Why: FastAPI's machinery around a request (middleware stack, routing, dependency
 resolution, pydantic body validation, `Response` rendering, and for a stream
 Starlette's `StreamingResponse` with its anyio task group) cost about twice the
 `/v1/route` handler itself, and a fifth of the router's CPU per proxied stream.
-This path reads the body, parses it with the stdlib, checks the fields by hand,
-does the same auth (`router.deps.authenticate`) and calls the same functions as
-the FastAPI handlers (`route_response`; `plan_chat` then `answer_chat`), then
-speaks ASGI directly.
+This path reads the body, parses it with the stdlib, validates it with the same
+pydantic models as the handlers (`router.api.schemas`: validation is written
+once), does the same auth (`router.deps.authenticate`) and calls the same
+functions as the FastAPI handlers (`route_response`; `chat_inputs`, `plan_chat`
+then `answer_chat`), then speaks ASGI directly.
 
 It only takes the well-formed case. Anything else (another path or method, a
-body that is not a JSON object of the expected types, an oversize or chunked
+body that is not a JSON object or that its model refuses, an oversize or chunked
 body, an `ApiError` such as a 401, a bad bar or no model loaded, an unexpected
 exception before the request had an effect, a test's `dependency_overrides`) is
 replayed to the FastAPI app unchanged, so every such error keeps exactly the
@@ -30,9 +31,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from router.api.chat import ChatAnswer, answer_chat, forwarded_body, plan_chat
+from pydantic import ValidationError
+
+from router.api.chat import ChatAnswer, answer_chat, chat_inputs, plan_chat
 from router.api.errors import internal_error_response, upstream_error_response
 from router.api.route import route_response
+from router.api.schemas import ChatRequest, RouteRequest
 from router.deps import AppContext, authenticate, new_request_id
 from router.upstream_errors import UpstreamError
 
@@ -45,37 +49,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_ROUTE_FIELDS = frozenset(("messages", "quality_bar", "min_quality", "utility_lambda",
-                           "max_cost_usd", "models"))
 _PATHS = frozenset(("/v1/route", "/v1/chat/completions"))
 
 
 class _Fallback(Exception):
     """The request is not the plain well-formed case: let the FastAPI app answer it."""
-
-
-def _number(body: dict[str, Any], name: str) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    kind = type(value)
-    if kind is float:
-        return value
-    if kind is int:  # pydantic's float field takes an int (not a bool) as its float
-        try:
-            return float(value)
-        except OverflowError:
-            raise _Fallback from None
-    raise _Fallback  # strings, bools, lists...: pydantic decides (and words the error)
-
-
-def _models(body: dict[str, Any]) -> list[str] | None:
-    models = body.get("models")
-    if models is None:
-        return None
-    if type(models) is not list or any(type(m) is not str for m in models):
-        raise _Fallback
-    return list(models)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -88,32 +66,22 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _route_fields(raw: bytes) -> tuple[Any, float | None, float | None, float | None,
-                                       float | None, list[str] | None]:
-    body = _json_object(raw)
-    if not body.keys() <= _ROUTE_FIELDS:
-        raise _Fallback
-    messages = body.get("messages")
-    if type(messages) is list:
-        messages = list(messages)  # pydantic hands the handler a copy
-    elif type(messages) is not str:
-        raise _Fallback
-    return (messages, _number(body, "quality_bar"), _number(body, "min_quality"),
-            _number(body, "utility_lambda"), _number(body, "max_cost_usd"), _models(body))
+def _route_fields(raw: bytes) -> RouteRequest:
+    """The body as the FastAPI handler gets it, validated by the same model."""
+    try:
+        return RouteRequest.model_validate(_json_object(raw))
+    except ValidationError:
+        raise _Fallback from None  # FastAPI words the 400
 
 
 def _chat_fields(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(`plan_chat` keyword arguments, the body to forward), as `ChatRequest` would give."""
-    body = _json_object(raw)
-    model, messages, stream = body.get("model"), body.get("messages"), body.get("stream", False)
-    if type(model) is not str or type(messages) is not list or type(stream) is not bool:
-        raise _Fallback
-    return ({"model": model, "messages": list(messages), "stream": stream,
-             "quality_bar": _number(body, "quality_bar"),
-             "min_quality": _number(body, "min_quality"),
-             "utility_lambda": _number(body, "utility_lambda"),
-             "max_cost_usd": _number(body, "max_cost_usd"), "models": _models(body)},
-            forwarded_body(body))
+    """(`plan_chat` keyword arguments, the body to forward), as the FastAPI handler
+    has them (`chat_inputs` of the same validated `ChatRequest`)."""
+    try:
+        body = ChatRequest.model_validate(_json_object(raw))
+    except ValidationError:
+        raise _Fallback from None
+    return chat_inputs(body)
 
 
 def _start(status: int, headers: dict[str, str], media_type: bytes,
@@ -189,9 +157,10 @@ class FastPath:
                      authorization: str | None) -> None:
         try:
             client = authenticate(ctx, api_key, authorization)
-            messages, bar, floor, lam, max_cost, models = _route_fields(raw)
+            body = _route_fields(raw)
             content, request_id, model = route_response(
-                ctx, client, messages, bar, floor, lam, max_cost, models, started)
+                ctx, client, body.messages, body.quality_bar, body.min_quality,
+                body.utility_lambda, body.max_cost_usd, body.models, started)
         except Exception:
             await self._replay(scope, receive, send, raw)
             return

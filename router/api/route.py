@@ -7,7 +7,7 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from router.api.schemas import RouteRequest
+from router.api.schemas import ERROR_RESPONSES, RouteRequest
 from router.conversation import Conversation, parse_conversation
 from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
 from router.errors import PolicyError
@@ -17,7 +17,7 @@ from router.service import RouteResult, RoutingService
 
 __all__ = ["router", "checked_conversation", "route_record", "route_response"]
 
-router = APIRouter(tags=["route"])
+router = APIRouter(tags=["route"], responses=ERROR_RESPONSES)
 
 # Built once: `json.dumps` with any non-default option builds a new encoder per call.
 _encode_compact = json.JSONEncoder(separators=(",", ":")).encode

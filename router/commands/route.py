@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from router.cli import add_command
-from router.errors import ArtifactError, ConfigError
+from router.errors import ArtifactError, ConfigError, DataError
 
 if TYPE_CHECKING:
     from router.policy import Decision
@@ -80,11 +80,16 @@ def route_one(model: Any, conversation: Any, *, bar: float | None = None,
 
 
 def _run(args: argparse.Namespace) -> int:
-    from router.conversation import parse_conversation
+    from router.conversation import conversation_problem, parse_conversation
     from router.predictor import QualityModel
     from router.registry import Registry
 
     text = sys.stdin.read() if args.prompt == "-" else args.prompt
+    problem = conversation_problem(text, prompt_ok=True, param="prompt")
+    if problem is not None:  # the rules /v1/route applies to the same input
+        raise DataError(problem[1], hint="TEXT is a prompt or a JSON list of messages, e.g. "
+                        "router route 'Summarise: the cat sat.' or "
+                        "router route '[{\"role\": \"user\", \"content\": \"hi\"}]'")
     conversation = parse_conversation(text, where="prompt")
     path = args.model
     if path is None:

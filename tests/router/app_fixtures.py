@@ -12,10 +12,14 @@ owned by the upstream tests; this module builds on its `fake_upstream_server`.
   returns a `RouterServer` with `.url`, `.app`, `.ctx` and an httpx client.
 - `tiny_artifact`: a real `QualityModel` trained once per session on a small
   synthetic table and saved, for hot-reload tests.
+- `post_both(client, path, body)`: the same body through both front doors, the
+  lean ASGI path (a plain JSON body) and the FastAPI handler (the same body sent
+  chunked, which the lean path hands to FastAPI).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +46,7 @@ __all__ = [
     "router_factory",
     "tiny_artifact",
     "STUB_MODELS",
+    "post_both",
 ]
 
 STUB_MODELS = ("glm-4-plus", "deepseek-v4-flash", "deepseek-v4-pro", "gpt-4o")
@@ -197,3 +202,20 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.fit(_synthetic_table(), catalog=load_catalog(DEFAULT_CATALOG_PATH))
     model.save(out)
     return out
+
+
+def post_both(client: httpx.Client, path: str, body: Any
+              ) -> tuple[httpx.Response, httpx.Response]:
+    """(lean path's response, FastAPI handler's response) to the same JSON body.
+
+    The second is sent chunked (no content-length), which the lean path never
+    reads itself: it replays it to the FastAPI app.
+    """
+    data = json.dumps(body).encode()
+
+    def chunks() -> Iterator[bytes]:
+        yield data
+
+    lean = client.post(path, content=data, headers={"content-type": "application/json"})
+    full = client.post(path, content=chunks(), headers={"content-type": "application/json"})
+    return lean, full

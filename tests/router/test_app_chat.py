@@ -382,3 +382,110 @@ def test_one_server_log_line_per_answered_request(router_factory: Any, caplog: A
         assert re.fullmatch(rf"request {request_id} -> {re.escape(model)} in \d+\.\d ms, "
                             rf"\$\d\.\d{{6}}{re.escape(how)}", line), line
     assert secret not in caplog.text
+
+
+USER = [{"role": "user", "content": "hi"}]
+NO_CONTENT = ("messages.0.content is missing or null: only an assistant message with "
+              "tool_calls may have no content")
+BLANK = "messages.0.content is blank: a user message needs text"
+
+
+@pytest.mark.parametrize(("body", "param", "message"), [
+    (chat(temperature="hot"), "temperature",
+     "temperature: Input should be a valid number, got 'hot'"),
+    (chat(temperature=2.5), "temperature",
+     "temperature: Input should be less than or equal to 2, got 2.5"),
+    (chat(top_p=1.5), "top_p", "top_p: Input should be less than or equal to 1, got 1.5"),
+    (chat(max_tokens=-5), "max_tokens",
+     "max_tokens: Input should be greater than or equal to 1, got -5"),
+    (chat(max_completion_tokens=0), "max_completion_tokens",
+     "max_completion_tokens: Input should be greater than or equal to 1, got 0"),
+    (chat(n=0), "n", "n: Input should be greater than or equal to 1, got 0"),
+    (chat(stream="yes"), "stream", "stream: Input should be a valid boolean, got 'yes'"),
+    (chat(stream="true"), "stream", "stream: Input should be a valid boolean, got 'true'"),
+    ({"model": "router", "messages": [{"role": "user"}]}, "messages.0.content", NO_CONTENT),
+    ({"model": "router", "messages": [{"role": "user", "content": None}]},
+     "messages.0.content", NO_CONTENT),
+    ({"model": "router", "messages": [{"role": "assistant", "content": None}]},
+     "messages.0.content", NO_CONTENT),
+    (chat(content=""), "messages.0.content", BLANK),
+    (chat(content=" \n\t"), "messages.0.content", BLANK),
+    ({"model": "router", "messages": [{"role": "user", "content": []}]},
+     "messages.0.content", BLANK),
+    ({"model": "router", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+     "messages.0.content.0.text", "messages.0.content.0.text must be a string in a text part"),
+    ({"model": "router", "messages": [{"role": "user", "content": 5}]}, "messages.0.content",
+     "messages.0.content must be a string or a list of content parts, got a number"),
+    ({"model": "router", "messages": [{"role": "bot", "content": "hi"}]}, "messages.0.role",
+     "messages.0 has role 'bot': use one of assistant, developer, function, system, tool, "
+     "user"),
+    ({"model": "router", "messages": ""}, "messages",
+     "messages must be a list of messages, got a string"),
+    ({"model": "router", "messages": []}, "messages",
+     'messages is empty: send at least one {"role": "user", "content": ...} message'),
+    ({"model": "", "messages": USER}, "model",
+     "model: String should have at least 1 character, got ''"),
+    (chat("gpt-4o", max_tokens=0), "max_tokens",  # pass-through is checked the same
+     "max_tokens: Input should be greater than or equal to 1, got 0"),
+])
+def test_bad_chat_input_is_refused_on_both_doors_before_it_is_forwarded(
+        router_factory: Any, fake_upstream_server: Any, body: dict[str, Any], param: str,
+        message: str) -> None:
+    _, control = fake_upstream_server
+    server = router_factory()
+    lean, full = app_fixtures.post_both(server.client, "/v1/chat/completions", body)
+    for r in (lean, full):
+        assert (r.status_code, r.json()) == (400, {"error": {
+            "message": message, "type": "invalid_request_error", "param": param,
+            "code": "invalid_messages" if param.startswith("messages") else "invalid_value"}})
+    assert control.requests == [] and len(rows(server)) == 0
+    assert 'router_requests_total{endpoint="chat",model="none",status="400"} 2.0' in \
+        server.client.get("/metrics").text
+
+
+def test_what_openai_accepts_still_passes_through(router_factory: Any) -> None:
+    from router.catalog import DEFAULT_CATALOG_PATH, load_catalog
+    from router.upstream import UpstreamClient
+
+    forwarded: list[bytes] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        forwarded.append(request.content)
+        return httpx.Response(200, json={
+            "id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    upstream = UpstreamClient(
+        load_catalog(DEFAULT_CATALOG_PATH), base_url_override="http://provider.test/v1",
+        http=httpx.AsyncClient(transport=httpx.MockTransport(provider)))
+    server = router_factory(upstream=upstream)
+    tool_call = {"id": "call_1", "type": "function",
+                 "function": {"name": "f", "arguments": "{}"}}
+    body = {"model": "gpt-4o", "temperature": 0.5, "top_p": 1, "max_tokens": 5, "n": 1,
+            "stream": None, "seed": 3, "x-vendor-option": {"keep": True},
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "look"},
+                                             {"type": "image_url",
+                                              "image_url": {"url": "data:,"}}]},
+                {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": ""},
+                {"role": "user", "content": "and now?", "name": "ann"}]}
+    lean, full = app_fixtures.post_both(server.client, "/v1/chat/completions", body)
+    assert lean.status_code == full.status_code == 200
+    # Both doors forward the same bytes: the caller's body, unknown fields kept.
+    assert len(forwarded) == 2 and forwarded[0] == forwarded[1]
+    sent = json.loads(forwarded[0])
+    assert sent["messages"] == body["messages"] and sent["x-vendor-option"] == {"keep": True}
+    assert (sent["temperature"], sent["max_tokens"], sent["seed"]) == (0.5, 5, 3)
+
+
+def test_a_huge_refused_value_is_not_echoed_back(router_factory: Any) -> None:
+    server = router_factory()
+    r = server.client.post("/v1/chat/completions", json=chat(temperature="h" * 1_000_000))
+    assert r.status_code == 400 and len(r.content) < 400
+    assert r.json()["error"]["message"] == (
+        "temperature: Input should be a valid number, got '" + "h" * 63
+        + "... (1000000 characters)")

@@ -53,18 +53,19 @@ def test_route_returns_cheapest_model_meeting_the_bar_with_every_candidate(
     (b"[]", error(400, "the request body must be a JSON object", code="invalid_body")),
     (b'{"quality_bar": 0.5}', error(400, "missing required field 'messages'",
                                     param="messages", code="missing_field")),
-    (b'{"messages": []}', error(400, 'request: messages is empty (send at least one '
-                                     '{"role": "user", "content": ...} message)',
+    (b'{"messages": []}', error(400, 'messages is empty: send at least one '
+                                     '{"role": "user", "content": ...} message',
                                 param="messages", code="invalid_messages")),
     (b'{"messages": [{"role": "robot", "content": "x"}]}',
-     error(400, "request: message 0 has role 'robot' (use one of assistant, developer, "
-                "function, system, tool, user)", param="messages", code="invalid_messages")),
+     error(400, "messages.0 has role 'robot': use one of assistant, developer, "
+                "function, system, tool, user", param="messages.0.role",
+           code="invalid_messages")),
     (b'{"messages": "hi", "quality_bar": 1.5}',
      error(400, "quality_bar must be a number in [0, 1], got 1.5", param="quality_bar",
            code="invalid_quality_bar")),
     (b'{"messages": "hi", "quality_bar": "high"}',
-     error(400, "quality_bar: Input should be a valid number, unable to parse string as a "
-                "number, got 'high'", param="quality_bar", code="invalid_value")),
+     error(400, "quality_bar: Input should be a valid number, got 'high'",
+           param="quality_bar", code="invalid_value")),
     (b'{"messages": "hi", "models": ["gpt-5"]}',
      error(400, "unknown model(s) in models: gpt-5 (routable models: glm-4-plus, "
                 "deepseek-v4-flash, deepseek-v4-pro, gpt-4o)", param="models",
@@ -78,6 +79,52 @@ def test_bad_route_requests_get_openai_shaped_errors(router_factory: Any, body: 
     r = server.client.post("/v1/route", content=body,
                            headers={"content-type": "application/json"})
     assert (r.status_code, r.json()) == expected
+
+
+BLANK_PROMPT = "messages is blank: give a prompt with some text or a list of messages"
+
+
+@pytest.mark.parametrize(("body", "param", "message"), [
+    ({"messages": ""}, "messages", BLANK_PROMPT),
+    ({"messages": " \n "}, "messages", BLANK_PROMPT),
+    ({"messages": 5}, "messages",
+     "messages must be a list of messages or a prompt string, got a number"),
+    ({"messages": [{"role": "user", "content": ""}]}, "messages.0.content",
+     "messages.0.content is blank: a user message needs text"),
+    ({"messages": [{"role": "user", "content": None}]}, "messages.0.content",
+     "messages.0.content is missing or null: only an assistant message with tool_calls "
+     "may have no content"),
+    ({"messages": '[{"role": "user", "content": " "}]'}, "messages.0.content",
+     "messages.0.content is blank: a user message needs text"),
+    ({"messages": "hi", "max_cost_usd": -1}, "max_cost_usd",
+     "max_cost_usd: Input should be greater than 0, got -1"),
+    ({"messages": "hi", "models": []}, "models",
+     "models: List should have at least 1 item after validation, not 0"),
+])
+def test_bad_route_input_is_refused_on_both_doors_before_it_is_logged(
+        router_factory: Any, body: dict[str, Any], param: str, message: str) -> None:
+    server = router_factory()
+    lean, full = app_fixtures.post_both(server.client, "/v1/route", body)
+    code = "invalid_messages" if param.startswith("messages") else "invalid_value"
+    assert (lean.status_code, lean.json()) == (full.status_code, full.json()) == error(
+        400, message, param=param, code=code)
+    server.flush_log()
+    assert len(open_outcome_log(server.ctx.settings.log_url).export_dataframe()) == 0
+    text = server.client.get("/metrics").text
+    assert 'router_requests_total{endpoint="route",model="none",status="400"} 2.0' in text
+    assert "router_route_decision_seconds_count 0.0" in text
+
+
+def test_feedback_ids_are_bounded_and_never_echoed_whole(router_factory: Any) -> None:
+    c = router_factory().client
+    r = c.post("/v1/feedback", json={"request_id": "", "thumbs": "up"})
+    assert (r.status_code, r.json()) == error(
+        400, "request_id: String should have at least 1 character, got ''",
+        param="request_id", code="invalid_value")
+    r = c.post("/v1/feedback", json={"request_id": "r" * 1_000_000, "thumbs": "up"})
+    assert (r.status_code, r.json()) == error(
+        400, "request_id: String should have at most 128 characters, got '"
+        + "r" * 63 + "... (1000000 characters)", param="request_id", code="invalid_value")
 
 
 def test_limits_on_body_size_and_message_count(router_factory: Any) -> None:
@@ -224,3 +271,16 @@ def test_bad_utility_lambda_is_refused(router_factory: Any, body: dict[str, Any]
     r = server.client.post("/v1/route", json={"messages": MESSAGES, **body})
     assert (r.status_code, r.json()) == error(400, message, param="utility_lambda",
                                               code="invalid_utility_lambda")
+
+
+def test_errors_echo_little_of_a_huge_input(router_factory: Any) -> None:
+    c = router_factory().client
+    key = "k" * 1_000_000
+    r = c.post("/v1/route", json={"messages": "hi", key: 1})
+    assert r.status_code == 400 and len(r.content) < 500
+    assert r.json()["error"]["param"] == "k" * 64 + "..."
+    r = c.post("/v1/route", json={"messages": "hi",
+                                  "models": [f"m{i}-" + "x" * 250 for i in range(1000)]})
+    assert r.status_code == 400 and len(r.content) < 2000
+    assert r.json()["error"]["message"].startswith("unknown model(s) in models: m0-xxx")
+    assert " and 995 more (routable models: " in r.json()["error"]["message"]
