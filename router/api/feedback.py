@@ -11,13 +11,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from router.api.schemas import FeedbackRequest
+from router.api.schemas import ERROR_RESPONSES, FeedbackRequest
 from router.deps import ApiError, ClientKey, Ctx
 from router.outcome_log import FeedbackRecord, OutcomeLogUnavailable
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(tags=["feedback"], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/feedback", status_code=202)

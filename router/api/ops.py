@@ -19,7 +19,7 @@ version and traffic counts are sensitive).
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from router.deps import AppContext, Ctx
 from router.metrics import CONTENT_TYPE_LATEST
@@ -66,7 +66,7 @@ async def readyz(ctx: Ctx) -> JSONResponse:
                         status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)  # Prometheus text, not JSON
 async def metrics(ctx: Ctx) -> Response:
     if ctx.store is not None:
         ctx.metrics.sync_log_dropped(int(getattr(ctx.store, "dropped", 0)))
