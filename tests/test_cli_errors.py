@@ -10,11 +10,14 @@ binding ports and starting servers is what they get wrong.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from router.cli import main
@@ -197,24 +200,44 @@ def test_serve_model_folder_not_found(tmp_path):
     _assert_two_lines(lines, "error: --model nope: no such folder")
 
 
-def test_serve_unreachable_redis(tmp_path, registry):
-    code, lines = _router(tmp_path, "serve", "--registry", registry, "--port", str(_free_port()),
-                          "--cache-url", "redis://127.0.0.1:1/0")
-    assert code == 1
-    _assert_two_lines(lines, "error: cannot reach the Redis cache at redis://127.0.0.1:1/0: ",
-                      exact=False)
-    assert "ROUTER_CACHE_URL" in lines[1]
+@pytest.mark.parametrize(("option", "warning"), [
+    ("--cache-url=redis://127.0.0.1:1/0", "the Redis cache at redis://127.0.0.1:1/0 does not "
+                                          "answer"),
+    ("cooldown_sync_url", "the breaker-sharing Redis at redis://127.0.0.1:1/0 does not answer"),
+])
+def test_serve_starts_without_an_unreachable_optional_redis(tmp_path, registry, option, warning):
+    # Running replicas carry on without the cache or breaker sharing, so a starting one
+    # must too: one warning, then it serves (and uses Redis once it answers).
+    argv = ["router", "serve", "--registry", registry, "--port", str(port := _free_port())]
+    if option == "cooldown_sync_url":
+        (tmp_path / "router.toml").write_text('cooldown_sync_url = "redis://127.0.0.1:1/0"\n')
+        argv += ["--config", str(tmp_path / "router.toml")]
+    else:
+        argv.append(option)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    server = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert server.poll() is None, server.stderr.read()
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    assert warning in err
+    assert "error:" not in err
 
 
-def test_serve_unreachable_breaker_sharing_redis(tmp_path, registry):
-    config = tmp_path / "router.toml"
-    config.write_text('cooldown_sync_url = "redis://127.0.0.1:1/0"\n')
+def test_serve_refuses_a_malformed_redis_url(tmp_path, registry):
     code, lines = _router(tmp_path, "serve", "--registry", registry, "--port", str(_free_port()),
-                          "--config", str(config))
+                          "--cache-url", "notredis://127.0.0.1/0")
     assert code == 1
-    _assert_two_lines(lines, "error: cannot reach the breaker-sharing Redis at "
-                             "redis://127.0.0.1:1/0: ", exact=False)
-    assert "ROUTER_COOLDOWN_SYNC_URL" in lines[1]
+    assert lines[0].startswith("error: ") and "notredis://127.0.0.1/0" in lines[0]
 
 
 def test_serve_unreachable_postgres(tmp_path, registry):
