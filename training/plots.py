@@ -87,13 +87,13 @@ def eval_figure(report: Any, *, title: str | None = None) -> Any:
 
     order = np.argsort(r_cost, kind="stable")
     ax.plot(r_cost[order], r_qual[order], color="tab:blue", lw=1.0, marker="o", ms=3.5,
-            alpha=0.75, label="router, threshold rule (one point per bar)")
+            alpha=0.75, label="router, default rule (one point per bar)")
     if data.get("utility_curve"):
         u_cost = np.array([p["cost_usd"] for p in data["utility_curve"]])
         u_qual = np.array([p["quality"] for p in data["utility_curve"]])
         u_order = np.argsort(u_cost, kind="stable")
         ax.plot(u_cost[u_order], u_qual[u_order], color="tab:purple", lw=1.0, marker="x",
-                ms=4, alpha=0.75, label="router, utility rule (one point per lambda)")
+                ms=4, alpha=0.75, label="router, explicit lambda (one point per lambda)")
     hull = np.array([(h["cost_usd"], h["quality"]) for h in data["hull"]])
     ax.plot(*_flat_to(hull, x_hi), color="tab:blue", lw=2.4,
             label=f"router hull (AIQ {data['aiq']:.3f})")

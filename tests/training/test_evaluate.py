@@ -205,8 +205,8 @@ def test_plot_title_names_the_model_version_and_the_data(tmp_path) -> None:
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         f"Zero router hull (AIQ {report.zero_router_aiq:.3f})", "single models",
         f"random (AIQ {report.random['aiq']:.3f})", f"kNN router (AIQ {report.knn['aiq']:.3f})",
-        "router, threshold rule (one point per bar)",
-        "router, utility rule (one point per lambda)",
+        "router, default rule (one point per bar)",
+        "router, explicit lambda (one point per lambda)",
         f"router hull (AIQ {report.aiq:.3f})", "oracle"]
     assert eval_title("v1", [f"f{i}.csv" for i in range(5)]) == (
         "router v1 on f0.csv, f1.csv, f2.csv and 2 more")
