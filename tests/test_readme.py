@@ -45,3 +45,52 @@ def test_readme_says_where_the_tests_data_is_and_what_happens_without_it():
     tests = readme[readme.index("Tests — install"):readme.index("## Contents")]
     assert "`../shared/data`, beside the checkout" in tests
     assert "skipped with one line saying what is missing" in tests
+
+
+def guarantees_rows() -> list[list[str]]:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Guarantees"):readme.index("## Benchmarks")]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| failure | what a client gets | what the outcome log loses |")
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows[1:]]
+
+
+def test_readme_guarantees_name_the_settings_defaults_the_code_has():
+    from router.settings import ENV_PREFIX, Settings
+
+    named = 0
+    for row in guarantees_rows():
+        for env, value in re.findall(r"`(ROUTER_[A-Z_]+)=([0-9.]+)`", " ".join(row)):
+            field = env.removeprefix(ENV_PREFIX).lower()
+            assert field in Settings.model_fields, env
+            assert float(value) == Settings.model_fields[field].default, env
+            named += 1
+    assert named >= 9
+
+
+def test_readme_guarantees_state_the_outcome_logs_own_bounds():
+    import inspect
+
+    from router.outcome_log import OutcomeLog
+
+    defaults = {name: p.default for name, p in
+                inspect.signature(OutcomeLog.__init__).parameters.items()}
+    cells = {row[0]: row[2] for row in guarantees_rows()}
+    down = next(loss for failure, loss in cells.items() if "database is down" in failure)
+    assert f"({defaults['max_queue']:,} rows" in down
+    sigterm = next(loss for failure, loss in cells.items() if failure.startswith("SIGTERM"))
+    assert f"waits {defaults['close_unreachable_timeout_s']:g} s" in sigterm
+
+
+def test_every_failure_in_the_readme_guarantees_names_tests_that_exist():
+    rows = guarantees_rows()
+    failures = " ".join(row[0] for row in rows)
+    for fault in ("401", "403", "404", "429", "5xx", "refuses the connection", "frozen",
+                  "dies in a stream", "database is down", "Redis", "SIGTERM", "SIGKILL"):
+        assert fault in failures, fault
+    for row in rows:
+        tests = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", row[3])
+        assert tests, row[0]
+        for path, name in tests:
+            source = (REPO_ROOT / path).read_text()
+            assert re.search(rf"^(async )?def {name}\(", source, flags=re.M), f"{path}::{name}"

@@ -165,3 +165,51 @@ def test_streams_still_running_at_the_end_of_the_grace_period_get_an_error_event
     [row] = open_outcome_log(log_url).export_dataframe().to_dict("records")
     assert row["status"] == 503 and row["error"].startswith("server shutting down")
     assert "(stream, status 503)" in caplog.text  # the server log line, not 499
+
+
+@pytest.mark.slow
+def test_sigkill_loses_only_what_was_answered_in_the_last_flush_interval(
+        tiny_artifact: Path, tmp_path: Path) -> None:
+    from router.settings import Settings
+
+    port = free_port()
+    log_path = tmp_path / "outcomes.db"
+    # The default batching: what the README's guarantee is stated for.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    flush_s = Settings.model_fields["log_flush_interval_s"].default
+    batch = Settings.model_fields["log_batch_size"].default
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router.cli", "serve", "--model", str(tiny_artifact),
+         "--port", str(port), "--fake-upstream", "--log-url", str(log_path)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    answered: list[tuple[str, float]] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, "router serve exited"
+            assert time.monotonic() < deadline, "router serve did not become ready"
+            time.sleep(0.1)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for i in range(30):
+                if i == 20:
+                    time.sleep(5 * flush_s)  # the first 20 are then long due
+                r = client.post("/v1/chat/completions", json={
+                    "model": "router", "messages": [{"role": "user", "content": f"q {i}"}]})
+                assert r.status_code == 200, r.text
+                answered.append((r.headers["x-request-id"], time.monotonic()))
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    killed = time.monotonic()
+    logged = set(open_outcome_log(log_path).export_dataframe()["request_id"])
+    lost = [(rid, at) for rid, at in answered if rid not in logged]
+    assert len(lost) <= batch
+    # Only requests answered within the last flush interval (plus a write's time) are lost.
+    assert all(killed - at < flush_s + 1.0 for _, at in lost), (lost, killed)
+    assert {rid for rid, _ in answered[:20]} <= logged
