@@ -1,7 +1,8 @@
 """`POST /v1/feedback`: a quality score or a thumb for an earlier request.
 
 Nothing accepted is lost silently: a value the log could not store (a NUL
-character, which PostgreSQL refuses) is a 400 naming the field, and while the
+character, which PostgreSQL refuses, or a lone surrogate, which no database
+stores) is a 400 naming the field, and while the
 log's database cannot be asked whether the request exists the answer is a 503
 to retry, naming no connection details (the log writes those server-side).
 """
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from router.api.schemas import ERROR_RESPONSES, FeedbackRequest
+from router.conversation import invalid_text
 from router.deps import ApiError, ClientKey, Ctx
 from router.outcome_log import FeedbackRecord, OutcomeLogUnavailable
 
@@ -30,6 +32,9 @@ async def feedback(body: FeedbackRequest, request: Request, ctx: Ctx,
         if "\x00" in (getattr(body, name) or ""):
             raise ApiError(400, f"{name} contains a NUL character (\\u0000), which cannot "
                            "be stored; remove it", param=name, code="invalid_feedback")
+        found = invalid_text(getattr(body, name) or "", name)
+        if found is not None:  # a lone surrogate: no database can store it either
+            raise ApiError(400, f"{found[0]} {found[1]}", param=name, code="invalid_feedback")
     if (body.quality is None) == (body.thumbs is None):
         raise ApiError(400, "send exactly one of `quality` (a number in [0, 1]) and "
                        "`thumbs` (\"up\" or \"down\")", param="quality",

@@ -119,6 +119,12 @@ def check_nul_feedback(server: Any) -> None:
     assert "NUL character" in r.json()["error"]["message"]
     r = c.post("/v1/feedback", json={"request_id": request_id + "\u0000", "thumbs": "up"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "request_id", r.text
+    # A lone surrogate (a JSON escape no database can store) is refused the same way.
+    r = c.post("/v1/feedback", content=('{"request_id": "%s", "thumbs": "up", '
+                                        '"comment": "x\\ud800y"}' % request_id).encode(),
+               headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "comment", r.text
+    assert "lone surrogate" in r.json()["error"]["message"]
     assert c.post("/v1/feedback", json={"request_id": request_id, "quality": 0.5,
                                         "comment": "good answer"}).status_code == 202
     server.flush_log()
