@@ -52,7 +52,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+_READINESS = {"description": "checks (model_loaded, can_route), degraded dependencies, "
+                             "model_version",
+              "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+@router.get("/readyz", responses={200: _READINESS,
+                                  503: {**_READINESS, "description": "not ready: no model "
+                                        "loaded, or none the upstream can call"}})
 async def readyz(ctx: Ctx) -> JSONResponse:
     """200 when a model is loaded and can route; `degraded` lists what runs without
     its optional dependencies (see the module docstring)."""

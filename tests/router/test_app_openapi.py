@@ -61,6 +61,18 @@ def test_metrics_are_documented_and_served_as_text(router_factory: Any) -> None:
     assert "router_requests_total" in r.text
 
 
+def test_readiness_documents_both_answers(router_factory: Any, tmp_path: Any) -> None:
+    server = router_factory()
+    responses = server.client.get("/openapi.json").json()["paths"]["/readyz"]["get"][
+        "responses"]
+    assert set(responses) == {"200", "503"}
+    assert server.client.get("/readyz").status_code == 200
+    # An empty registry, no model to serve: the documented 503.
+    (tmp_path / "empty").mkdir()
+    empty = router_factory(registry_dir=str(tmp_path / "empty"))
+    assert empty.client.get("/readyz").status_code == 503
+
+
 @pytest.mark.parametrize(("path", "body", "valid"), [
     ("/v1/chat/completions", {"model": "router", "messages": USER}, True),
     ("/v1/chat/completions", {"model": "", "messages": []}, False),
