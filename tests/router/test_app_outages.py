@@ -120,8 +120,8 @@ def check_nul_feedback(server: Any) -> None:
     r = c.post("/v1/feedback", json={"request_id": request_id + "\u0000", "thumbs": "up"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "request_id", r.text
     # A lone surrogate (a JSON escape no database can store) is refused the same way.
-    r = c.post("/v1/feedback", content=('{"request_id": "%s", "thumbs": "up", '
-                                        '"comment": "x\\ud800y"}' % request_id).encode(),
+    raw = f'{{"request_id": "{request_id}", "thumbs": "up", "comment": "x\\ud800y"}}'
+    r = c.post("/v1/feedback", content=raw.encode(),
                headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "comment", r.text
     assert "lone surrogate" in r.json()["error"]["message"]
