@@ -346,14 +346,16 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 log.warning("no client API keys configured (ROUTER_API_KEYS): every caller is "
                             "accepted; set keys before exposing the router")
             if ctx.upstream is None:
-                from router.http_transport import PooledHTTP11Transport
+                from router.http_transport import PooledHTTP11Transport, proxy_mounts
 
                 # httpx's API over our HTTP/1.1 pool: httpcore's costs O(connections)
-                # per request and anyio's timeouts per read (router.http_transport).
+                # per request and anyio's timeouts per read (router.http_transport);
+                # origins behind the environment's proxy go through httpx's own.
+                limits = httpx.Limits(max_connections=settings.upstream_max_connections,
+                                      max_keepalive_connections=settings.upstream_max_keepalive)
                 http = httpx.AsyncClient(
-                    transport=PooledHTTP11Transport(limits=httpx.Limits(
-                        max_connections=settings.upstream_max_connections,
-                        max_keepalive_connections=settings.upstream_max_keepalive)),
+                    transport=PooledHTTP11Transport(limits=limits),
+                    mounts=proxy_mounts(limits),
                     timeout=httpx.Timeout(settings.upstream_read_timeout_s,
                                           connect=settings.upstream_connect_timeout_s),
                     trust_env=False)

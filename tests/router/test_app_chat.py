@@ -489,3 +489,52 @@ def test_a_huge_refused_value_is_not_echoed_back(router_factory: Any) -> None:
     assert r.json()["error"]["message"] == (
         "temperature: Input should be a valid number, got '" + "h" * 63
         + "... (1000000 characters)")
+
+
+def test_upstream_calls_go_through_the_environments_proxy(
+        router_factory: Any, fake_upstream_server: Any, monkeypatch: Any) -> None:
+    # A team behind a corporate proxy must reach its providers: HTTP_PROXY is honoured
+    # (the router's own HTTP pool has no proxy support, so those origins use httpx's).
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class ForwardProxy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            seen.append(self.path)  # absolute-form: the proxy is asked for the origin
+            body = self.rfile.read(int(self.headers["content-length"]))
+            with httpx.Client(trust_env=False) as client:
+                answer = client.post(self.path, content=body,
+                                     headers={"content-type": "application/json"})
+            self.send_response(answer.status_code)
+            self.send_header("content-type", answer.headers["content-type"])
+            self.send_header("content-length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ForwardProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        server = router_factory()
+        r = server.client.post("/v1/chat/completions", json=chat())
+        assert r.status_code == 200, r.text
+        base_url, _ = fake_upstream_server
+        # (The test's own client honours HTTP_PROXY too: its request to the router is
+        # the other one the proxy saw.)
+        assert f"{base_url}/chat/completions" in seen
+        # NO_PROXY exempts a host, as httpx reads it.
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        before = len(seen)
+        direct = router_factory()
+        assert direct.client.post("/v1/chat/completions", json=chat()).status_code == 200
+        assert len(seen) == before
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
