@@ -410,3 +410,23 @@ def test_refit_folds_the_held_out_prompts_in_and_keeps_what_they_measured(
         assert meta[key] == kept[key], key
     assert not np.allclose(refit.predict(SERVING_PROMPTS).quality,
                            unseen.predict(SERVING_PROMPTS).quality)
+
+
+def test_lightgbm_is_a_version_the_fast_predictor_was_checked_against(
+        model: QualityModel) -> None:
+    # FastBooster calls LightGBM's private C API (`_LIB`, `_safe_call`,
+    # LGBM_BoosterPredictForMat): a release outside the pinned range must fail here,
+    # not in production.
+    from importlib.metadata import requires, version
+
+    from packaging.requirements import Requirement
+
+    from router.predictor_serving import FastBooster
+
+    [pin] = [Requirement(r) for r in requires("cost-aware-router")
+             if Requirement(r).name == "lightgbm"]
+    assert pin.specifier.contains(version("lightgbm")), (version("lightgbm"), str(pin))
+    assert not list(pin.specifier.filter(["99.0"])), "the pin needs an upper bound"
+    x = np.random.default_rng(0).random((7, model.quality_.num_feature()), dtype=np.float32)
+    fast = FastBooster(model.quality_).predict(x, 1)
+    assert np.array_equal(fast, model.quality_.predict(x, num_threads=1))
