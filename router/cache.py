@@ -57,10 +57,11 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
+
+from cachetools import TTLCache
 
 from router.errors import ConfigError
 from router.outcome_log import redact_url
@@ -225,48 +226,26 @@ class MemoryCache(CacheBackend):
                               hint="e.g. max_entries=10000")
         self.max_entries = max_entries
         self.max_index_entries = max_entries * index_per_entry
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, CachedResponse]] = OrderedDict()
-        self._index: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        # cachetools' TTLCache: least recently used out when full, expired on access.
+        self._entries: TTLCache[str, CachedResponse] = TTLCache(max_entries, ttl_s, timer=clock)
+        self._index: TTLCache[str, bytes] = TTLCache(self.max_index_entries, ttl_s,
+                                                     timer=clock)
 
     def __len__(self) -> int:
+        self._entries.expire()
         return len(self._entries)
 
     async def _get(self, key: str) -> CachedResponse | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, value = entry
-        if self._clock() >= expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return value
+        return self._entries.get(key)
 
     async def _set(self, key: str, value: CachedResponse) -> None:
-        self._entries[key] = (self._clock() + self.ttl_s, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._entries[key] = value
 
     async def index_get(self, names: Sequence[str]) -> list[bytes | None]:
-        now = self._clock()
-        found: list[bytes | None] = []
-        for name in names:
-            entry = self._index.get(name)
-            if entry is not None and entry[0] <= now:
-                del self._index[name]
-                entry = None
-            found.append(None if entry is None else entry[1])
-        return found
+        return [self._index.get(name) for name in names]
 
     async def index_set(self, entries: Mapping[str, bytes]) -> None:
-        expires = self._clock() + self.ttl_s
-        for name, value in entries.items():
-            self._index[name] = (expires, value)
-            self._index.move_to_end(name)
-        while len(self._index) > self.max_index_entries:
-            self._index.popitem(last=False)
+        self._index.update(entries)
 
 
 class RedisCache(CacheBackend):

@@ -29,13 +29,13 @@ import logging
 import math
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from cachetools import LRUCache
 
 from router.catalog import Catalog
 from router.conversation import Conversation
@@ -99,10 +99,11 @@ class RouteResult:
 
 
 class DecisionCache:
-    """A bounded LRU of policy decisions: `get(key)` / `put(key, decision)`.
+    """A bounded LRU of policy decisions (cachetools' `LRUCache`): `get(key)` /
+    `put(key, decision)`, counting `hits` and `misses`.
 
-    Not locked: it is used from the event loop only (one process, one loop);
-    `hits` and `misses` count lookups. `size` 0 remembers nothing.
+    Not locked: it is used from the event loop only (one process, one loop).
+    `size` 0 remembers nothing.
     """
 
     __slots__ = ("size", "hits", "misses", "_items")
@@ -111,27 +112,23 @@ class DecisionCache:
         self.size = max(0, int(size))
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[Any, tuple[Decision, tuple[str, ...]]] = OrderedDict()
+        self._items: LRUCache[Any, tuple[Decision, tuple[str, ...]]] | None = (
+            LRUCache(self.size) if self.size else None)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items is not None else 0
 
     def get(self, key: Any) -> tuple[Decision, tuple[str, ...]] | None:
-        item = self._items.get(key)
+        item = self._items.get(key) if self._items is not None else None
         if item is None:
             self.misses += 1
-            return None
-        self._items.move_to_end(key)
-        self.hits += 1
+        else:
+            self.hits += 1
         return item
 
     def put(self, key: Any, value: tuple[Decision, tuple[str, ...]]) -> None:
-        if self.size <= 0:
-            return
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
+        if self._items is not None:
+            self._items[key] = value
 
 
 def model_version_of(model: Any, path: Path | None = None) -> str:
