@@ -219,3 +219,22 @@ def post_both(client: httpx.Client, path: str, body: Any
     lean = client.post(path, content=data, headers={"content-type": "application/json"})
     full = client.post(path, content=chunks(), headers={"content-type": "application/json"})
     return lean, full
+
+
+def wait_until_ready(url: str, proc: Any, timeout_s: float = 30.0) -> None:
+    """Wait for a `router serve` subprocess at `url` to answer /readyz with 200; fail
+    with its output if it exits first or takes longer than `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"router serve exited ({proc.returncode}): {out}")
+        assert time.monotonic() < deadline, "router serve did not become ready"
+        time.sleep(0.1)

@@ -32,6 +32,7 @@ import pytest
 
 from router.outcome_log import SQLiteOutcomeLog, open_outcome_log
 from tests.router import app_fixtures, private_postgres
+from tests.router.app_fixtures import wait_until_ready
 from tests.router.test_cache import TcpProxy
 
 # Fixtures (pytest finds them as module attributes).
@@ -230,16 +231,7 @@ def test_sigterm_while_postgres_is_down_stops_in_seconds_and_says_what_is_lost(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "router serve did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(url, proc)
         pg.stop()
         for i in range(3):
             r = httpx.post(f"{url}/v1/route", json={"messages": f"lost {i}"}, timeout=10)

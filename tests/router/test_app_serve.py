@@ -17,6 +17,7 @@ import pytest
 from router.cli import main
 from router.outcome_log import open_outcome_log
 from tests.router import app_fixtures
+from tests.router.app_fixtures import wait_until_ready
 
 # Fixtures shared by the app tests (pytest finds them as module attributes).
 tiny_artifact = app_fixtures.tiny_artifact
@@ -93,16 +94,7 @@ def test_serve_with_fake_upstream_then_graceful_stop_flushes_the_log(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "router serve did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(url, proc)
         ids = []
         for content in ("hi", "prove that 2 + 2 = 4", "write a poem"):
             r = httpx.post(f"{url}/v1/chat/completions", timeout=10, json={
@@ -185,16 +177,7 @@ def test_sigkill_loses_only_what_was_answered_in_the_last_flush_interval(
     answered: list[tuple[str, float]] = []
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "router serve exited"
-            assert time.monotonic() < deadline, "router serve did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(url, proc)
         with httpx.Client(base_url=url, timeout=10) as client:
             for i in range(30):
                 if i == 20:
