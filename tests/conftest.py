@@ -24,7 +24,7 @@ def shared_data() -> Path:
                   "prices.csv (put the folder beside the checkout or set ROUTER_SHARED_DATA)")
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI must have it", pytrace=False)
-        pytest.skip(reason)
+        pytest.skip(reason)  # only outside CI: no ../shared/data beside this checkout
     return SHARED_DATA
 
 

@@ -238,3 +238,15 @@ def wait_until_ready(url: str, proc: Any, timeout_s: float = 30.0) -> None:
             raise AssertionError(f"router serve exited ({proc.returncode}): {out}")
         assert time.monotonic() < deadline, "router serve did not become ready"
         time.sleep(0.1)
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
+    """True as soon as `predicate()` is, polling every 50 ms; False after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

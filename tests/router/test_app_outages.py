@@ -32,7 +32,7 @@ import pytest
 
 from router.outcome_log import SQLiteOutcomeLog, open_outcome_log
 from tests.router import app_fixtures, private_postgres
-from tests.router.app_fixtures import wait_until_ready
+from tests.router.app_fixtures import wait_for, wait_until_ready
 from tests.router.test_cache import TcpProxy
 
 # Fixtures (pytest finds them as module attributes).
@@ -45,15 +45,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def count_rows(url: str, table: str) -> int:

@@ -11,19 +11,11 @@ import pytest
 from router.errors import ArtifactError
 from router.registry import Registry
 from tests.router import app_fixtures
+from tests.router.app_fixtures import wait_for
 
 # Fixtures shared by the app tests (pytest finds them as module attributes).
 router_factory = app_fixtures.router_factory
 tiny_artifact = app_fixtures.tiny_artifact
-
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def served_version(server: Any) -> str:
