@@ -14,7 +14,7 @@ streamed, every prompt distinct) at concurrency `--concurrency`. The faults:
 - SIGTERM / SIGKILL: the router gets the signal once half the requests are answered.
 
 A fake that resets connections before answering is not simulated (the fake
-upstream cannot do it); connection failures are covered by tests/router/test_upstream.py.
+upstream cannot do it); connection failures are covered by tests/router/upstream/test_client.py.
 
 Per fault, one row: requests sent, client errors (no response, non-2xx, or a
 stream without a clean end: an error event or no `[DONE]`), 5xx (status, or the

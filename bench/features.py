@@ -119,7 +119,7 @@ def main() -> None:
 def _generic_predict(model, convs) -> np.ndarray:
     """Quality, output tokens and cost of `convs` x all models the generic way:
     `design_rows`, `Booster.predict` (a new _InnerPredictor per call), per-call arrays."""
-    from router.predictor_design import design_rows
+    from router.predictor import design_rows
 
     codes = np.arange(len(model.models_))
     n, m = len(convs), len(codes)

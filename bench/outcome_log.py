@@ -27,7 +27,7 @@ from router.outcome_log import (
     PostgresOutcomeLog,
     RequestRecord,
     SQLiteOutcomeLog,
-    _request_row,
+    request_row,
 )
 
 TARGET = 5_000
@@ -69,7 +69,7 @@ def naive_sqlite(path: Path, records: list[RequestRecord]) -> float:
     start = time.perf_counter()
     for r in records:
         conn.execute("BEGIN")
-        conn.execute(sql, _request_row(r))
+        conn.execute(sql, request_row(r))
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
@@ -83,7 +83,7 @@ def naive_postgres(url: str, schema: str, records: list[RequestRecord]) -> float
     with psycopg.connect(url, autocommit=True) as conn:  # autocommit: one commit per INSERT
         start = time.perf_counter()
         for r in records:
-            conn.execute(log._insert_request, _request_row(r))
+            conn.execute(log._insert_request, request_row(r))
         return len(records) / (time.perf_counter() - start)
 
 

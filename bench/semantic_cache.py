@@ -34,8 +34,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.router.semantic_pairs
 
-from router.cache import CacheBackend, CachedResponse, MemoryCache, RedisCache  # noqa: E402
-from router.semantic_cache import SemanticCache  # noqa: E402
+from router.cache import (  # noqa: E402
+    CacheBackend,
+    CachedResponse,
+    MemoryCache,
+    RedisCache,
+    SemanticCache,  # noqa: E402
+)
 from tests.router.semantic_pairs import adversarial_pairs, benign_pairs  # noqa: E402
 
 ANSWER = CachedResponse(body=b'{"choices":[{"message":{"content":"' + b"x" * 800 + b'"}}]}',

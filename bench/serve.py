@@ -108,7 +108,7 @@ def serve_bare(port: int, loop: str) -> None:
 
 def serve_fake(port: int, loop: str, latency_ms: float) -> None:
     from router.catalog import load_catalog
-    from router.fake_upstream import create_fake_upstream
+    from router.fake import create_fake_upstream
 
     _uvicorn(create_fake_upstream(catalog=load_catalog(), latency_ms=latency_ms), port, loop)
 

@@ -2,7 +2,7 @@
 
 The router proxies every chat completion through one `httpx.AsyncClient`; this
 measures what that client costs. A fake upstream (uvicorn serving
-`router.fake_upstream.create_fake_upstream(latency_ms=0)`) runs in its own process;
+`router.fake.create_fake_upstream(latency_ms=0)`) runs in its own process;
 in this process the same load goes through `httpx.AsyncClient()` (httpcore + h11 +
 anyio) and through `httpx.AsyncClient(transport=PooledHTTP11Transport())`, one after
 the other in the same run, same limits, same request bodies:
@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from router.http_transport import PooledHTTP11Transport
+from router.upstream import PooledHTTP11Transport
 
 TOPICS = ("prove that the sum of two even numbers is even", "write a haiku about autumn rain",
           "translate 'good morning, how are you' into French",
@@ -71,7 +71,7 @@ def serve_fake(port: int, loop: str) -> None:
     import uvicorn
 
     from router.catalog import load_catalog
-    from router.fake_upstream import create_fake_upstream
+    from router.fake import create_fake_upstream
 
     logging.basicConfig(level=logging.WARNING)
     http = {"auto": "auto", "uvloop": "httptools", "asyncio": "h11"}[loop]

@@ -346,10 +346,10 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 log.warning("no client API keys configured (ROUTER_API_KEYS): every caller is "
                             "accepted; set keys before exposing the router")
             if ctx.upstream is None:
-                from router.http_transport import PooledHTTP11Transport, proxy_mounts
+                from router.upstream import PooledHTTP11Transport, proxy_mounts
 
                 # httpx's API over our HTTP/1.1 pool: httpcore's costs O(connections)
-                # per request and anyio's timeouts per read (router.http_transport);
+                # per request and anyio's timeouts per read (router.upstream);
                 # origins behind the environment's proxy go through httpx's own.
                 limits = httpx.Limits(max_connections=settings.upstream_max_connections,
                                       max_keepalive_connections=settings.upstream_max_keepalive)
@@ -372,7 +372,7 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
             _attach_hooks(ctx, ctx.upstream)
             cooldowns = getattr(ctx.upstream, "cooldowns", None)
             if settings.cooldown_sync_url and cooldowns is not None:
-                from router.cooldown_sync import SharedCooldowns
+                from router.upstream import SharedCooldowns
 
                 shared = SharedCooldowns(cooldowns, settings.cooldown_sync_url,
                                          list(catalog.names))
@@ -397,7 +397,7 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 await ctx.cache.start()
                 stack.push_async_callback(ctx.cache.close)
             if ctx.cache is not None and settings.semantic_cache:
-                from router.semantic_cache import SemanticCache
+                from router.cache import SemanticCache
 
                 ctx.semantic = SemanticCache(ctx.cache, namespace=ctx.cache_namespace)
             task = None

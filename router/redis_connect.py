@@ -1,7 +1,7 @@
 """One way to open a Redis connection for the router's shared state.
 
 The cache (`router.cache.RedisCache`) and the shared circuit breakers
-(`router.cooldown_sync`) both want the same client: short socket timeouts and no
+(`router.upstream.SharedCooldowns`) both want the same client: short socket timeouts and no
 retries (Redis is an optimisation here, so when it is down a request must lose at
 most a fraction of a second, never wait on it). `redis_client` builds it (a
 malformed URL is a `ConfigError`); `connect_redis` also pings it, for callers

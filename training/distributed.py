@@ -4,7 +4,7 @@
 tables are loaded and checked as for local training, written as Parquet
 partitions (`export_partitions`, into a temporary folder unless one is named)
 and trained on a `LocalCluster` or an existing scheduler (`dask_client`). The
-Python API (`train_distributed` over partitions, e.g. `export_log_partitions`)
+Python API (`train_distributed` over partitions, e.g. `training.retrain.export_log_partitions`)
 serves logs too large to load on one machine. The result is an ordinary
 `QualityModel` artifact (same files, same `meta.json`, the same held-out metrics
 and fitted bar), so serving, the registry and the gate cannot tell how it was
@@ -54,7 +54,7 @@ import pandas as pd
 from router.catalog import Catalog
 from router.errors import ConfigError, DataError
 
-__all__ = ["dask_client", "export_partitions", "export_log_partitions", "fit_distributed",
+__all__ = ["dask_client", "export_partitions", "fit_distributed",
            "train_distributed"]
 
 log = logging.getLogger(__name__)
@@ -97,24 +97,10 @@ def export_partitions(table: pd.DataFrame, directory: str | os.PathLike[str], *,
     return paths
 
 
-def export_log_partitions(log_url: str, directory: str | os.PathLike[str], *,
-                          catalog: Catalog, since: Any = None,
-                          rows_per_partition: int = 100_000) -> list[Path]:
-    """The outcome log's training rows (see `training.retrain`) as Parquet partitions."""
-    from training.retrain import _canonical, build_training_rows, load_log
-
-    rows, counts = build_training_rows(load_log(log_url, since=since), since=since)
-    log.info("log export: %s", counts.format())
-    if not len(rows):
-        raise DataError(f"{log_url}: no usable logged rows ({counts.format()})")
-    return export_partitions(_canonical(rows, catalog), directory,
-                             rows_per_partition=rows_per_partition)
-
-
 def _design_partition(part: pd.DataFrame, model: Any) -> pd.DataFrame:
     """Design-matrix rows of one partition, plus `__label` and `__weight` columns."""
     from router.conversation import parse_conversation
-    from router.predictor_design import design_rows
+    from router.predictor import design_rows
 
     index = {m: i for i, m in enumerate(model.models_)}
     part = part[part["model"].astype(str).isin(index)]
@@ -195,8 +181,7 @@ def train_distributed(
     import dask.dataframe as dd
     import lightgbm as lgb
 
-    from router.predictor import QualityModel, holdout_split
-    from router.predictor_fit import DEFAULT_PARAMS
+    from router.predictor import DEFAULT_PARAMS, QualityModel, holdout_split
 
     folder = Path(parquet)
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []

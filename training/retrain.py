@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -36,12 +37,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from router.catalog import Catalog
 from router.errors import DataError
 from router.registry import Registry, new_version_id
 
 __all__ = [
     "RowCounts",
     "RetrainResult",
+    "canonical_rows",
+    "export_log_partitions",
     "build_training_rows",
     "split_recent",
     "load_log",
@@ -239,7 +243,7 @@ def load_log(url: str, *, since: timedelta | None = None,
     return open_outcome_log(url).export_dataframe(since=lower)
 
 
-def _canonical(rows: pd.DataFrame, catalog: Any) -> pd.DataFrame:
+def canonical_rows(rows: pd.DataFrame, catalog: Any) -> pd.DataFrame:
     """Fill missing cost from tokens x prices so logged rows look like loaded outcome rows."""
     rows = rows.copy()
     from router.catalog import estimate_tokens
@@ -318,7 +322,7 @@ def retrain(
                                            max_weight=max_weight)
         echo(f"log: {counts.format()}")
     if len(rows):
-        rows = _canonical(rows, catalog)
+        rows = canonical_rows(rows, catalog)
     train_rows, recent = split_recent(rows, holdout_frac if len(rows) >= min_rows else 0.0)
     parts = [train_rows] if len(train_rows) else []
     if base:
@@ -393,3 +397,17 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return str(value)
+
+
+def export_log_partitions(log_url: str, directory: str | os.PathLike[str], *,
+                          catalog: Catalog, since: Any = None,
+                          rows_per_partition: int = 100_000) -> list[Path]:
+    """The outcome log's training rows (see `training.retrain`) as Parquet partitions."""
+    from training.distributed import export_partitions
+
+    rows, counts = build_training_rows(load_log(log_url, since=since), since=since)
+    log.info("log export: %s", counts.format())
+    if not len(rows):
+        raise DataError(f"{log_url}: no usable logged rows ({counts.format()})")
+    return export_partitions(canonical_rows(rows, catalog), directory,
+                             rows_per_partition=rows_per_partition)

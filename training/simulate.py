@@ -9,7 +9,7 @@ e.g. `../shared/data/arena_bench_v1.csv.gz`) as live traffic:
    models' outcomes for them: a small offline benchmark), registered and promoted
    in a registry in the work folder. A **full-data router**, trained on every pool
    prompt's full outcomes, is the target the loop should move towards.
-3. The fake provider (`router.fake_upstream`) answers from the table: each answer
+3. The fake provider (`router.fake`) answers from the table: each answer
    carries the recorded quality of (prompt, model) in `router_quality`. The router
    app (`router.app.create_app`) runs on its own socket with an SQLite outcome log,
    exploration on, the fake as upstream, the work-folder registry as model source

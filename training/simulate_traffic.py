@@ -58,9 +58,8 @@ def start_servers(stack: ExitStack, *, outcomes_path: Path, catalog_path: Path,
     import httpx
 
     from router.app import create_app
-    from router.fake_upstream import create_fake_upstream
+    from router.fake import create_fake_upstream, serve_in_thread
     from router.settings import Settings
-    from router.threaded_server import serve_in_thread
 
     fake = create_fake_upstream(outcomes=outcomes_path, seed=seed)
     fake_url = stack.enter_context(serve_in_thread(fake, lifespan="off", name="fake-upstream"))

@@ -39,8 +39,7 @@ from router.deps import ApiError, AppContext, ClientKey, Ctx, new_request_id
 from router.errors import PolicyError
 from router.outcome_log import RequestRecord
 from router.service import RouteResult, RoutingService, parse_router_model
-from router.sse import DONE, error_event
-from router.upstream import UpstreamError
+from router.upstream import DONE, UpstreamError, error_event
 
 __all__ = ["router", "plan_chat", "answer_chat", "ChatAnswer", "forwarded_body",
            "chat_inputs"]

@@ -38,7 +38,7 @@ from router.api.errors import internal_error_response, upstream_error_response
 from router.api.route import route_response
 from router.api.schemas import ChatRequest, RouteRequest
 from router.deps import AppContext, authenticate, new_request_id
-from router.upstream_errors import UpstreamError
+from router.upstream import UpstreamError
 
 __all__ = ["FastPath"]
 

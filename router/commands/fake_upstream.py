@@ -7,7 +7,7 @@ import logging
 
 from router.cli import add_command
 from router.errors import ConfigError
-from router.threaded_server import bind_socket
+from router.fake import bind_socket
 
 __all__ = ["register", "run"]
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from router.catalog import load_catalog
-    from router.fake_upstream import create_fake_upstream
+    from router.fake import create_fake_upstream
 
     if not 0.0 <= args.error_rate <= 1.0:
         raise ConfigError(f"--error-rate must be in [0, 1], got {args.error_rate}",

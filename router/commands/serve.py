@@ -5,7 +5,7 @@ hot-reloaded on promote), else the repository's `models/` registry. Flags win
 over `ROUTER_*` environment variables, which win over the `--config` TOML file
 (see `router.settings`).
 
-`--fake-upstream` mounts the simulated provider (`router.fake_upstream`) inside
+`--fake-upstream` mounts the simulated provider (`router.fake`) inside
 the same process under `/_fake_upstream` and points every model at
 `http://127.0.0.1:PORT/_fake_upstream/v1`, so the quickstart needs no provider
 key and no second process. Never use it in production: answers are made up.
@@ -19,7 +19,7 @@ from typing import Any
 
 from router.cli import add_command
 from router.errors import ConfigError
-from router.threaded_server import bind_socket, graceful_server
+from router.fake import bind_socket, graceful_server
 
 __all__ = ["register", "run", "FAKE_UPSTREAM_PATH", "preflight"]
 
@@ -144,7 +144,7 @@ def _build(args: argparse.Namespace, settings: Any, port: int) -> tuple[Any, Any
                     "is promoted")
     app = create_app(settings, model=service, reload=True)
     if args.fake_upstream:
-        from router.fake_upstream import create_fake_upstream
+        from router.fake import create_fake_upstream
 
         app.mount(FAKE_UPSTREAM_PATH, create_fake_upstream(
             catalog=load_catalog(settings.catalog), latency_ms=args.fake_latency_ms))

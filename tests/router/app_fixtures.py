@@ -34,9 +34,9 @@ from fastapi import FastAPI
 from router.app import create_app
 from router.catalog import DEFAULT_CATALOG_PATH, load_catalog
 from router.conversation import Conversation
+from router.fake import serve_in_thread
 from router.policy import BarCalibration
 from router.settings import load_settings
-from router.threaded_server import serve_in_thread
 
 __all__ = [
     "StubModel",

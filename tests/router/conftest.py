@@ -21,8 +21,7 @@ import pytest
 
 from router.cache import RedisCache
 from router.catalog import DEFAULT_CATALOG_PATH, load_catalog
-from router.fake_upstream import FakeUpstreamState, create_fake_upstream
-from router.threaded_server import serve_in_thread
+from router.fake import FakeUpstreamState, create_fake_upstream, serve_in_thread
 
 __all__ = ["run_fake_upstream"]
 

@@ -6,7 +6,7 @@ the order of an instruction); the cache must never answer it. `benign_pairs()`:
 the asked prompt is the cached one with its case, punctuation, whitespace or
 greeting changed, or one typo; the cache should answer most of them.
 
-Shared by `tests/router/test_semantic_cache.py` (which asserts the rates) and
+Shared by `tests/router/cache/test_semantic.py` (which asserts the rates) and
 `bench/semantic_cache.py` (which prints them with lookup latencies).
 """
 

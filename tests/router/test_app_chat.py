@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from router.outcome_log import open_outcome_log
-from router.sse import SSEDecoder
+from router.upstream import SSEDecoder
 from tests.router import app_fixtures
 
 # Fixtures shared by the app tests (pytest finds them as module attributes).

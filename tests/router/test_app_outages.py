@@ -33,7 +33,7 @@ import pytest
 from router.outcome_log import SQLiteOutcomeLog, open_outcome_log
 from tests.router import app_fixtures, private_postgres
 from tests.router.app_fixtures import wait_for, wait_until_ready
-from tests.router.test_cache import TcpProxy
+from tests.router.tcp_proxy import TcpProxy
 
 # Fixtures (pytest finds them as module attributes).
 router_factory = app_fixtures.router_factory

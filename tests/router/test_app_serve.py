@@ -120,8 +120,8 @@ def test_streams_still_running_at_the_end_of_the_grace_period_get_an_error_event
 
     from router.app import create_app
     from router.deps import client_key
+    from router.fake import serve_in_thread
     from router.settings import load_settings
-    from router.threaded_server import serve_in_thread
 
     caplog.set_level(logging.INFO, logger="router.api.chat")
     base_url, control = fake_upstream_server

@@ -21,8 +21,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
+from router.fake import serve_in_thread
 from router.outcome_log import open_outcome_log
-from router.threaded_server import serve_in_thread
 from tests.router import app_fixtures
 
 router_factory = app_fixtures.router_factory

@@ -26,7 +26,7 @@ from router.catalog import load_catalog
 from router.cli import main
 from router.conversation import Conversation
 from router.errors import ConfigError, DataError
-from router.fake_upstream import FakeUpstreamState
+from router.fake import FakeUpstreamState
 from router.upstream import UpstreamClient
 from tests.router.conftest import run_fake_upstream
 from training.collect import (
