@@ -19,10 +19,12 @@ Three ways to ask, exactly one per request:
   accept paying for it.
 * **utility_lambda**: argmax q - lambda * c with an explicit lambda (quality per USD).
 
-The constraints filter the candidates before the rule runs: `allowed` models, and
-`max_cost_usd`, which removes candidates whose expected cost is above it; if it
-removes all of them the cheapest allowed model is chosen, because answering over
-budget is worse than answering with a weaker model.
+The constraints filter the candidates before the rule runs: `allowed` models;
+`max_latency_ms`, which removes candidates expected to take longer (if it removes
+all of them the fastest allowed model is chosen: the caller's screen waits least
+there); then `max_cost_usd`, which removes candidates whose expected cost is
+above it (if it removes all of them the cheapest remaining model is chosen,
+because answering over budget is worse than answering with a weaker model).
 
 `choose` works on whole matrices (evaluation sweeps millions of decisions);
 `decide` is the per-request view with every candidate, built on `choose` so the
@@ -50,6 +52,8 @@ __all__ = [
     "resolve_lambda",
     "validate_bar",
     "validate_lambda",
+    "validate_max_latency",
+    "within_latency",
 ]
 
 # A step up the frontier that gains less quality per USD than this share of the
@@ -86,6 +90,35 @@ def validate_bar(bar: float | None, *, name: str = "quality_bar") -> float | Non
     if isinstance(bar, bool) or not isinstance(bar, int | float) or not 0.0 <= bar <= 1.0:
         raise PolicyError(f"{name} must be a number in [0, 1], got {bar!r}")
     return float(bar)
+
+
+def validate_max_latency(value: float | None, *, name: str = "max_latency_ms") -> float | None:
+    """A latency limit is a finite number of milliseconds > 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise PolicyError(f"{name} must be a finite number of milliseconds > 0, got {value!r}")
+    return float(value)
+
+
+def within_latency(latency_ms: np.ndarray, max_latency_ms: float,
+                   usable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The models expected within the limit, per row, and the rows where none is.
+
+    `latency_ms` is n x m expected latencies; `usable` (same shape) the models
+    still in the running. A row where no usable model is expected within the
+    limit keeps only its fastest usable model. Returns (mask n x m, none_within n).
+    """
+    latency_ms = np.asarray(latency_ms, dtype=np.float64)
+    if usable is None:
+        usable = np.ones(latency_ms.shape, dtype=bool)
+    fast_enough = usable & (latency_ms <= max_latency_ms)
+    none_within = ~fast_enough.any(axis=1)
+    fastest = np.argmin(np.where(usable, latency_ms, np.inf), axis=1)
+    fast_enough[none_within, fastest[none_within]] = True
+    return fast_enough, none_within
 
 
 def validate_lambda(value: float | None, *, name: str = "utility_lambda") -> float | None:
@@ -304,12 +337,15 @@ def choose(
     utility_lambda: float | np.ndarray | None = None,
     max_cost_usd: float | None = None,
     allowed: np.ndarray | None = None,
+    latency_ms: np.ndarray | None = None,
+    max_latency_ms: float | None = None,
 ) -> np.ndarray:
     """Index of the chosen model for each row of `quality`/`cost` (shape n x m).
 
     Exactly one of `bar` (needs `calibration`), `min_quality` and
     `utility_lambda`; each may be a scalar or one value per row. `allowed` is a
-    boolean mask over the m models (shape m or n x m).
+    boolean mask over the m models (shape m or n x m). `max_latency_ms` needs
+    `latency_ms`, the expected latencies (n x m).
     """
     quality = np.asarray(quality, dtype=np.float64)
     cost = np.asarray(cost, dtype=np.float64)
@@ -323,6 +359,11 @@ def choose(
         usable &= np.broadcast_to(np.asarray(allowed, dtype=bool), quality.shape)
         if not usable.any(axis=1).all():
             raise PolicyError("no allowed model left to choose from")
+    if max_latency_ms is not None:
+        if latency_ms is None:
+            raise ValueError("max_latency_ms needs latency_ms, the expected latencies")
+        usable, _ = within_latency(np.broadcast_to(latency_ms, quality.shape),
+                                   max_latency_ms, usable)
     if max_cost_usd is not None:
         affordable = usable & (cost <= max_cost_usd)
         # Rows where nothing is affordable keep the cheapest usable model only.

@@ -1,8 +1,16 @@
+from typing import Any
+
 import numpy as np
 import pytest
 
 from router.errors import ArtifactError, PolicyError
-from router.policy import BarCalibration, choose, decide
+from router.policy import (
+    BarCalibration,
+    choose,
+    decide,
+    validate_max_latency,
+    within_latency,
+)
 
 MODELS = ["cheap", "mid", "premium"]
 COST = [0.001, 0.005, 0.030]
@@ -198,3 +206,31 @@ def test_the_decision_reports_the_lambda_it_used():
     decision = decide(MODELS, quality[0], cost[0], bar=0.8, calibration=calibration)
     assert decision.utility_lambda == calibration.lambda_for(0.8)
     assert decision.quality_bar == 0.8
+
+
+def test_latency_limit_excludes_slow_models_before_the_rule_runs() -> None:
+    quality = np.array([[0.9, 0.7, 0.5]])
+    cost = np.array([[3.0, 2.0, 1.0]])
+    latency = np.array([[4000.0, 900.0, 1500.0]])
+    # Without a limit lambda=0 buys the best model; a 2 s limit rules it out.
+    assert choose(quality, cost, utility_lambda=0.0)[0] == 0
+    assert choose(quality, cost, utility_lambda=0.0, latency_ms=latency,
+                  max_latency_ms=2000.0)[0] == 1
+
+
+def test_no_model_within_the_latency_limit_chooses_the_fastest_allowed() -> None:
+    quality = np.array([[0.9, 0.7, 0.5], [0.9, 0.7, 0.5]])
+    cost = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    latency = np.array([[4000.0, 900.0, 1500.0], [4000.0, 3000.0, 1500.0]])
+    mask, none_within = within_latency(latency, 500.0)
+    assert none_within.tolist() == [True, True]
+    assert mask.tolist() == [[False, True, False], [False, False, True]]
+    chosen = choose(quality, cost, utility_lambda=0.0, latency_ms=latency, max_latency_ms=500.0,
+                    allowed=np.array([True, False, True]))
+    assert chosen.tolist() == [2, 2]  # model 1 is faster in row 0 but not allowed
+
+
+@pytest.mark.parametrize("bad", [0, -5.0, float("nan"), float("inf"), True, "2000"])
+def test_a_bad_latency_limit_is_refused_with_its_value(bad: Any) -> None:
+    with pytest.raises(PolicyError, match="max_latency_ms must be a finite number"):
+        validate_max_latency(bad)
