@@ -240,7 +240,7 @@ class Simulation:
         """Send one round of traffic with feedback, then retrain, gate and maybe promote."""
         from tqdm import tqdm
 
-        from training.retrain import retrain
+        from training.retrain import RetrainSettings, retrain
 
         cfg = self.config
         number = len(self.rounds) + 1
@@ -279,12 +279,12 @@ class Simulation:
             first = self._round_started[max(0, len(self._round_started) - cfg.window_rounds)]
             since = timedelta(seconds=now.timestamp() - first + 1.0)
         lines: list[str] = []
+        settings = RetrainSettings(
+            log_url=self.log_url, since=since, base=(self.initial_path,),
+            eval_data=self.eval_table, tolerance=cfg.tolerance, seed=cfg.seed + number)
         result = retrain(
-            registry=self.registry, log_url=self.log_url, since=since,
-            base=[self.initial_path], eval_data=self.eval_table, catalog=self.catalog,
-            tolerance=cfg.tolerance, seed=cfg.seed + number,
-            now=now, fit=lambda table, _catalog, seed: self._fit(table, seed),
-            echo=lines.append)
+            settings, registry=self.registry, catalog=self.catalog, now=now,
+            fit=lambda table, _catalog, seed: self._fit(table, seed), echo=lines.append)
         for line in lines:
             log.debug("retrain: %s", line)
         if result.promoted:

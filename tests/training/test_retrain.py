@@ -112,6 +112,63 @@ def test_raw_feedback_rows_can_be_joined_instead(small_log: str) -> None:
     assert rows["quality"].tolist() == [0.7] and counts.no_feedback == 7
 
 
+def test_a_logged_requests_latencies_reach_the_training_rows(tmp_path: Path) -> None:
+    from training.retrain import canonical_rows
+
+    url = write_log(tmp_path / "latency.db", [
+        RequestRecord("slow", ts=NOW.timestamp() - 60, conversation=_conv("a long essay"),
+                      chosen_model="cheap", served_model="cheap", propensity=1.0,
+                      input_tokens=4, output_tokens=900, cost_usd=0.01,
+                      ttfb_ms=412.5, latency_ms=9100.0),
+        RequestRecord("unmeasured", ts=NOW.timestamp() - 30, conversation=_conv("hi"),
+                      chosen_model="cheap", served_model="cheap", propensity=1.0,
+                      input_tokens=1, output_tokens=2, cost_usd=0.0001),
+    ], [FeedbackRecord("slow", quality=0.8), FeedbackRecord("unmeasured", quality=1.0)])
+    export = load_log(url)
+    assert export.set_index("request_id").loc["slow", ["ttfb_ms", "latency_ms"]].tolist() == [
+        412.5, 9100.0], "the log exports both latencies"
+    rows, _ = build_training_rows(export)
+    table = canonical_rows(rows, None).set_index("prompt_id")
+    assert table.loc["slow", "latency_ms"] == 9100.0
+    assert table.loc["slow", "ttft_ms"] == 412.5, "time to first byte is the table's ttft_ms"
+    assert table.loc["unmeasured", ["latency_ms", "ttft_ms"]].isna().all()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"holdout_frac": 1.0}, r"holdout_frac \(--holdout\) must be in \[0, 1\), got 1.0"),
+    ({"tolerance": -0.1}, r"tolerance \(--min-tolerance\) must be >= 0, got -0.1"),
+    ({"max_weight": float("nan")}, r"max_weight \(--max-weight\) must be positive, got nan"),
+    ({"min_rows": 0}, r"min_rows \(--min-rows\) must be >= 1, got 0"),
+    ({"seed": 1.5}, r"seed \(--seed\) must be an integer, got 1.5"),
+    ({"since": timedelta(0)}, r"since \(--since\) must be a positive duration"),
+])
+def test_bad_retrain_settings_name_the_option(options: dict, message: str) -> None:
+    from training.retrain import RetrainSettings
+
+    with pytest.raises(ConfigError, match=message):
+        RetrainSettings(base=("base.csv",), **options)
+
+
+def test_retrain_settings_take_one_base_table_as_one_and_need_a_source() -> None:
+    from training.retrain import RetrainSettings
+
+    assert RetrainSettings(base="base.csv").base == ("base.csv",)
+    with pytest.raises(ConfigError, match=r"nothing to train on: no outcome log \(--log\)"):
+        RetrainSettings()
+
+
+def test_the_retrain_cli_reports_a_bad_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    from router.cli import main
+
+    assert main(["retrain", "--base", "x.csv", "--holdout", "1.5"]) == 1
+    err = capsys.readouterr().err
+    assert "error: retrain setting holdout_frac (--holdout) must be in [0, 1), got 1.5" in err
+    with pytest.raises(SystemExit):
+        main(["retrain", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default 0.01)" in out and "(default 200)" in out, "defaults come from the settings"
+
+
 def test_split_recent_holds_out_the_newest_rows() -> None:
     rows = pd.DataFrame({"timestamp": range(10)})
     train, recent = split_recent(rows, 0.3)
@@ -179,14 +236,14 @@ def test_retrain_promotes_a_first_model_then_refuses_a_shuffled_one(
     from router.predictor import QualityModel
     from router.registry import Registry
     from tests.training.test_gate import fit_fast, shuffled_labels
-    from training.retrain import retrain
+    from training.retrain import RetrainSettings, retrain
 
     log_url, base_path, eval_table = loop_data
     registry = Registry(tmp_path / "models")
     printed: list[str] = []
-    first = retrain(registry=registry, log_url=log_url, since=timedelta(days=7), now=NOW,
-                    base=[base_path], eval_data=eval_table, catalog=load_catalog(),
-                    min_logged_rows=30,
+    settings = RetrainSettings(log_url=log_url, since=timedelta(days=7), base=[base_path],
+                               eval_data=eval_table, min_logged_rows=30)
+    first = retrain(settings, registry=registry, now=NOW, catalog=load_catalog(),
                     fit=lambda t, c, s: fit_fast(t, seed=s), echo=printed.append)
     assert first.promoted and registry.current_version() == first.version_id
     assert first.counts.used == 200 and first.holdout_rows == 40
@@ -199,9 +256,7 @@ def test_retrain_promotes_a_first_model_then_refuses_a_shuffled_one(
     QualityModel.load(registry.current())  # the registered artifact loads (checksums intact)
 
     printed.clear()
-    second = retrain(registry=registry, log_url=log_url, since=timedelta(days=7), now=NOW,
-                     base=[base_path], eval_data=eval_table, catalog=load_catalog(),
-                     min_logged_rows=30,
+    second = retrain(settings, registry=registry, now=NOW, catalog=load_catalog(),
                      fit=lambda t, c, s: fit_fast(shuffled_labels(t), seed=s),
                      echo=printed.append)
     assert not second.promoted
@@ -235,13 +290,14 @@ def test_retrain_promotes_a_first_model_then_refuses_a_shuffled_one(
 
 def test_retrain_with_nothing_to_learn_from_is_a_clear_error(tmp_path: Path) -> None:
     from router.registry import Registry
-    from training.retrain import retrain
+    from training.retrain import RetrainSettings, retrain
 
     url = write_log(tmp_path / "empty.db", [RequestRecord("r1", conversation=_conv("hi"),
                                                           served_model="cheap")], [])
     with pytest.raises(DataError, match=r"no usable training rows \(0 of 1 logged requests "
                                         r"used \(skipped: no feedback 1\)\)"):
-        retrain(registry=Registry(tmp_path / "models"), log_url=url, echo=lambda _: None)
+        retrain(RetrainSettings(log_url=url), registry=Registry(tmp_path / "models"),
+                echo=lambda _: None)
     assert not (tmp_path / "models" / "versions").exists(), "nothing registered"
 
 
