@@ -24,7 +24,7 @@ import hmac
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     default_quality_bar: float | None = Field(None, description=(
         "bar in [0, 1] for `model: router` and `/v1/route` without `quality_bar`; default: "
         "the model's `default_bar`, else 0.7"))
+    max_latency_ms: float | None = Field(None, description=(
+        "latency limit in ms for requests that give none (`max_latency_ms` field, "
+        "`x-router-max-latency-ms` header): models expected to take longer are skipped, "
+        "the fastest is chosen when none is within it; unset = no limit. Needs a model "
+        "that predicts latency"))
     exploration: float = Field(0.02, description=(
         "share in [0, 0.5] of routed chat requests sent to a uniformly random allowed "
         "model, logged with its exact propensity"))
@@ -130,6 +135,10 @@ class Settings(BaseSettings):
         "connection pool size of the one shared HTTP client"))
     upstream_max_keepalive: int = Field(128, description=(
         "idle keep-alive connections kept in the pool"))
+    upstream_transport: Literal["library", "pooled"] = Field("library", description=(
+        "HTTP client transport under the upstream calls: `library` (httpx's own, proxies "
+        "from the environment, TLS verified) or `pooled` (the in-house HTTP/1.1 pool, "
+        "opt-in)"))
     max_retries: int = Field(1, description=(
         "retries of the same model on 429/5xx/connect errors before falling back"))
     backoff_s: float = Field(0.25, description=(
@@ -141,9 +150,9 @@ class Settings(BaseSettings):
     cooldown_s: float = Field(30.0, description=(
         "how long an open breaker skips the model before one trial request"))
     cooldown_sync_url: str | None = Field(None, description=(
-        "`redis://host:6379/0` where replicas share open circuit breakers (read every "
-        "second), so a failing provider is skipped by all of them at once; unset = each "
-        "replica learns on its own"))
+        "`redis://host:6379/0` where replicas share open circuit breakers and live latency "
+        "(read every second), so a failing or slowing provider is skipped by all of them at "
+        "once; unset = each replica learns on its own"))
     reload_interval_s: float = Field(5.0, description=(
         "seconds between checks for a new model version; 0 = never"))
     gc_freeze: bool = Field(True, description=(
@@ -156,6 +165,9 @@ class Settings(BaseSettings):
         "running 1 s before the end get an SSE error event and are logged as 503"))
     host: str = Field("127.0.0.1", description="address `router serve` binds")
     port: int = Field(8000, description="port `router serve` binds")
+    workers: int = Field(1, description=(
+        "`router serve` processes sharing the port, each with the whole app (model, pools, "
+        "hot reload); `/metrics` on any of them adds up all"))
 
     @classmethod
     def settings_customise_sources(
@@ -208,6 +220,13 @@ class Settings(BaseSettings):
             raise ValueError(f"must be in [0, 1], got {value!r}")
         return value
 
+    @field_validator("max_latency_ms")
+    @classmethod
+    def _latency_limit(cls, value: float | None) -> float | None:
+        if value is not None and not (0 < value < float("inf")):
+            raise ValueError(f"must be a finite number of milliseconds > 0, got {value!r}")
+        return value
+
     @field_validator("exploration")
     @classmethod
     def _exploration(cls, value: float) -> float:
@@ -232,7 +251,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("max_body_bytes", "max_messages", "upstream_max_connections",
-                     "upstream_max_keepalive", "cooldown_failures", "log_batch_size")
+                     "upstream_max_keepalive", "cooldown_failures", "log_batch_size",
+                     "workers")
     @classmethod
     def _positive_int(cls, value: int) -> int:
         if value < 1:

@@ -234,3 +234,55 @@ def test_no_model_within_the_latency_limit_chooses_the_fastest_allowed() -> None
 def test_a_bad_latency_limit_is_refused_with_its_value(bad: Any) -> None:
     with pytest.raises(PolicyError, match="max_latency_ms must be a finite number"):
         validate_max_latency(bad)
+
+
+# -- decide under a latency limit (issue 12) ------------------------------------------
+
+LATENCY = [400.0, 1500.0, 3000.0]
+
+
+def test_decide_drops_models_expected_over_the_limit_and_shows_every_latency():
+    open_ = decide(MODELS, [0.62, 0.81, 0.93], COST, utility_lambda=0.0, latency_ms=LATENCY)
+    assert open_.model == "premium" and open_.latency_limit_met
+    limited = decide(MODELS, [0.62, 0.81, 0.93], COST, utility_lambda=0.0, latency_ms=LATENCY,
+                     max_latency_ms=2000)
+    assert limited.model == "mid" and limited.latency_limit_met
+    assert limited.latency_reason is None
+    # Every allowed model stays a candidate, fast or not, with its expected latency.
+    assert [(c.model, c.expected_latency_ms) for c in limited.candidates] == [
+        ("cheap", 400.0), ("mid", 1500.0), ("premium", 3000.0)]
+
+
+def test_decide_takes_the_fastest_and_says_so_when_none_is_within_the_limit():
+    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, utility_lambda=0.0,
+                      latency_ms=[900.0, 700.0, 3000.0], max_latency_ms=300)
+    assert decision.model == "mid"
+    assert not decision.latency_limit_met
+    assert "max_latency_ms=300" in decision.latency_reason
+    assert "mid" in decision.latency_reason and "700 ms" in decision.latency_reason
+
+
+def test_decide_limit_applies_among_allowed_models_only():
+    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.9,
+                      latency_ms=[100.0, 5000.0, 4000.0], max_latency_ms=200,
+                      allowed_models=["mid", "premium"])
+    assert decision.model == "premium" and not decision.latency_limit_met
+
+
+def test_a_model_without_a_latency_estimate_is_never_within_a_limit():
+    decision = decide(MODELS, [0.62, 0.81, 0.93], COST, utility_lambda=0.0,
+                      latency_ms=[400.0, 1500.0, float("nan")], max_latency_ms=10_000)
+    assert decision.model == "mid"
+    assert decision.candidates[2].expected_latency_ms is None
+
+
+def test_decide_refuses_a_limit_without_latency_predictions():
+    with pytest.raises(PolicyError, match="predicts no latency") as info:
+        decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.5, max_latency_ms=1000)
+    assert "latency_ms" in info.value.hint
+    with pytest.raises(PolicyError, match="predicts no latency"):
+        decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.5, max_latency_ms=1000,
+               latency_ms=[float("nan")] * 3)
+    with pytest.raises(PolicyError, match="max_latency_ms must be a finite number"):
+        decide(MODELS, [0.62, 0.81, 0.93], COST, min_quality=0.5, max_latency_ms=-5,
+               latency_ms=LATENCY)
