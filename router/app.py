@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
@@ -38,6 +39,7 @@ from router.api.errors import install_error_handlers
 from router.catalog import load_catalog
 from router.deps import AppContext
 from router.errors import ArtifactError
+from router.live_latency import LiveLatency, SharedLiveLatency
 from router.metrics import Metrics
 from router.registry import Registry
 from router.service import RoutingService, load_service
@@ -175,7 +177,9 @@ class Reloader:
         return load_service(path, self.ctx.catalog, default_bar=s.default_quality_bar,
                             exploration=s.exploration,
                             proxy_all=s.upstream_base_url is not None,
-                            decision_cache_size=s.decision_cache_size)
+                            decision_cache_size=s.decision_cache_size,
+                            default_max_latency_ms=s.max_latency_ms,
+                            live_latency=self.ctx.live_latency)
 
     async def load_initial(self) -> None:
         """Load the first model (errors propagate: a corrupt start-up model stops start-up)."""
@@ -249,7 +253,8 @@ def load_initial_service(settings: Settings) -> RoutingService | None:
                         default_bar=settings.default_quality_bar,
                         exploration=settings.exploration,
                         proxy_all=settings.upstream_base_url is not None,
-                        decision_cache_size=settings.decision_cache_size)
+                        decision_cache_size=settings.decision_cache_size,
+                        default_max_latency_ms=settings.max_latency_ms)
 
 
 def _source_for(settings: Settings) -> ModelSource:
@@ -262,8 +267,15 @@ def _attach_hooks(ctx: AppContext, upstream: Any) -> None:
     """Metrics hooks on the upstream client, unless the injector set its own."""
     metrics = ctx.metrics
 
+    live = ctx.live_latency
+
     def on_attempt(attempt: Any) -> None:
         metrics.upstream_attempts.labels(attempt.model, attempt.error or "ok").inc()
+        if attempt.error is None:
+            metrics.upstream_latency.labels(attempt.model).observe(attempt.latency_s)
+        # A timeout is a slow answer too: it feeds the live latency, not the histogram.
+        if live is not None and attempt.error in (None, "timeout"):
+            live.observe(attempt.model, attempt.latency_s * 1000.0)
 
     def on_state(model: str, state: str) -> None:
         if state == "open":
@@ -330,12 +342,16 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                      key_digests=settings.api_key_digests,
                      rng=random.Random(settings.exploration_seed),
                      cache_namespace=hashlib.sha256(
-                         json.dumps(catalog.to_dict(), sort_keys=True).encode()).hexdigest()[:12])
+                         json.dumps(catalog.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
+                     live_latency=LiveLatency())
     if model is not None:
         service = model if isinstance(model, RoutingService) else RoutingService.build(
             model, catalog, default_bar=settings.default_quality_bar,
             exploration=settings.exploration, proxy_all=settings.upstream_base_url is not None,
-            decision_cache_size=settings.decision_cache_size)
+            decision_cache_size=settings.decision_cache_size,
+            default_max_latency_ms=settings.max_latency_ms, live_latency=ctx.live_latency)
+        if service.live_latency is None:  # pre-loaded by `router serve`: give it this app's
+            service = dataclasses.replace(service, live_latency=ctx.live_latency)
         ctx.service = service
         metrics.set_model_version(service.version)
 
@@ -379,6 +395,11 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 await shared.start()
                 stack.push_async_callback(shared.close)
                 ctx.cooldown_sync = shared
+            if settings.cooldown_sync_url:  # the same Redis shares live latency
+                ctx.latency_sync = SharedLiveLatency(ctx.live_latency, settings.cooldown_sync_url,
+                                                     list(catalog.names))
+                await ctx.latency_sync.start()
+                stack.push_async_callback(ctx.latency_sync.close)
             if ctx.store is None:
                 from router.outcome_log import open_outcome_log
 

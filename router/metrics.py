@@ -40,6 +40,11 @@ class Metrics:
         self.upstream_ttfb = Histogram("router_upstream_ttfb_seconds", "Time from sending to the "
                                        "first byte of the upstream's answer, by served model",
                                        ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.upstream_latency = Histogram("router_upstream_latency_seconds", "Duration of "
+                                          "successful upstream attempts, by model: to the whole "
+                                          "answer (JSON) or to the first event (stream: its time "
+                                          "to first token)", ["model"],
+                                          buckets=_LATENCY_BUCKETS, registry=r)
         self.request_duration = Histogram("router_request_duration_seconds", "Total time to "
                                           "answer, by endpoint", ["endpoint"],
                                           buckets=(0.0005, 0.001, 0.0025) + _LATENCY_BUCKETS,

@@ -1,73 +1,41 @@
-"""The model registry: immutable version folders and an atomically swapped pointer.
+"""`Registry`: the versions under a root, which one is current, promote and rollback.
 
-Layout under the registry root (by default the repository's `models/`, beside
-`catalog.toml`)::
-
-    models/
-      versions/<version_id>/   one trained artifact each (meta.json, quality.lgb, ...)
-      CURRENT                  the current version id, one line, replaced with os.replace
-      history.jsonl            one JSON line per promote / rollback (who was current when)
-
-Why this shape: a server hot-reloads by reading `CURRENT` (a single small file
-that is either the old or the new id, never half written), a bad model is undone
-by `rollback` without retraining, and every version describes itself through its
-own `meta.json` so `router models show` needs nothing else.
-
-Versions are immutable: `add` copies an artifact into a temporary folder inside
-`versions/` and renames it into place, so a reader never sees a half-copied
-version, and refuses an id that already exists. Writers (promote, rollback) take
-an exclusive `flock` on `.lock` so a retrain process and an operator running
-`router models rollback` at the same time cannot interleave their history.
-
-`promote` and `rollback` verify a version before `CURRENT` names it: every file's
-checksum, a real load and a check prediction, as a starting server does. Why: a
-running server refuses a corrupt version and keeps its old model, but a server
-started afterwards has no old model and exits, so a bad promote became an outage
-at the next restart or scale-up. `CURRENT` is confined to the registry: it must
-hold a plain version id whose folder (symlinks resolved) lies inside `versions/`;
-anything else (a hand-edited path, `..`) is refused, never loaded.
+The layout and its reasons are in the `router.registry` docstring.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import re
 import shutil
 import tempfile
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from router.errors import ArtifactError, ConfigError
+from router.registry._files import (
+    VERSION_ID,
+    atomic_write,
+    locked,
+    metrics_of,
+    new_version_id,
+    now_iso,
+    read_meta,
+)
+from router.registry._history import append_event, promotion_stack, read_history
 
-__all__ = [
-    "DEFAULT_REGISTRY_ROOT",
-    "REGISTRY_ENV_VAR",
-    "VersionInfo",
-    "Registry",
-    "new_version_id",
-]
+__all__ = ["DEFAULT_REGISTRY_ROOT", "REGISTRY_ENV_VAR", "Registry", "VersionInfo"]
 
-DEFAULT_REGISTRY_ROOT = Path(__file__).resolve().parents[1] / "models"
+# The repository's models/, beside catalog.toml (this file is router/registry/_registry.py).
+DEFAULT_REGISTRY_ROOT = Path(__file__).resolve().parents[2] / "models"
 REGISTRY_ENV_VAR = "ROUTER_REGISTRY"
 
 _VERSIONS = "versions"
 _POINTER = "CURRENT"
 _HISTORY = "history.jsonl"
 _LOCK = ".lock"
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def new_version_id(now: datetime | None = None) -> str:
-    """A sortable, unique id: `v20250101-030000-1a2b3c`."""
-    now = now or datetime.now(UTC)
-    return f"v{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,47 +47,6 @@ class VersionInfo:
     path: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     is_current: bool = False
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _read_meta(folder: Path) -> dict[str, Any]:
-    meta_path = folder / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{meta_path}: missing; not a trained model folder",
-                            hint="train one with `router train --out DIR`") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{meta_path}: not valid JSON ({exc.msg} at line {exc.lineno})",
-                            hint="the artifact is corrupt; train it again") from None
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
-
-
-def _metrics_of(meta: dict[str, Any]) -> dict[str, Any]:
-    for key in ("metrics", "holdout_metrics", "held_out_metrics"):
-        value = meta.get(key)
-        if isinstance(value, dict):
-            return value
-    return {}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class Registry:
@@ -173,7 +100,7 @@ class Registry:
         path, `..`): the pointer may only name a folder of this registry.
         """
         text = self._pointer_text()
-        if text is not None and not _ID_RE.match(text):
+        if text is not None and not VERSION_ID.match(text):
             raise ArtifactError(
                 f"{self.pointer_path}: holds {text[:200]!r}, which is not a version id; "
                 f"CURRENT may only name a folder under {self.versions_dir}",
@@ -233,17 +160,18 @@ class Registry:
         current = self._pointer_text()  # a broken pointer must not hide the versions
         infos = []
         for folder in self.versions_dir.iterdir():
-            if not folder.is_dir() or folder.name.startswith(".") or not _ID_RE.match(folder.name):
+            if (not folder.is_dir() or folder.name.startswith(".")
+                    or not VERSION_ID.match(folder.name)):
                 continue
             try:
-                meta = _read_meta(folder)
+                meta = read_meta(folder)
             except ArtifactError:
                 meta = {}
             created = str(meta.get("created") or meta.get("registered_at") or
                           datetime.fromtimestamp(folder.stat().st_mtime, UTC)
                           .isoformat(timespec="seconds"))
             infos.append(VersionInfo(id=folder.name, created=created, path=folder,
-                                     metrics=_metrics_of(meta),
+                                     metrics=metrics_of(meta),
                                      is_current=folder.name == current))
         return sorted(infos, key=lambda v: (v.created, v.id))
 
@@ -255,14 +183,14 @@ class Registry:
                 raise ArtifactError(f"{self.root}: no current version",
                                     hint="promote one: `router models promote VERSION`")
         folder = self.path_of(version_id)
-        meta = _read_meta(folder)
+        meta = read_meta(folder)
         events = [e for e in self.history() if e.get("version") == version_id]
         return {
             "version_id": version_id,
             "path": str(folder),
             "is_current": version_id == self._pointer_text(),
             "created": meta.get("created"),
-            "metrics": _metrics_of(meta),
+            "metrics": metrics_of(meta),
             "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
             "history": events,
             "meta": meta,
@@ -270,20 +198,7 @@ class Registry:
 
     def history(self) -> list[dict[str, Any]]:
         """Promote / rollback events, oldest first."""
-        try:
-            lines = self.history_path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        events = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ArtifactError(f"{self.history_path}: line {number} is not valid JSON",
-                                    hint="fix or delete the line; CURRENT is unaffected") from None
-        return events
+        return read_history(self.history_path)
 
     # -- writing -----------------------------------------------------------
     def add(self, artifact_dir: str | os.PathLike[str], *, version_id: str | None = None,
@@ -300,7 +215,7 @@ class Registry:
         if not source.is_dir():
             raise ArtifactError(f"{source}: not a folder",
                                 hint="pass the folder written by `router train --out DIR`")
-        meta = _read_meta(source)
+        meta = read_meta(source)
         if version_id is None:
             version_id = str(meta.get("version_id") or "") or new_version_id()
         self._check_id(version_id)
@@ -319,9 +234,9 @@ class Registry:
                 shutil.copytree(source, target)
             meta.update(extra_meta or {})
             meta["version_id"] = version_id
-            meta["registered_at"] = _now()
+            meta["registered_at"] = now_iso()
             meta.setdefault("created", meta["registered_at"])
-            _atomic_write(target / "meta.json", json.dumps(meta, indent=2, sort_keys=True,
+            atomic_write(target / "meta.json", json.dumps(meta, indent=2, sort_keys=True,
                                                            default=str) + "\n")
             try:
                 # rename(2) onto a non-existent name is atomic; onto an existing
@@ -347,11 +262,12 @@ class Registry:
             self.verify(version_id)
         else:
             self.path_of(version_id)
-        with self._locked():
+        with locked(self.root / _LOCK):
             previous = self._pointer_text()
-            _atomic_write(self.pointer_path, version_id + "\n")
-            self._append({"ts": _now(), "action": "promote", "version": version_id,
-                          "previous": previous, "reason": reason})
+            atomic_write(self.pointer_path, version_id + "\n")
+            append_event(self.history_path, {
+                "ts": now_iso(), "action": "promote", "version": version_id,
+                "previous": previous, "reason": reason})
         return previous
 
     def rollback(self, *, reason: str = "", verify: bool = True) -> str:
@@ -361,9 +277,9 @@ class Registry:
         back two promotions. Versions whose folders were deleted are skipped. The
         target is verified like a promotion (`verify`): a corrupt one is refused.
         """
-        with self._locked():
+        with locked(self.root / _LOCK):
             current = self._pointer_text()
-            stack = self._stack()
+            stack = promotion_stack(self.history())
             while current is not None and stack and stack[-1] == current:
                 stack.pop()
             while stack and not (self.versions_dir / stack[-1]).is_dir():
@@ -377,9 +293,10 @@ class Registry:
             target = stack[-1]
             if verify:
                 self.verify(target)
-            _atomic_write(self.pointer_path, target + "\n")
-            self._append({"ts": _now(), "action": "rollback", "version": target,
-                          "previous": current, "reason": reason})
+            atomic_write(self.pointer_path, target + "\n")
+            append_event(self.history_path, {
+                "ts": now_iso(), "action": "rollback", "version": target,
+                "previous": current, "reason": reason})
         return target
 
     # -- internals ---------------------------------------------------------
@@ -401,38 +318,9 @@ class Registry:
                      "with `router retrain` or Registry.add instead of linking it",
             )
 
-    def _stack(self) -> list[str]:
-        stack: list[str] = []
-        for event in self.history():
-            if event.get("action") == "promote":
-                stack.append(str(event["version"]))
-            elif event.get("action") == "rollback":
-                if stack:
-                    stack.pop()
-                # The target of a rollback is now on top; make sure it is there.
-                if not stack or stack[-1] != event["version"]:
-                    stack.append(str(event["version"]))
-        return stack
-
-    def _append(self, event: dict[str, Any]) -> None:
-        with self.history_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / _LOCK).open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     @staticmethod
     def _check_id(version_id: str) -> None:
-        if not isinstance(version_id, str) or not _ID_RE.match(version_id):
+        if not isinstance(version_id, str) or not VERSION_ID.match(version_id):
             raise ConfigError(
                 f"invalid version id {version_id!r}",
                 hint="use letters, digits, '.', '_' or '-' (no slashes), up to 128 characters",
