@@ -4,12 +4,15 @@ Everything long-lived (settings, catalog, service, upstream client, cache,
 outcome log, metrics) lives on one `AppContext` at `app.state.ctx`, built by
 `create_app` and its lifespan. Endpoints reach it through the `Ctx` alias and the
 client key through `ClientKey`, so a signature reads like types and tests can
-swap either with `app.dependency_overrides`.
+swap either with `app.dependency_overrides`; the routing endpoints, which skip
+FastAPI's injection, read the key through `caller_key`, which honours an
+override of `client_key` the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import random
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ __all__ = [
     "ClientKey",
     "get_ctx",
     "client_key",
+    "caller_key",
     "authenticate",
     "new_request_id",
 ]
@@ -67,6 +71,9 @@ class AppContext:
     cache: Any = None
     semantic: Any = None
     cooldown_sync: Any = None
+    #: Per-model slowdown seen in this replica's upstream calls (`router.live_latency`).
+    live_latency: Any = None
+    latency_sync: Any = None
     rng: random.Random = field(default_factory=random.Random)
     cache_namespace: str = ""
     log_started: bool = False
@@ -87,6 +94,12 @@ class AppContext:
         for task in tasks:
             task.cancel()
         return len(tasks)
+
+    def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """What `model` charged for these tokens at catalog prices (0 for a model the
+        catalog does not know)."""
+        spec = self.catalog.models.get(model)
+        return spec.cost_usd(prompt_tokens, completion_tokens) if spec is not None else 0.0
 
     def require_service(self) -> RoutingService:
         service = self.service
@@ -121,6 +134,22 @@ async def client_key(request: Request) -> str | None:
         return None
     headers = request.headers
     return authenticate(ctx, headers.get("x-api-key"), headers.get("authorization"))
+
+
+async def caller_key(request: Request) -> str | None:
+    """`client_key`, or what the app's `dependency_overrides` put in its place.
+
+    For endpoints that resolve their one dependency themselves (the routing
+    endpoints, `router.api.lean`): an override is honoured there exactly as in a
+    FastAPI-injected endpoint, so a test that swaps the key check runs the
+    production path. The override is called with the `Request` when it takes a
+    parameter, else with none, and awaited when it returns an awaitable.
+    """
+    override = request.app.dependency_overrides.get(client_key)
+    if override is None:
+        return await client_key(request)
+    result = override(request) if inspect.signature(override).parameters else override()
+    return await result if inspect.isawaitable(result) else result
 
 
 def authenticate(ctx: AppContext, api_key: str | None, authorization: str | None) -> str | None:

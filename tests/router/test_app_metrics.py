@@ -53,3 +53,19 @@ def test_cooldowns_count_openings_not_every_failure_after_the_threshold(
     counts = {m.group(1): float(m.group(2)) for m in re.finditer(
         r'router_cooldowns_total\{model="([^"]+)"\} (\S+)', server.client.get("/metrics").text)}
     assert counts and set(counts.values()) == {1.0}, counts
+
+
+def test_upstream_latency_histogram_per_model_and_the_live_latency_it_feeds(
+        router_factory: Any, fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    control.configure("gpt-4o", latency_ms=60.0)
+    server = router_factory()
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(6):
+        assert server.client.post("/v1/chat/completions", json=body).status_code == 200
+    text = server.client.get("/metrics").text
+    # Every one of the six answers took more than 50 ms and less than 1 s.
+    assert 'router_upstream_latency_seconds_bucket{le="0.05",model="gpt-4o"} 0.0' in text
+    assert 'router_upstream_latency_seconds_bucket{le="1.0",model="gpt-4o"} 6.0' in text
+    live = server.app.state.ctx.live_latency.snapshot()["gpt-4o"]
+    assert live["samples"] == 6 and 60.0 <= live["recent_p90_ms"] < 1000.0

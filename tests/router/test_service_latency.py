@@ -113,18 +113,18 @@ def test_a_model_that_slows_down_is_excluded_then_readmitted_without_a_stale_cac
     live = LiveLatency(window_s=10.0, clock=clock)
     model = LatencyModel()
     svc = service(model, live_latency=live)
-    _feed(live, clock, "deepseek-v4-pro", 1200.0, 20)  # its baseline: healthy
+    _feed(live, clock, "deepseek-v4-pro", 1200.0, 60)  # its baseline: healthy
     assert svc.route(CONV, utility_lambda=0.0, max_latency_ms=2000).model == "deepseek-v4-pro"
     calls = model.calls
     assert svc.route(CONV, utility_lambda=0.0, max_latency_ms=2000).model == "deepseek-v4-pro"
     assert model.calls == calls  # nothing moved: the cached decision is reused
 
     _feed(live, clock, "deepseek-v4-pro", 3600.0, 20)  # 3x slower than its baseline
-    assert live.factor("deepseek-v4-pro") == pytest.approx(3.0)
+    assert live.factor("deepseek-v4-pro") == pytest.approx(3.0, rel=0.01)
     slow = svc.route(CONV, utility_lambda=0.0, max_latency_ms=2000)
     assert slow.model == "deepseek-v4-flash"
     pro = next(c for c in slow.candidates if c.model == "deepseek-v4-pro")
-    assert pro.expected_latency_ms == pytest.approx(4500.0)
+    assert pro.expected_latency_ms == pytest.approx(4500.0, rel=0.01)
 
     _feed(live, clock, "deepseek-v4-pro", 1200.0, 100)  # fast again: the window refills
     assert live.factor("deepseek-v4-pro") == 1.0
@@ -135,7 +135,7 @@ def test_a_slow_model_without_traffic_is_tried_again_once_its_window_empties() -
     clock = Clock()
     live = LiveLatency(window_s=10.0, clock=clock)
     svc = service(LatencyModel(), live_latency=live)
-    _feed(live, clock, "deepseek-v4-pro", 1000.0, 10)
+    _feed(live, clock, "deepseek-v4-pro", 1000.0, 60)
     _feed(live, clock, "deepseek-v4-pro", 5000.0, 10)
     assert svc.route(CONV, utility_lambda=0.0, max_latency_ms=2000).model != "deepseek-v4-pro"
     clock.now += 11.0  # no observation since: the slowdown lapses, like a half-open breaker
