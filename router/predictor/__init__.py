@@ -14,6 +14,9 @@ whole pipeline). It holds:
 * `linear_coef_`, `linear_intercept_`: a per-model L2 logistic regression on the
   prompt's sparse TF-IDF vector, blended with the booster by `linear_weight`
   (see `QualityModel`); None when `linear_weight` is 0;
+* `latency_`, `ttft_`: where the table has `latency_ms` / `ttft_ms`, heads
+  predicting their P90 per (prompt, model) (`Prediction.latency_ms`,
+  `.ttft_ms`; see `router.predictor._latency`), else None;
 * `output_tokens_`: a second booster for log1p(output tokens) per (prompt, model)
   when the table has them; otherwise per-model medians, otherwise
   `default_output_tokens`. Where a row has no `output_tokens` but has `cost_usd`,
@@ -31,7 +34,8 @@ Where the code lives: `_model` is the estimator (`QualityModel`, how `fit`
 wires the pieces together, `predict`). The design-matrix layout is
 `router.predictor._design`; the pieces `fit` is
 built from (table check, booster training, linear head) `router.predictor._fit`;
-held-out metrics and the default bar `router.predictor._holdout`; the
+held-out metrics and the default bar `router.predictor._holdout`; latency
+`router.predictor._latency`; the
 one-conversation serving fast path `router.predictor._serving`; the artifact
 folder (`save`/`load`, format version, sha256-checked files)
 `router.predictor._artifact`.
@@ -52,7 +56,12 @@ from router.predictor._holdout import (
     holdout_metrics,
     holdout_split,
 )
+from router.predictor._latency import (
+    LATENCY_QUANTILE,
+    MIN_LATENCY_ROWS,
+)
 from router.predictor._model import (
+    Prediction,
     QualityModel,
 )
 from router.predictor._serving import (
@@ -63,6 +72,9 @@ __all__ = [
     "ARTIFACT_FORMAT_VERSION",
     "DEFAULT_PARAMS",
     "FastBooster",
+    "LATENCY_QUANTILE",
+    "MIN_LATENCY_ROWS",
+    "Prediction",
     "QualityModel",
     "design_rows",
     "expected_calibration_error",

@@ -1,8 +1,14 @@
 """The building blocks `QualityModel.fit` is made of.
 
 `check_table` validates the outcome table and fills optional columns,
-`train_booster` trains one LightGBM booster with early stopping on validation
-prompts, `fit_linear` fits the per-model logistic-regression head on TF-IDF rows.
+`trained_models` checks every model has a price, `split_prompts` parses the
+prompts and splits them into training, validation and held-out ones (the
+`Design` rows every booster trains on are built from them), `train_booster`
+trains one LightGBM booster with early stopping on validation prompts,
+`fit_linear` fits the per-model logistic-regression head on TF-IDF rows,
+`fit_output_tokens` the output-length booster and medians, `fit_timing_heads`
+the latency heads (`router.predictor._latency`), `fit_metadata` what a fit
+records.
 `router.predictor._model` (`QualityModel.fit`) splits the prompts and wires these
 together. Training-only dependencies (LightGBM, pandas, scikit-learn, scipy,
 tqdm) are imported inside the functions, so importing this module costs nothing.
@@ -10,14 +16,42 @@ tqdm) are imported inside the functions, so importing this module costs nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router.conversation import parse_conversation
-from router.errors import DataError
+from router.catalog import Catalog
+from router.conversation import Conversation, parse_conversation
+from router.errors import ConfigError, DataError
+from router.predictor._holdout import holdout_split
+from router.predictor._latency import (
+    LATENCY_QUANTILE,
+    LATENCY_TAIL_NAMES,
+    LatencyHead,
+    fit_latency_head,
+    latency_design,
+)
 
-__all__ = ["DEFAULT_PARAMS", "MIN_OUTPUT_ROWS", "check_table", "fit_linear", "train_booster"]
+if TYPE_CHECKING:
+    from router.predictor._model import QualityModel
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "MIN_OUTPUT_ROWS",
+    "Design",
+    "PromptSplit",
+    "check_table",
+    "fit_linear",
+    "fit_metadata",
+    "fit_output_tokens",
+    "fit_timing_heads",
+    "output_tokens_rows",
+    "split_prompts",
+    "train_booster",
+    "trained_models",
+]
 
 MIN_OUTPUT_ROWS = 50  # fewer known output lengths than this: medians beat a booster
 
@@ -142,3 +176,177 @@ def fit_linear(matrix: Any, prompt_codes: np.ndarray, model_codes: np.ndarray,
         coef[:, m] = lr.coef_[0]
         intercept[m] = float(lr.intercept_[0])
     return coef, intercept
+
+
+@dataclass(frozen=True)
+class PromptSplit:
+    """The table's prompts, parsed once, and their roles (split by prompt, never by row)."""
+
+    prompt_codes: np.ndarray  # (rows,) index of each row's prompt
+    prompt_ids: Any  # (prompts,) the ids, first-seen order
+    convs: list[Conversation]  # (prompts,)
+    hold: np.ndarray  # prompt indices held out
+    valid: np.ndarray  # prompt indices driving early stopping
+    train: np.ndarray  # prompt indices trained on
+    row_role: np.ndarray  # (rows,) int8: 0 train, 1 valid, 2 held out
+
+    @property
+    def rest(self) -> np.ndarray:
+        """Every prompt not held out (what the features are fitted on), sorted."""
+        return np.sort(np.concatenate([self.valid, self.train]))
+
+
+def split_prompts(table: Any, holdout_frac: float, seed: int, *, valid_frac: float,
+                  min_valid_prompts: int) -> PromptSplit:
+    """Parse the checked table's prompts and split them: `holdout_frac` of them held
+    out (seeded), then `valid_frac` of the rest for early stopping when the rest
+    has at least `min_valid_prompts`."""
+    import pandas as pd
+
+    prompt_codes, prompt_ids = pd.factorize(table["prompt_id"], sort=False)
+    first_rows = np.unique(prompt_codes, return_index=True)[1]
+    messages = table["messages"].to_numpy()[first_rows]
+    convs = [parse_conversation(m, where=f"prompt_id {pid!r}")
+             for pid, m in zip(prompt_ids, messages, strict=True)]
+    hold, rest = holdout_split(len(convs), holdout_frac, seed)
+    n_valid = int(round(valid_frac * len(rest))) if len(rest) >= min_valid_prompts else 0
+    role = np.zeros(len(convs), dtype=np.int8)
+    role[rest[:n_valid]] = 1
+    role[hold] = 2
+    return PromptSplit(prompt_codes, prompt_ids, convs, hold, rest[:n_valid], rest[n_valid:],
+                       role[prompt_codes])
+
+
+def _output_targets(table: Any, catalog: Catalog, models: tuple[str, ...],
+                    model_codes: np.ndarray) -> np.ndarray:
+    """Known output tokens, else those implied by the row's cost and prices (NaN if neither)."""
+    input_tokens = table["input_tokens"].to_numpy(dtype=np.float64)
+    target = table["output_tokens"].to_numpy(dtype=np.float64).copy()
+    price_in = np.array([catalog[m].input_usd_per_mtok for m in models])[model_codes]
+    price_out = np.array([catalog[m].output_usd_per_mtok for m in models])[model_codes]
+    cost = table["cost_usd"].to_numpy(dtype=np.float64)
+    implied = np.isnan(target) & np.isfinite(cost) & (price_out > 0)
+    target[implied] = np.maximum(
+        0.0, (cost[implied] * 1e6 - input_tokens[implied] * price_in[implied])
+        / price_out[implied])
+    return target
+
+
+def fit_output_tokens(lgb: Any, params: dict[str, Any], table: Any, catalog: Catalog,
+                      models: tuple[str, ...], x: np.ndarray, model_codes: np.ndarray,
+                      row_role: np.ndarray, names: list[str], cat_col: int,
+                      rounds: tuple[int, int], *, progress: bool
+                      ) -> tuple[Any | None, dict[str, float | None]]:
+    """(booster on log1p(output tokens) or None, per-model medians or None) from the
+    rows not held out; `rounds` is (max rounds, early-stopping rounds)."""
+    target = _output_targets(table, catalog, models, model_codes)
+    weight = table["weight"].to_numpy(dtype=np.float64)
+    has_target = np.isfinite(target) & (target >= 0)
+    medians = {}
+    for i, m in enumerate(models):
+        rows = has_target & (model_codes == i) & (row_role != 2)
+        medians[m] = float(np.median(target[rows])) if rows.any() else None
+    fit_rows = has_target & (row_role != 2)
+    if fit_rows.sum() < MIN_OUTPUT_ROWS or np.ptp(target[fit_rows]) <= 0:
+        return None, medians
+    booster, _ = train_booster(
+        # Lengths need less precision than quality: coarser steps, fewer rounds.
+        lgb, {**params, "objective": "regression",
+              "learning_rate": max(params["learning_rate"], 0.1)}, x[has_target],
+        np.log1p(target[has_target]), weight[has_target], row_role[has_target],
+        names, cat_col, *rounds, progress=progress, desc="output-token model")
+    return booster, medians
+
+
+@dataclass(frozen=True)
+class Design:
+    """What every booster of one fit is trained on."""
+
+    lgb: Any
+    params: dict[str, Any]
+    x: np.ndarray  # (rows, features) design rows (router.predictor._design)
+    model_codes: np.ndarray
+    row_role: np.ndarray  # 0 train, 1 early-stopping validation, 2 held out
+    names: list[str]
+    cat_col: int
+    rounds: tuple[int, int]  # (max rounds, early-stopping rounds)
+    progress: bool
+
+
+def trained_models(table: Any, catalog: Catalog) -> tuple[tuple[str, ...], Catalog]:
+    """The table's models, cheapest first, and the catalog cut to them; every one
+    must have a price."""
+    import pandas as pd
+
+    present = pd.unique(table["model"]).tolist()
+    missing = [m for m in present if m not in catalog]
+    if missing:
+        raise ConfigError(f"model(s) not in the catalog and without prices: "
+                          f"{', '.join(missing)}",
+                          hint="pass --prices FILE with a row for each model, or train "
+                               "with `router train` (training.data.load_priced_outcomes), "
+                               "which learns their prices from the rows' cost_usd")
+    models = tuple(catalog.by_price(present))
+    return models, catalog.subset(models)
+
+
+def output_tokens_rows(booster: Any | None, medians: Sequence[float | None],
+                       default_output_tokens: float, x: np.ndarray, model_codes: np.ndarray,
+                       *, threads: int) -> np.ndarray:
+    """Predicted output tokens of design rows `x` (the rows' models `model_codes`, and
+    `medians` per model, None where never seen answering)."""
+    fallback = np.array([default_output_tokens if v is None else v for v in medians])
+    out = fallback[model_codes].astype(np.float64)
+    if booster is not None:
+        # Models without any known length keep their fallback; the booster has
+        # never seen them answer.
+        use = np.array([v is not None for v in medians])[model_codes]
+        if use.any():
+            pred = booster.predict(x[use] if not use.all() else x, num_threads=threads)
+            out[use] = np.maximum(np.expm1(pred), 0.0)
+    return out
+
+
+def fit_timing_heads(table: Any, design: Design, n_models: int,
+                     output_tokens: Callable[[], np.ndarray]
+                     ) -> tuple[LatencyHead | None, LatencyHead | None]:
+    """(latency head, time-to-first-token head), each None where the table has no
+    such column or no value in it. `output_tokens()` gives the predicted output
+    tokens of every row (called only for a timed table)."""
+    timed = [c for c in ("latency_ms", "ttft_ms") if c in table and table[c].notna().any()]
+    if not timed:
+        return None, None
+    rows = latency_design(design.x, table["input_tokens"].to_numpy(dtype=np.float64),
+                          output_tokens())
+    heads = {column: fit_latency_head(
+        design.lgb, design.params, rows, table[column].to_numpy(dtype=np.float64),
+        table["weight"].to_numpy(dtype=np.float64), design.row_role, design.model_codes,
+        n_models, [*design.names, *LATENCY_TAIL_NAMES], design.cat_col,
+        train_booster=train_booster, rounds=design.rounds, progress=design.progress,
+        desc=f"{column} model") for column in timed}
+    return heads.get("latency_ms"), heads.get("ttft_ms")
+
+
+def fit_metadata(model: QualityModel, table: Any, split: PromptSplit, *, seed: int,
+                 holdout_frac: float, best_iteration: int,
+                 params: dict[str, Any]) -> dict[str, Any]:
+    """What a fit records in `QualityModel.metadata` (before measuring)."""
+    return {
+        "n_rows": int(len(table)),
+        "n_prompts": int(len(split.convs)),
+        "n_train_prompts": int(len(split.train)),
+        "n_valid_prompts": int(len(split.valid)),
+        "n_holdout_prompts": int(len(split.hold)),
+        "models": list(model.models_),
+        "seed": int(seed),
+        "holdout_frac": float(holdout_frac),
+        "best_iteration": int(best_iteration),
+        "output_tokens_model": "booster" if model.output_tokens_ is not None else "medians",
+        "latency_model": model.latency_.kind if model.latency_ is not None else "none",
+        "ttft_model": model.ttft_.kind if model.ttft_ is not None else "none",
+        "latency_quantile": LATENCY_QUANTILE,
+        "params": {k: v for k, v in params.items() if not callable(v)},
+        # So `router eval --holdout-only` can score exactly the unseen prompts
+        # (unless `refit` folds them into the served model).
+        "holdout_prompt_ids": [str(split.prompt_ids[i]) for i in np.sort(split.hold)],
+    }

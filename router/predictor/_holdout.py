@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router.conversation import Conversation
+from router.conversation import Conversation, parse_conversation
 from router.errors import DataError
 from router.policy import BarCalibration
+from router.predictor._latency import latency_metrics
 
 if TYPE_CHECKING:
     from router.predictor._model import QualityModel
 
-__all__ = ["calibrate_bar", "expected_calibration_error", "holdout_metrics", "holdout_split"]
+__all__ = ["calibrate_bar", "expected_calibration_error", "holdout_metrics", "holdout_split",
+           "measure_model"]
 
 
 def holdout_split(n_prompts: int, holdout_frac: float, seed: int
@@ -119,3 +121,57 @@ def calibrate_bar(model: QualityModel, table: Any, prompt_codes: np.ndarray,
            "calibration_outcomes_known": known}
     return (calibration, bar,
             f"{source}: the best single model's mean quality ({model.models_[best]})", out)
+
+
+def measure_model(model: QualityModel, table: Any, *, source: str, metrics: bool) -> None:
+    """`QualityModel.measure` on a checked table: metrics (with `metrics`) and the bar's
+    calibration into `model.metadata`."""
+    import pandas as pd
+
+    table = table[table["model"].isin(model.models_)].reset_index(drop=True)
+    if not len(table):
+        raise DataError(f"no outcome rows for this model's models on the {source}",
+                        hint=f"trained models: {', '.join(model.models_)}")
+    prompt_codes, prompt_ids = pd.factorize(table["prompt_id"], sort=False)
+    first_rows = np.unique(prompt_codes, return_index=True)[1]
+    convs = [parse_conversation(m, where=f"prompt_id {pid!r}")
+             for pid, m in zip(prompt_ids, table["messages"].to_numpy()[first_rows],
+                               strict=True)]
+    model_codes = table["model"].map({m: i for i, m in enumerate(model.models_)}
+                                     ).to_numpy(dtype=np.int64)
+    quality = table["quality"].to_numpy(dtype=np.float64)
+    measured: dict[str, Any] = {}
+    if metrics:
+        measured = _prediction_metrics(model, table, convs, prompt_codes, model_codes)
+    calibration, bar, bar_source, routing = calibrate_bar(
+        model, table, prompt_codes, model_codes, quality, np.arange(len(convs)), convs,
+        source)
+    measured.update(routing)
+    model.metadata.update({"metrics": measured, "default_bar": bar,
+                           "default_bar_source": bar_source,
+                           "bar_calibration": calibration.to_dict()})
+
+
+def _prediction_metrics(model: QualityModel, table: Any, convs: list[Conversation],
+                        prompt_codes: np.ndarray, model_codes: np.ndarray
+                        ) -> dict[str, Any]:
+    """Quality, output-length and latency error of `model`'s predictions on `table`."""
+    pred = model.predict(convs)
+    quality = table["quality"].to_numpy(dtype=np.float64)
+    measured = holdout_metrics(quality, pred.quality[prompt_codes, model_codes])
+    measured["rows"] = int(len(table))
+    known_out = table["output_tokens"].to_numpy(dtype=np.float64)
+    known = np.isfinite(known_out)
+    if known.any():
+        predicted = pred.output_tokens[prompt_codes[known], model_codes[known]]
+        measured["output_tokens_mae"] = float(np.mean(np.abs(predicted - known_out[known])))
+    for column, head, predicted in (("latency_ms", model.latency_, pred.latency_ms),
+                                    ("ttft_ms", model.ttft_, pred.ttft_ms)):
+        if head is None or predicted is None or column not in table:
+            continue
+        p90 = predicted[prompt_codes, model_codes]
+        # The central estimate: the P90 less the model's residual P90.
+        central = p90 / np.exp(head.offset[model_codes])
+        measured.update(latency_metrics(p90, central, table[column].to_numpy(dtype=np.float64),
+                                        prefix=column.removesuffix("_ms")))
+    return measured

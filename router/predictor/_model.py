@@ -22,16 +22,19 @@ from router.predictor._artifact import (
 from router.predictor._design import DESCRIPTOR_NAMES, design_rows, model_descriptors
 from router.predictor._fit import (
     DEFAULT_PARAMS,
-    MIN_OUTPUT_ROWS,
+    Design,
+    PromptSplit,
     check_table,
     fit_linear,
+    fit_metadata,
+    fit_output_tokens,
+    fit_timing_heads,
+    output_tokens_rows,
+    split_prompts,
     train_booster,
+    trained_models,
 )
-from router.predictor._holdout import (
-    calibrate_bar,
-    holdout_metrics,
-    holdout_split,
-)
+from router.predictor._holdout import measure_model
 from router.predictor._serving import ServingPlan
 
 __all__ = ["Prediction", "QualityModel"]
@@ -46,6 +49,11 @@ class Prediction:
     output_tokens: np.ndarray  # (n, m) expected output tokens
     cost_usd: np.ndarray  # (n, m) expected cost in USD
     input_tokens: np.ndarray  # (n,) input tokens of each conversation
+    # (n, m) expected latency of the whole answer / of the first token, ms: a P90
+    # (`LATENCY_QUANTILE`, see router.predictor._latency); None when the model was
+    # trained on a table without that column.
+    latency_ms: np.ndarray | None = None
+    ttft_ms: np.ndarray | None = None
 
 
 class QualityModel:
@@ -108,101 +116,47 @@ class QualityModel:
     def fit(self, table: Any, *, catalog: Catalog,
             feature_extractor: FeatureExtractor | None = None, holdout_frac: float = 0.0,
             seed: int = 0, progress: bool = False) -> QualityModel:
-        """Fit features (training prompts only) and both boosters on `table`.
+        """Fit features (training prompts only) and every booster on `table`.
 
         `table` is the loaded outcome table (`training.data.load_outcomes`).
         With `holdout_frac > 0` that share of prompts is held out (split by
         prompt, never by row), the model is fitted on the rest, and held-out log
-        loss, Brier, ECE, AUC (0/1 labels) and output-token MAE are stored in
-        `metadata["metrics"]`. Either way the bar is calibrated
-        (`metadata["bar_calibration"]`, `default_bar`; see `router.policy`).
+        loss, Brier, ECE, AUC (0/1 labels), output-token MAE and, where the
+        table is timed, latency error are stored in `metadata["metrics"]`.
+        Either way the bar is calibrated (`metadata["bar_calibration"]`,
+        `default_bar`; see `router.policy`). Where the table has `latency_ms` /
+        `ttft_ms`, their P90 is predicted too (`router.predictor._latency`;
+        `metadata["latency_model"]`, `["ttft_model"]`: booster, per_model or none).
         """
         import lightgbm as lgb
-        import pandas as pd
 
         if not 0.0 <= holdout_frac < 1.0:
             raise DataError(f"holdout_frac must be in [0, 1), got {holdout_frac!r}")
         table = check_table(table)
-        present = pd.unique(table["model"]).tolist()
-        missing = [m for m in present if m not in catalog]
-        if missing:
-            raise ConfigError(f"model(s) not in the catalog and without prices: "
-                              f"{', '.join(missing)}",
-                              hint="pass --prices FILE with a row for each model, or train "
-                                   "with `router train` (training.data.load_priced_outcomes), "
-                                   "which learns their prices from the rows' cost_usd")
-        models = tuple(catalog.by_price(present))
-        catalog = catalog.subset(models)
-        model_index = {m: i for i, m in enumerate(models)}
-        descriptors = model_descriptors(catalog, models)
-
-        prompt_codes, prompt_ids = pd.factorize(table["prompt_id"], sort=False)
-        first_rows = np.unique(prompt_codes, return_index=True)[1]
-        messages = table["messages"].to_numpy()[first_rows]
-        convs = [parse_conversation(m, where=f"prompt_id {pid!r}")
-                 for pid, m in zip(prompt_ids, messages, strict=True)]
-        n_prompts = len(convs)
-
-        hold_prompts, rest = holdout_split(n_prompts, holdout_frac, seed)
-        n_hold = len(hold_prompts)
-        n_valid = (int(round(self.valid_frac * len(rest)))
-                   if len(rest) >= self.min_valid_prompts else 0)
-        valid_prompts, train_prompts = rest[:n_valid], rest[n_valid:]
-
+        models, catalog = trained_models(table, catalog)
+        split = split_prompts(table, holdout_frac, seed, valid_frac=self.valid_frac,
+                              min_valid_prompts=self.min_valid_prompts)
         features = feature_extractor if feature_extractor is not None else FeatureExtractor(
             n_components=self.n_components, random_state=seed)
-        features.fit([convs[i] for i in np.sort(rest)])
-        prompt_x, tfidf_rows = features.transform_with_tfidf(convs)
+        features.fit([split.convs[i] for i in split.rest])
+        prompt_x, tfidf_rows = features.transform_with_tfidf(split.convs)
         names = [*features.feature_names_, "model", *DESCRIPTOR_NAMES]
-
-        model_codes = table["model"].map(model_index).to_numpy(dtype=np.int64)
-        x = design_rows(prompt_x, prompt_codes, model_codes, descriptors)
-        role = np.zeros(n_prompts, dtype=np.int8)  # 0 train, 1 valid, 2 held out
-        role[valid_prompts] = 1
-        role[hold_prompts] = 2
-        row_role = role[prompt_codes]
-        quality = table["quality"].to_numpy(dtype=np.float64)
-        weight = table["weight"].to_numpy(dtype=np.float64)
-        linear = None
-        if self.linear_weight > 0:
-            linear = fit_linear(features.tfidf_matrix(tfidf_rows), prompt_codes, model_codes,
-                                quality, weight, row_role != 2, len(models), self.linear_c)
-        cat_col = len(names) - len(DESCRIPTOR_NAMES) - 1
-
+        model_codes = table["model"].map({m: i for i, m in enumerate(models)}
+                                         ).to_numpy(dtype=np.int64)
+        descriptors = model_descriptors(catalog, models)
         params = {**DEFAULT_PARAMS, "num_threads": self.n_jobs, **(self.params or {}),
-                  "seed": seed,
-                  "deterministic": True, "force_row_wise": True}
-        quality_booster, best_q = train_booster(
-            lgb, {**params, "objective": "cross_entropy"}, x, quality, weight, row_role,
-            names, cat_col, self.num_boost_round, self.early_stopping_rounds,
-            progress=progress, desc="quality model")
+                  "seed": seed, "deterministic": True, "force_row_wise": True}
+        design = Design(lgb, params,
+                         design_rows(prompt_x, split.prompt_codes, model_codes, descriptors),
+                         model_codes, split.row_role, names,
+                         len(names) - len(DESCRIPTOR_NAMES) - 1,
+                         (self.num_boost_round, self.early_stopping_rounds), progress)
 
-        # Output tokens: known values, else implied by cost and prices.
-        input_tokens = table["input_tokens"].to_numpy(dtype=np.float64)
-        known_out = table["output_tokens"].to_numpy(dtype=np.float64)
-        target = known_out.copy()
-        price_in = np.array([catalog[m].input_usd_per_mtok for m in models])[model_codes]
-        price_out = np.array([catalog[m].output_usd_per_mtok for m in models])[model_codes]
-        cost = table["cost_usd"].to_numpy(dtype=np.float64)
-        implied = np.isnan(target) & np.isfinite(cost) & (price_out > 0)
-        target[implied] = np.maximum(
-            0.0, (cost[implied] * 1e6 - input_tokens[implied] * price_in[implied])
-            / price_out[implied])
-        has_target = np.isfinite(target) & (target >= 0)
-        medians = {}
-        for m, i in model_index.items():
-            rows = has_target & (model_codes == i) & (row_role != 2)
-            medians[m] = float(np.median(target[rows])) if rows.any() else None
-        output_booster = None
-        fit_rows = has_target & (row_role != 2)
-        if fit_rows.sum() >= MIN_OUTPUT_ROWS and np.ptp(target[fit_rows]) > 0:
-            output_booster, _ = train_booster(
-                # Lengths need less precision than quality: coarser steps, fewer rounds.
-                lgb, {**params, "objective": "regression",
-                      "learning_rate": max(params["learning_rate"], 0.1)}, x[has_target],
-                np.log1p(target[has_target]), weight[has_target], row_role[has_target],
-                names, cat_col, self.num_boost_round, self.early_stopping_rounds,
-                progress=progress, desc="output-token model")
+        quality_booster, best_q, linear = self._fit_quality(table, design, features,
+                                                            tfidf_rows, split, len(models))
+        output_booster, medians = fit_output_tokens(
+            lgb, params, table, catalog, models, design.x, model_codes, split.row_role, names,
+            design.cat_col, design.rounds, progress=progress)
 
         self.models_ = models
         self.catalog_ = catalog
@@ -213,37 +167,46 @@ class QualityModel:
         self.output_tokens_ = output_booster
         self.output_medians_ = medians
         self.feature_names_ = names
-        self.metadata = {
-            "n_rows": int(len(table)),
-            "n_prompts": int(n_prompts),
-            "n_train_prompts": int(len(train_prompts)),
-            "n_valid_prompts": int(len(valid_prompts)),
-            "n_holdout_prompts": int(n_hold),
-            "models": list(models),
-            "seed": int(seed),
-            "holdout_frac": float(holdout_frac),
-            "best_iteration": int(best_q),
-            "output_tokens_model": "booster" if output_booster is not None else "medians",
-            "params": {k: v for k, v in params.items() if not callable(v)},
-            # So `router eval --holdout-only` can score exactly the unseen prompts
-            # (unless `refit` folds them into the served model).
-            "holdout_prompt_ids": [str(prompt_ids[i]) for i in np.sort(hold_prompts)],
-        }
-        # The bar is calibrated on prompts the model did not learn from where there
-        # are any: held out, else the early-stopping ones (unseen by the booster's
-        # gradients), else (tiny tables) the training prompts themselves.
-        if n_hold:
-            self.measure(table[row_role == 2], source="held-out prompts")
-        elif n_valid:
-            self.measure(table[row_role == 1], source="validation prompts",
+        self.latency_, self.ttft_ = fit_timing_heads(
+            table, design, len(models), lambda: output_tokens_rows(
+                output_booster, [medians[m] for m in models], self.default_output_tokens,
+                design.x, model_codes, threads=self.n_jobs))
+        self.metadata = fit_metadata(self, table, split, seed=seed, holdout_frac=holdout_frac,
+                                     best_iteration=best_q, params=params)
+        self._calibrate_after_fit(table, split)
+        if len(split.hold) and self.refit:
+            self._refit_on_everything(table, catalog, feature_extractor, seed, progress)
+        return self
+
+    def _fit_quality(self, table: Any, design: Design, features: FeatureExtractor,
+                     tfidf_rows: Any, split: PromptSplit, n_models: int
+                     ) -> tuple[Any, int, tuple[np.ndarray, np.ndarray] | None]:
+        """(quality booster, its rounds, the linear head or None)."""
+        quality = table["quality"].to_numpy(dtype=np.float64)
+        weight = table["weight"].to_numpy(dtype=np.float64)
+        linear = None
+        if self.linear_weight > 0:
+            linear = fit_linear(features.tfidf_matrix(tfidf_rows), split.prompt_codes,
+                                design.model_codes, quality, weight, split.row_role != 2,
+                                n_models, self.linear_c)
+        booster, best = train_booster(
+            design.lgb, {**design.params, "objective": "cross_entropy"}, design.x, quality,
+            weight, split.row_role, design.names, design.cat_col, *design.rounds,
+            progress=design.progress, desc="quality model")
+        return booster, best, linear
+
+    def _calibrate_after_fit(self, table: Any, split: PromptSplit) -> None:
+        """Calibrate the bar on prompts the model did not learn from where there are
+        any: held out, else the early-stopping ones (unseen by the booster's
+        gradients), else (tiny tables) the training prompts themselves."""
+        if len(split.hold):
+            self.measure(table[split.row_role == 2], source="held-out prompts")
+        elif len(split.valid):
+            self.measure(table[split.row_role == 1], source="validation prompts",
                          metrics=False)
         else:
             self.measure(table, metrics=False,
                          source="training prompts (no held-out or validation prompts)")
-        if n_hold and self.refit:
-            self._refit_on_everything(table, catalog, feature_extractor, seed, progress)
-        return self
-
     def _refit_on_everything(self, table: Any, catalog: Catalog,
                              feature_extractor: FeatureExtractor | None, seed: int,
                              progress: bool) -> None:
@@ -275,52 +238,20 @@ class QualityModel:
         `table` holds the outcome rows of those prompts (loaded as for `fit`;
         rows of models this model does not know are ignored). With `metrics`,
         `metadata["metrics"]` gets their log loss, Brier, ECE, AUC (0/1 labels),
-        row count and output-token MAE; either way the bar is calibrated on them
-        (`metadata["bar_calibration"]`, `default_bar`, `default_bar_source`, and
-        the routing numbers in `metadata["metrics"]`), `source` naming them.
-        `fit` calls it on its held-out prompts; distributed training on the
-        prompts it kept from the cluster. Returns self.
+        row count, output-token MAE and, where timed, latency error (MAE of log
+        latency, share under the predicted P90); either way the bar is
+        calibrated on them (`metadata["bar_calibration"]`, `default_bar`,
+        `default_bar_source`, and the routing numbers in `metadata["metrics"]`),
+        `source` naming them. `fit` calls it on its held-out prompts;
+        distributed training on the prompts it kept from the cluster. Returns self.
         """
-        import pandas as pd
-
         self._check_fitted()
-        table = check_table(table)
-        table = table[table["model"].isin(self.models_)].reset_index(drop=True)
-        if not len(table):
-            raise DataError(f"no outcome rows for this model's models on the {source}",
-                            hint=f"trained models: {', '.join(self.models_)}")
-        prompt_codes, prompt_ids = pd.factorize(table["prompt_id"], sort=False)
-        first_rows = np.unique(prompt_codes, return_index=True)[1]
-        convs = [parse_conversation(m, where=f"prompt_id {pid!r}")
-                 for pid, m in zip(prompt_ids, table["messages"].to_numpy()[first_rows],
-                                   strict=True)]
-        model_codes = table["model"].map({m: i for i, m in enumerate(self.models_)}
-                                         ).to_numpy(dtype=np.int64)
-        quality = table["quality"].to_numpy(dtype=np.float64)
-        measured: dict[str, Any] = {}
-        if metrics:
-            pred = self.predict(convs)
-            measured = holdout_metrics(quality, pred.quality[prompt_codes, model_codes])
-            measured["rows"] = int(len(table))
-            known_out = table["output_tokens"].to_numpy(dtype=np.float64)
-            known = np.isfinite(known_out)
-            if known.any():
-                predicted = pred.output_tokens[prompt_codes[known], model_codes[known]]
-                measured["output_tokens_mae"] = float(np.mean(np.abs(predicted
-                                                                     - known_out[known])))
-        calibration, bar, bar_source, routing = calibrate_bar(
-            self, table, prompt_codes, model_codes, quality, np.arange(len(convs)), convs,
-            source)
-        measured.update(routing)
-        self.metadata.update({"metrics": measured, "default_bar": bar,
-                              "default_bar_source": bar_source,
-                              "bar_calibration": calibration.to_dict()})
+        measure_model(self, check_table(table), source=source, metrics=metrics)
         return self
-
     # -------------------------------------------------------------- predict
     def predict(self, conversations: Iterable[Any],
                 models: Sequence[str] | None = None) -> Prediction:
-        """Expected quality, output tokens and cost for every conversation x model.
+        """Expected quality, output tokens, cost and latency for every conversation x model.
 
         `conversations`: `Conversation` objects, prompt strings or message lists.
         `models`: a subset of `models_` (in the order given); default all.
@@ -340,8 +271,9 @@ class QualityModel:
         input_tokens = np.array([c.input_tokens for c in convs], dtype=np.float64)
         if n == 0:
             empty = np.zeros((0, m))
+            timings = [None if head is None else empty.copy() for head in serving.heads]
             return Prediction(serving.names(codes), empty, empty.copy(), empty.copy(),
-                              input_tokens)
+                              input_tokens, *timings)
         linear_on = serving.linear is not None and self.linear_weight > 0
         if linear_on:
             prompt_x, tfidf_rows = self.features_.transform_with_tfidf(convs)
@@ -357,7 +289,16 @@ class QualityModel:
         np.clip(quality, 0.0, 1.0, out=quality)
         out_tokens = plan.output_tokens(x, n, serving.output_tokens, threads)
         cost = (input_tokens[:, None] * plan.price_in + out_tokens * plan.price_out) / 1e6
-        return Prediction(plan.names, quality.reshape(n, m), out_tokens, cost, input_tokens)
+        latency, ttft = plan.timings(x, input_tokens, out_tokens, serving.head_boosters,
+                                     threads)
+        return Prediction(plan.names, quality.reshape(n, m), out_tokens, cost, input_tokens,
+                          latency, ttft)
+
+    @property
+    def predicts_latency(self) -> bool:
+        """Whether `predict` gives `latency_ms` (the training table was timed)."""
+        self._check_fitted()
+        return getattr(self, "latency_", None) is not None
 
     def _serving(self) -> ServingPlan:
         """The prediction plan for the current fitted state, built on first use.
@@ -380,28 +321,9 @@ class QualityModel:
         state.pop("_serving_plan", None)
         return state
 
-    def _linear_on(self) -> bool:
-        return self.linear_weight > 0 and getattr(self, "linear_coef_", None) is not None
-
     def _blend(self, booster_p: np.ndarray, logits: np.ndarray) -> np.ndarray:
         w = float(self.linear_weight)
         return (1.0 - w) * booster_p + w / (1.0 + np.exp(-logits))
-
-    def _output_tokens_rows(self, x: np.ndarray, model_codes: np.ndarray, *,
-                            threads: int) -> np.ndarray:
-        fallback = np.array([self.default_output_tokens if v is None else v
-                             for v in (self.output_medians_[mm] for mm in self.models_)])
-        out = fallback[model_codes].astype(np.float64)
-        if self.output_tokens_ is not None:
-            # Models without any known length keep their fallback; the booster has
-            # never seen them answer.
-            learned = np.array([self.output_medians_[mm] is not None for mm in self.models_])
-            use = learned[model_codes]
-            if use.any():
-                pred = self.output_tokens_.predict(x[use] if not use.all() else x,
-                                                   num_threads=threads)
-                out[use] = np.maximum(np.expm1(pred), 0.0)
-        return out
 
     def _model_codes(self, models: Sequence[str] | None) -> np.ndarray:
         if models is None:

@@ -1,14 +1,15 @@
 """The one-conversation serving fast path of `QualityModel.predict`.
 
 A routed request predicts for ONE conversation, so the fixed per-call overhead
-matters more than the trees. `QualityModel.predict` therefore takes every
-per-model constant (model codes and descriptors, prices, fallback output
-lengths, the linear head as contiguous arrays) from a `ServingPlan` built once
-per fitted state, keeps one `SelectionPlan` per ordered selection of models,
-and calls the boosters through LightGBM's C API directly (`FastBooster`). One
-conversation and a batch run the same code, so row i of a batch equals the
-prediction for conversation i alone, and the numbers equal those of
-`Booster.predict` on the `router.predictor._design` rows.
+matters more than the trees (quality, output tokens and, for a timed model, latency
+and time to first token: up to four booster calls per request).
+`QualityModel.predict` therefore takes every per-model constant (model codes and
+descriptors, prices, fallback output lengths, the linear head as contiguous arrays)
+from a `ServingPlan` built once per fitted state, keeps one `SelectionPlan` per
+ordered selection of models, and calls the boosters through LightGBM's C API
+directly (`FastBooster`). One conversation and a batch run the same code, so row i
+of a batch equals the prediction for conversation i alone, and the numbers equal
+those of `Booster.predict` on the `router.predictor._design` rows.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from router.predictor._design import DESCRIPTOR_NAMES
+from router.predictor._latency import HeadSelection, LatencyHead, latency_design
 
 if TYPE_CHECKING:
     from router.predictor._model import QualityModel
@@ -85,7 +87,8 @@ class SelectionPlan:
 
     def __init__(self, models: tuple[str, ...], d: int, descriptors: np.ndarray,
                  codes: np.ndarray, prices_in: np.ndarray, prices_out: np.ndarray,
-                 fallback: np.ndarray, learned: np.ndarray) -> None:
+                 fallback: np.ndarray, learned: np.ndarray,
+                 heads: tuple[LatencyHead | None, LatencyHead | None]) -> None:
         self.codes = codes
         self.names = tuple(models[i] for i in codes)
         self.d = d
@@ -100,6 +103,12 @@ class SelectionPlan:
         self.learned = learned[codes]
         self.all_learned = bool(self.learned.all())
         self.any_learned = bool(self.learned.any())
+        # (latency, time to first token): each None when the model was trained untimed.
+        self.heads: tuple[HeadSelection | None, ...] = tuple(
+            None if head is None else head.select(codes) for head in heads)
+        self.timing_rows_needed = any(
+            head is not None and head.booster is not None and head.select(codes).learned.any()
+            for head in heads)
 
     def design(self, prompt_x: np.ndarray) -> np.ndarray:
         """The (n * m, features) float32 design matrix, rows prompt-major (as `design_rows`)."""
@@ -121,6 +130,17 @@ class SelectionPlan:
                 out[use] = np.maximum(np.expm1(booster.predict(x[use], threads)), 0.0)
         return out.reshape(n, len(self.codes))
 
+    def timings(self, x: np.ndarray, input_tokens: np.ndarray, out_tokens: np.ndarray,
+                boosters: tuple[FastBooster | None, ...], threads: int
+                ) -> tuple[np.ndarray | None, ...]:
+        """(latency_ms, ttft_ms), each (n, m) or None (the head is absent)."""
+        n, m = out_tokens.shape
+        rows = None
+        if self.timing_rows_needed:
+            rows = latency_design(x, np.repeat(input_tokens, m), out_tokens.ravel())
+        return tuple(None if head is None else head.predict(rows, n, booster, threads)
+                     for head, booster in zip(self.heads, boosters, strict=True))
+
 
 class ServingPlan:
     """Everything `QualityModel.predict` derives from the fitted state, built once.
@@ -134,12 +154,17 @@ class ServingPlan:
         # The same objects `key_of` takes the identity of, in the same order.
         self._refs = (model.quality_, model.output_tokens_, model.catalog_,
                       model.descriptors_, getattr(model, "linear_coef_", None),
-                      getattr(model, "linear_intercept_", None), model.output_medians_)
+                      getattr(model, "linear_intercept_", None), model.output_medians_,
+                      *self.heads_of(model))
         self.models = model.models_
         self.index = {m: i for i, m in enumerate(model.models_)}
         self.quality = FastBooster(model.quality_)
         self.output_tokens = (FastBooster(model.output_tokens_)
                               if model.output_tokens_ is not None else None)
+        self.heads = self.heads_of(model)
+        self.head_boosters = tuple(
+            None if head is None or head.booster is None else FastBooster(head.booster)
+            for head in self.heads)
         coef = getattr(model, "linear_coef_", None)
         self.linear = None
         if coef is not None:
@@ -149,18 +174,18 @@ class ServingPlan:
         self._args = (
             model.models_, len(model.feature_names_) - 1 - len(DESCRIPTOR_NAMES),
             model.descriptors_)
-        self._prices = (
+        self._per_model = (
             np.array([model.catalog_[m].input_usd_per_mtok for m in model.models_],
                      dtype=np.float64),
             np.array([model.catalog_[m].output_usd_per_mtok for m in model.models_],
                      dtype=np.float64),
             np.array([model.default_output_tokens if v is None else v for v in medians],
                      dtype=np.float64),
-            np.array([v is not None for v in medians], dtype=bool))
+            np.array([v is not None for v in medians], dtype=bool), self.heads)
         self.all_codes = np.arange(len(model.models_))
         self._plans: dict[tuple[int, ...], SelectionPlan] = {}
         self._all = self._plans[tuple(range(len(model.models_)))] = SelectionPlan(
-            *self._args, self.all_codes, *self._prices)
+            *self._args, self.all_codes, *self._per_model)
 
     @staticmethod
     def key_of(model: QualityModel) -> tuple[Any, ...]:
@@ -168,7 +193,14 @@ class ServingPlan:
         return (id(model.quality_), id(model.output_tokens_), id(model.catalog_),
                 id(model.descriptors_), id(getattr(model, "linear_coef_", None)),
                 id(getattr(model, "linear_intercept_", None)), id(model.output_medians_),
+                *(id(head) for head in ServingPlan.heads_of(model)),
                 model.default_output_tokens, model.models_)
+
+    @staticmethod
+    def heads_of(model: QualityModel) -> tuple[LatencyHead | None, LatencyHead | None]:
+        """(latency head, time-to-first-token head); None each for a model fitted or
+        saved before latency was predicted."""
+        return getattr(model, "latency_", None), getattr(model, "ttft_", None)
 
     def codes(self, models: Sequence[str] | None, model: QualityModel) -> np.ndarray:
         if models is None:
@@ -184,7 +216,7 @@ class ServingPlan:
         key = tuple(int(c) for c in codes)
         plan = self._plans.get(key)
         if plan is None:
-            plan = SelectionPlan(*self._args, np.asarray(codes, dtype=np.int64), *self._prices)
+            plan = SelectionPlan(*self._args, np.asarray(codes, dtype=np.int64), *self._per_model)
             if len(self._plans) < 64:  # bounded: callers pass few distinct selections
                 self._plans[key] = plan
         return plan
