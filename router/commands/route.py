@@ -29,14 +29,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model_version. The bar is a target mean quality over traffic like the "
                     "training data; without --bar the artifact's default is used (the best "
                     "single model's mean quality on held-out prompts). --min-quality is a "
-                    "hard floor for this one request instead. Without --model the "
-                    "registry's current version is used.",
+                    "hard floor for this one request instead. --max-latency-ms drops the "
+                    "models expected to take longer (the fastest is chosen when none is "
+                    "within it; the artifact must predict latency); every candidate shows "
+                    "its expected_latency_ms. Without --model the registry's current "
+                    "version is used.",
         examples=[
             "router route 'Prove that sqrt(2) is irrational.' --model models/demo --bar 0.8",
             "router route 'Summarise: the cat sat.' --model models/demo --utility-lambda 1000",
             "router route 'Extract the invoice total.' --model models/demo --min-quality 0.9",
             "router route '[{\"role\": \"user\", \"content\": \"hi\"}]' --model models/demo "
             "--models deepseek-v4-flash,gpt-4o --max-cost-usd 0.001",
+            "router route 'Write a haiku about rain.' --model models/demo --max-latency-ms 2000",
         ],
         handler=_run,
     )
@@ -58,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "(L in quality per USD, e.g. 1000)")
     parser.add_argument("--max-cost-usd", type=float, default=None, metavar="X",
                         help="drop candidates whose expected cost is above X USD")
+    parser.add_argument("--max-latency-ms", type=float, default=None, metavar="MS",
+                        help="drop candidates expected to take longer than MS milliseconds "
+                             "for the whole answer (the fastest is chosen when none is within "
+                             "it)")
     parser.add_argument("--models", default=None, metavar="A,B",
                         help="comma-separated models allowed (default: all the artifact's)")
 
@@ -65,18 +73,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def route_one(model: Any, conversation: Any, *, bar: float | None = None,
               min_quality: float | None = None, utility_lambda: float | None = None,
               max_cost_usd: float | None = None,
-              allowed_models: Sequence[str] | None = None) -> Decision:
+              allowed_models: Sequence[str] | None = None,
+              max_latency_ms: float | None = None) -> Decision:
     """One decision of a loaded `QualityModel` for one conversation, by the rule the
-    server runs: the artifact's default bar unless a bar, floor or lambda is given."""
+    server runs: the artifact's default bar unless a bar, floor or lambda is given.
+    (No live latency here: the artifact's expectation alone.)"""
     from router.policy import decide
 
     if bar is None and min_quality is None and utility_lambda is None:
         bar = model.default_bar
     pred = model.predict([conversation])
+    latency = getattr(pred, "latency_ms", None)
     return decide(pred.models, pred.quality[0], pred.cost_usd[0], bar=bar,
                   calibration=model.bar_calibration if bar is not None else None,
                   min_quality=min_quality, utility_lambda=utility_lambda,
-                  max_cost_usd=max_cost_usd, allowed_models=allowed_models)
+                  max_cost_usd=max_cost_usd, allowed_models=allowed_models,
+                  latency_ms=None if latency is None else latency[0],
+                  max_latency_ms=max_latency_ms)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -108,18 +121,31 @@ def _run(args: argparse.Namespace) -> int:
     lam, floor = args.utility_lambda, args.min_quality
     decision = route_one(model, conversation, bar=args.bar, min_quality=floor,
                          utility_lambda=lam, max_cost_usd=args.max_cost_usd,
-                         allowed_models=allowed)
-    print(json.dumps({
+                         allowed_models=allowed, max_latency_ms=args.max_latency_ms)
+    print(json.dumps(decision_json(decision, model.version or str(path)), indent=2))
+    return 0
+
+
+def decision_json(decision: Decision, version: str) -> dict[str, Any]:
+    """The decision in the shape of the `/v1/route` response."""
+    lam, floor, limit = decision.utility_lambda, decision.min_quality, decision.max_latency_ms
+    if decision.quality_bar is not None:
+        lam = None  # lambda(bar) is how the bar was served, not what was asked
+    return {
         "request_id": "req_" + uuid.uuid4().hex,
         "model": decision.model,
         "quality_bar": decision.quality_bar,
         "expected_quality": decision.expected_quality,
         "expected_cost_usd": decision.expected_cost_usd,
         "candidates": [{"model": c.model, "expected_quality": c.expected_quality,
-                        "expected_cost_usd": c.expected_cost_usd}
+                        "expected_cost_usd": c.expected_cost_usd,
+                        "expected_latency_ms": c.expected_latency_ms}
                        for c in decision.candidates],
-        "model_version": model.version or str(path),
+        "model_version": version,
         **({"min_quality": floor} if floor is not None else {}),
         **({"utility_lambda": lam} if lam is not None else {}),
-    }, indent=2))
-    return 0
+        **({"max_latency_ms": limit, "latency_limit_met": decision.latency_limit_met}
+           if limit is not None else {}),
+        **({"latency_reason": decision.latency_reason}
+           if decision.latency_reason is not None else {}),
+    }
