@@ -22,15 +22,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from router.errors import ConfigError, RouterError
+from router.outcome_log._queries import requests_frame, select_requests
 from router.outcome_log._records import (
-    _BOOL_COLUMNS,
-    _JOINED_EXTRA,
-    _REQUEST_COLUMNS,
     FeedbackRecord,
     RequestRecord,
     TimeBound,
     _decode,
-    _epoch,
     _feedback_row,
     request_row,
 )
@@ -201,41 +198,49 @@ class OutcomeLog(abc.ABC):
                 return
             self._closing = True
             self._cond.notify_all()
-        thread = self._thread
-        if thread is not None:
-            started = time.monotonic()
-            while thread.is_alive():
-                waited = time.monotonic() - started
-                limit = (self.close_unreachable_timeout_s if self.failing_since is not None
-                         else self.close_timeout_s)
-                if waited >= limit:
-                    break
-                await asyncio.to_thread(thread.join, min(0.1, limit - waited))
-            if thread.is_alive():
-                with self._cond:
-                    self._abandon = True
-                    self._cond.notify_all()
-                await asyncio.to_thread(thread.join, 10.0)
+        await self._stop_writer()
         with self._cond:
-            left = list(self._queue)
-            self._queue.clear()
-            self.dropped += len(left)
-            # Never started, or abandoned: these rows (and the batch given up) are lost.
-            lost_rows = self._abandoned + left
-            kinds = Counter(kind for kind, _ in lost_rows)
-            lost = len(lost_rows)
-            if lost:
-                times = sorted(float(row[1]) for _, row in lost_rows)
-                when = (f", logged between {time.strftime('%H:%M:%S', time.localtime(times[0]))}"
-                        f" and {time.strftime('%H:%M:%S', time.localtime(times[-1]))}"
-                        if times else "")
-                why = (f"database unreachable for {time.time() - self.failing_since:.0f} s"
-                       if self.failing_since is not None else "writer not running")
-                logger.error("outcome log %s closed with %d rows unwritten and lost (%d "
-                             "requests, %d feedback%s): %s", self.describe(), lost,
-                             kinds["r"], kinds["f"], when, why)
+            self._count_lost()
             self._closed = True
         await asyncio.to_thread(self._close_connections)
+
+    async def _stop_writer(self) -> None:
+        """Let the writer drain within its time limit, then make it give up."""
+        thread = self._thread
+        if thread is None:
+            return
+        started = time.monotonic()
+        while thread.is_alive():
+            waited = time.monotonic() - started
+            limit = (self.close_unreachable_timeout_s if self.failing_since is not None
+                     else self.close_timeout_s)
+            if waited >= limit:
+                break
+            await asyncio.to_thread(thread.join, min(0.1, limit - waited))
+        if thread.is_alive():
+            with self._cond:
+                self._abandon = True
+                self._cond.notify_all()
+            await asyncio.to_thread(thread.join, 10.0)
+
+    def _count_lost(self) -> None:
+        """Count what is still unwritten as dropped and say it in one error line."""
+        left = list(self._queue)
+        self._queue.clear()
+        self.dropped += len(left)
+        # Never started, or abandoned: these rows (and the batch given up) are lost.
+        lost_rows = self._abandoned + left
+        if not lost_rows:
+            return
+        kinds = Counter(kind for kind, _ in lost_rows)
+        times = sorted(float(row[1]) for _, row in lost_rows)
+        when = (f", logged between {time.strftime('%H:%M:%S', time.localtime(times[0]))}"
+                f" and {time.strftime('%H:%M:%S', time.localtime(times[-1]))}")
+        why = (f"database unreachable for {time.time() - self.failing_since:.0f} s"
+               if self.failing_since is not None else "writer not running")
+        logger.error("outcome log %s closed with %d rows unwritten and lost (%d "
+                     "requests, %d feedback%s): %s", self.describe(), len(lost_rows),
+                     kinds["r"], kinds["f"], when, why)
 
     async def query_requests(self, since: TimeBound = None, until: TimeBound = None,
                              limit: int | None = None) -> list[dict[str, Any]]:
@@ -255,14 +260,7 @@ class OutcomeLog(abc.ABC):
         Needs no `start()` and no event loop. With `joined` (default) it has the
         feedback columns of `query_joined`. JSON columns stay JSON text.
         """
-        import pandas as pd  # deferred: the serving path never needs pandas
-
-        rows = self._select(joined, since, until, None, False)
-        columns = list(_REQUEST_COLUMNS) + (list(_JOINED_EXTRA) if joined else [])
-        frame = pd.DataFrame(rows, columns=columns)
-        for col in _BOOL_COLUMNS:
-            frame[col] = frame[col].astype(bool)
-        return frame
+        return requests_frame(self._select(joined, since, until, None, False), joined=joined)
 
     @abc.abstractmethod
     def describe(self) -> str:
@@ -314,33 +312,10 @@ class OutcomeLog(abc.ABC):
 
     def _select(self, joined: bool, since: TimeBound, until: TimeBound, limit: int | None,
                 decode_json: bool) -> list[dict[str, Any]]:
-        p, rt, ft = self._placeholder, self._requests_table, self._feedback_table
-        where, params = [], []
-        lo, hi = _epoch(since, "since"), _epoch(until, "until")
-        if lo is not None:
-            where.append(f"r.ts >= {p}")
-            params.append(lo)
-        if hi is not None:
-            where.append(f"r.ts < {p}")
-            params.append(hi)
-        cols = ", ".join(f"r.{c}" for c in _REQUEST_COLUMNS)
-        if joined:
-            cols += (
-                ", agg.feedback_quality, "
-                f"(SELECT f2.quality FROM {ft} f2 WHERE f2.request_id = r.request_id "
-                "ORDER BY f2.ts DESC, f2.id DESC LIMIT 1) AS feedback_latest, "
-                "COALESCE(agg.feedback_count, 0) AS feedback_count")
-            source = (f"{rt} r LEFT JOIN (SELECT request_id, AVG(quality) AS feedback_quality, "
-                      f"COUNT(*) AS feedback_count FROM {ft} GROUP BY request_id) agg "
-                      "ON agg.request_id = r.request_id")
-        else:
-            source = f"{rt} r"
-        sql = f"SELECT {cols} FROM {source}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY r.ts, r.request_id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        sql, params = select_requests(
+            placeholder=self._placeholder, requests_table=self._requests_table,
+            feedback_table=self._feedback_table, joined=joined, since=since, until=until,
+            limit=limit)
         return [_decode(row, decode_json=decode_json) for row in self._read(sql, params)]
 
     def _run(self) -> None:

@@ -145,6 +145,17 @@ async def test_feedback_joins_mean_latest_and_count(log: OutcomeLog) -> None:
     assert frame.loc[0, "candidates"].startswith('[{"model":"small"')  # JSON text for training
 
 
+async def test_the_export_carries_each_requests_latencies_for_retraining(
+        log: OutcomeLog) -> None:
+    log.log(full_record("timed"))
+    log.log(RequestRecord("untimed", ts=1_700_000_002.0, conversation_hash="ef"))
+    await log.flush()
+
+    frame = log.export_dataframe().set_index("request_id")
+    assert frame.loc["timed", "ttfb_ms"] == 210.5 and frame.loc["timed", "latency_ms"] == 980.25
+    assert frame.loc["untimed", ["ttfb_ms", "latency_ms"]].isna().all(), "unknown, not 0"
+
+
 async def test_feedback_for_unknown_id_is_refused_and_not_written(log: OutcomeLog) -> None:
     log.log(full_record("known"))
     await log.flush()
