@@ -12,11 +12,14 @@ import os
 import random
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from router.conversation import parse_conversation
 
 __all__ = ["OutcomeTable", "load_outcome_table", "fake_answer", "AnswerMemory"]
+
+# The outcome table's timing columns (milliseconds), used where present.
+_TIMINGS = ("latency_ms", "ttft_ms")
 
 _WORDS = (
     "the", "answer", "follows", "from", "premises", "because", "each", "step", "preserves",
@@ -28,16 +31,24 @@ _WORDS = (
 
 @dataclass(frozen=True)
 class OutcomeTable:
-    """Recorded (prompt, model) outcomes, looked up by conversation digest."""
+    """Recorded (prompt, model) outcomes, looked up by conversation digest; the
+    timings (`latency_ms` whole answer, `ttft_ms` first token) where the table has them."""
 
     quality: Mapping[tuple[str, str], float]
     output_tokens: Mapping[tuple[str, str], int]
     models: tuple[str, ...]
     source: str
+    latency_ms: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    ttft_ms: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     def lookup(self, digest: str, model: str) -> tuple[float | None, int | None]:
         key = (digest, model)
         return self.quality.get(key), self.output_tokens.get(key)
+
+    def timing(self, digest: str, model: str) -> tuple[float | None, float | None]:
+        """(whole-answer latency, time to first token) recorded for the pair, ms."""
+        key = (digest, model)
+        return self.latency_ms.get(key), self.ttft_ms.get(key)
 
 
 def load_outcome_table(paths: str | os.PathLike[str]) -> OutcomeTable:
@@ -47,7 +58,7 @@ def load_outcome_table(paths: str | os.PathLike[str]) -> OutcomeTable:
     `router.outcome_tables.read_outcome_rows` (training's reader), so a row's
     conversation is its `messages` where set, else its `prompt`. Repeated
     (prompt, model) outcomes are averaged, as training does; `output_tokens`
-    is used where known.
+    is used where known, and so are `latency_ms` and `ttft_ms` (averaged too).
     """
     # pandas is heavy: only when a table is actually used.
     import pandas as pd
@@ -55,18 +66,23 @@ def load_outcome_table(paths: str | os.PathLike[str]) -> OutcomeTable:
     from router.outcome_tables import expand_paths, read_outcome_rows
 
     files = expand_paths(paths)
-    frames = [read_outcome_rows(path)[["messages", "model", "quality", "output_tokens"]]
-              for path in files]
+    wanted = ["messages", "model", "quality", "output_tokens", *_TIMINGS]
+    frames = [frame[[c for c in wanted if c in frame]]
+              for frame in (read_outcome_rows(path) for path in files)]
     rows = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    timings = [c for c in _TIMINGS if c in rows]
     digests = {text: parse_conversation(json.loads(text)).digest
                for text in pd.unique(rows["messages"])}
     rows = rows.assign(digest=rows["messages"].map(digests), model=rows["model"].astype(str))
-    merged = rows.groupby(["digest", "model"], sort=False)[["quality", "output_tokens"]].mean()
+    merged = rows.groupby(["digest", "model"], sort=False)[
+        ["quality", "output_tokens", *timings]].mean()
     quality = {key: float(q) for key, q in merged["quality"].items()}
     tokens = {key: max(1, int(round(float(t))))
               for key, t in merged["output_tokens"].dropna().items()}
+    timed = {c: {key: float(v) for key, v in merged[c].dropna().items()} for c in timings}
     source = str(files[0]) if len(files) == 1 else f"{len(files)} files under {paths}"
-    return OutcomeTable(quality, tokens, tuple(pd.unique(rows["model"])), source)
+    return OutcomeTable(quality, tokens, tuple(pd.unique(rows["model"])), source,
+                        latency_ms=timed.get("latency_ms", {}), ttft_ms=timed.get("ttft_ms", {}))
 
 
 def fake_answer(digest: str, model: str, n_tokens: int) -> str:
