@@ -181,6 +181,18 @@ class Reloader:
                             default_max_latency_ms=s.max_latency_ms,
                             live_latency=self.ctx.live_latency)
 
+    def key_of_served(self) -> str | None:
+        """The source's key, or None when the pre-loaded model is no longer the one it
+        points at (a version promoted while this process started, e.g. one of
+        `router serve --workers N`): the first poll then loads the current one."""
+        key = self.source.key()
+        served = self.ctx.service.path if self.ctx.service is not None else None
+        current = self.source.path()
+        if served is not None and current is not None and \
+                Path(served).resolve() != Path(current).resolve():
+            return None
+        return key
+
     async def load_initial(self) -> None:
         """Load the first model (errors propagate: a corrupt start-up model stops start-up)."""
         key = await asyncio.to_thread(self.source.key)
@@ -428,7 +440,7 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 if ctx.service is None:
                     await reloader.load_initial()
                 else:
-                    reloader.current_key = await asyncio.to_thread(reloader.source.key)
+                    reloader.current_key = await asyncio.to_thread(reloader.key_of_served)
                 if settings.reload_interval_s > 0:
                     task = asyncio.create_task(reloader.run(), name="model-reloader")
             if settings.gc_freeze:

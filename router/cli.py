@@ -7,6 +7,12 @@ Online commands (route, serve, fake-upstream) are registered here; offline ones
 Every failure is printed as one `error:` line (plus a `hint:` line when there is
 something to do about it) and exits 1, usage errors included (an unknown command
 gets a "did you mean"); `--debug` shows the traceback instead.
+
+A serving-only install (`pip install cost-aware-router`, the Docker image) has
+no offline side: an offline command whose package (`training`) is absent is
+left out of `router --help` and, when typed, named with the extra that brings
+it; one whose libraries are absent (pandas, matplotlib, ...) fails with the
+same hint.
 """
 
 from __future__ import annotations
@@ -22,11 +28,17 @@ from typing import NoReturn
 from router import __version__
 from router.errors import ConfigError, RouterError
 
-__all__ = ["main", "build_parser", "add_command"]
+__all__ = ["main", "build_parser", "add_command", "configure_logging", "print_error",
+           "OFFLINE_EXTRA"]
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "router.commands"
+
+# What a serving-only install lacks, and the extra that brings it.
+OFFLINE_EXTRA = "cost-aware-router[train]"
+_OFFLINE_MODULES = frozenset({"training", "pandas", "pyarrow", "matplotlib", "tqdm",
+                              "apscheduler", "dask", "distributed"})
 
 # name -> "module:function" for commands of this package; imported lazily so
 # `router --help` and `router route` stay fast.
@@ -45,6 +57,8 @@ class _Parser(argparse.ArgumentParser):
     """
 
     commands: Sequence[str] = ()
+    # name -> the missing module, for offline commands this install lacks
+    unavailable: dict[str, str] = {}
 
     def error(self, message: str) -> NoReturn:
         where = "" if self.prog == "router" else f"{self.prog}: "
@@ -52,7 +66,8 @@ class _Parser(argparse.ArgumentParser):
                           hint=f"`{self.prog} --help` shows the options, with examples")
 
 
-def _unknown_command(argv: Sequence[str], commands: Sequence[str]) -> ConfigError | None:
+def _unknown_command(argv: Sequence[str], commands: Sequence[str],
+                     unavailable: dict[str, str] | None = None) -> ConfigError | None:
     """The error for a mistyped command, with the closest command as a suggestion."""
     for token in argv:
         if token in ("-h", "--help", "--version"):
@@ -61,6 +76,10 @@ def _unknown_command(argv: Sequence[str], commands: Sequence[str]) -> ConfigErro
             continue
         if token in commands:
             return None
+        if unavailable and token in unavailable:
+            return ConfigError(f"command {token!r} is not installed here (no module "
+                               f"{unavailable[token]!r}): it is part of the offline side",
+                               hint=f"pip install '{OFFLINE_EXTRA}'")
         close = difflib.get_close_matches(token, commands, n=1)
         if close:
             return ConfigError(f"unknown command {token!r} (did you mean {close[0]!r}?)",
@@ -115,16 +134,47 @@ def build_parser() -> argparse.ArgumentParser:
     registrars = dict(ONLINE_COMMANDS)
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         registrars.setdefault(entry.name, entry.value)
+    unavailable: dict[str, str] = {}
     for name in sorted(registrars):
         try:
             register = _load(registrars[name])
         except ImportError as exc:
+            missing = _offline_module(exc)
+            if missing is not None:  # a serving-only install: expected, said when typed
+                unavailable[name] = missing
+                continue
             # A plugin whose dependencies are not installed must not break the rest.
             log.warning("command %r is unavailable: %s", name, exc)
             continue
         register(subparsers)
     parser.commands = sorted(subparsers.choices)
+    parser.unavailable = unavailable
+    if unavailable:
+        parser.epilog = (f"{parser.epilog}\n\nnot installed here (the offline side, pip install "
+                         f"'{OFFLINE_EXTRA}'): {', '.join(sorted(unavailable))}")
     return parser
+
+
+def _offline_module(exc: ImportError) -> str | None:
+    """The offline-only module `exc` is about, or None for any other import failure."""
+    name = getattr(exc, "name", None) or ""
+    top = name.split(".")[0]
+    return name if isinstance(exc, ModuleNotFoundError) and top in _OFFLINE_MODULES else None
+
+
+def configure_logging(debug: bool) -> None:
+    """The CLI's log format and level (`router serve` workers call it too)."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def print_error(exc: RouterError) -> None:
+    """The CLI's one `error:` line and its `hint:` line, on stderr."""
+    print(f"error: {_one_line(exc.message)}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {_one_line(exc.hint)}", file=sys.stderr)
 
 
 def _one_line(text: str) -> str:
@@ -135,13 +185,10 @@ def _one_line(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(debug)
     try:
         parser = build_parser()
-        unknown = _unknown_command(argv, parser.commands)
+        unknown = _unknown_command(argv, parser.commands, parser.unavailable)
         if unknown is not None:
             raise unknown
         args = parser.parse_args(argv)
@@ -152,9 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RouterError as exc:
         if debug:
             raise
-        print(f"error: {_one_line(exc.message)}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {_one_line(exc.hint)}", file=sys.stderr)
+        print_error(exc)
+        return 1
+    except ModuleNotFoundError as exc:
+        missing = _offline_module(exc)
+        if debug or missing is None:
+            raise
+        print_error(ConfigError(f"this command needs {missing!r}, which is part of the "
+                                f"offline side and not installed here",
+                                hint=f"pip install '{OFFLINE_EXTRA}'"))
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

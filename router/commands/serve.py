@@ -9,19 +9,29 @@ over `ROUTER_*` environment variables, which win over the `--config` TOML file
 the same process under `/_fake_upstream` and points every model at
 `http://127.0.0.1:PORT/_fake_upstream/v1`, so the quickstart needs no provider
 key and no second process. Never use it in production: answers are made up.
+
+`--workers N` (`ROUTER_WORKERS`) serves the port from N processes
+(`router.supervisor`): the settings are loaded, checked and pre-flighted once
+here, then every worker builds the same app from them (same model source, hot
+reload polled by each, its own pools and outcome-log writer) and serves it as
+one process would; `/metrics` on any worker gives the totals of all.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
+import sys
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 from router.cli import add_command
-from router.errors import ConfigError
+from router.errors import ConfigError, RouterError
 from router.fake import bind_socket, graceful_server
 
-__all__ = ["register", "run", "FAKE_UPSTREAM_PATH", "preflight"]
+__all__ = ["register", "run", "FAKE_UPSTREAM_PATH", "preflight", "WorkerSpec"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "router serve --registry models --port 8000",
             "router serve --config router.toml --log-url postgresql://router@db/router",
             "router serve --model models/demo --upstream-base-url http://127.0.0.1:8100/v1",
+            "router serve --registry models --workers 2",
         ],
         handler=run,
     )
@@ -52,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML settings file ($ROUTER_CONFIG)")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind (default 8000)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="processes serving the port (default 1); more than the cores "
+                             "only adds memory")
     parser.add_argument("--catalog", metavar="FILE", help="catalog TOML")
     parser.add_argument("--upstream-base-url", metavar="URL",
                         help="send every model to this OpenAI-compatible base URL, with "
@@ -120,16 +134,16 @@ def _missing_provider_keys(catalog: Any) -> list[str]:
                    if spec.api_key_env and not os.environ.get(spec.api_key_env)})
 
 
-def _build(args: argparse.Namespace, settings: Any, port: int) -> tuple[Any, Any]:
-    """The app for `settings` (with the fake upstream mounted if asked) and the settings."""
-    from router.app import create_app, load_initial_service
+def _upstream_for(args: argparse.Namespace, settings: Any, port: int) -> Any:
+    """`settings` with every model sent to the in-process fake provider when asked;
+    says once which keys go where."""
     from router.catalog import load_catalog
 
     if args.fake_upstream:
         local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        settings = settings.model_copy(update={
+        return settings.model_copy(update={
             "upstream_base_url": f"http://{local}:{port}{FAKE_UPSTREAM_PATH}/v1"})
-    elif settings.upstream_base_url is None:
+    if settings.upstream_base_url is None:
         missing = _missing_provider_keys(load_catalog(settings.catalog))
         if missing:
             log.warning("provider keys not set: %s; calls to those providers will fail. "
@@ -138,32 +152,124 @@ def _build(args: argparse.Namespace, settings: Any, port: int) -> tuple[Any, Any
         log.info("every model goes to %s with %s; provider keys are never sent there",
                  settings.upstream_base_url,
                  "ROUTER_UPSTREAM_API_KEY" if settings.upstream_api_key else "no key")
+    return settings
+
+
+def _build(settings: Any, *, fake_upstream: bool, fake_latency_ms: float) -> Any:
+    """The app for `settings`, with the fake provider mounted if asked."""
+    from router.app import create_app, load_initial_service
+    from router.catalog import load_catalog
+
     service = load_initial_service(settings)
     if service is None:
         log.warning("the registry has no current version yet; routing answers 503 until one "
                     "is promoted")
     app = create_app(settings, model=service, reload=True)
-    if args.fake_upstream:
+    if fake_upstream:
         from router.fake import create_fake_upstream
 
         app.mount(FAKE_UPSTREAM_PATH, create_fake_upstream(
-            catalog=load_catalog(settings.catalog), latency_ms=args.fake_latency_ms))
+            catalog=load_catalog(settings.catalog), latency_ms=fake_latency_ms))
         log.warning("fake upstream mounted at %s: answers are simulated",
                     settings.upstream_base_url)
-    return app, settings
+    return app
+
+
+def _server(app: Any, settings: Any) -> Any:
+    """The uvicorn server of one process (all of `router serve`, or one worker)."""
+    import uvicorn
+
+    # One log line per routed request comes from the router itself; uvicorn's
+    # access log would double it and costs throughput.
+    return graceful_server(
+        uvicorn.Config(app, log_level="info", lifespan="on", access_log=False,
+                       timeout_graceful_shutdown=settings.shutdown_grace_s),
+        on_deadline=app.state.ctx.cut_streams)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a `--workers` process needs to build the app: the validated settings
+    (as field values: a settings class made for a TOML file does not pickle) and
+    the flags that are not settings."""
+
+    settings: dict[str, Any]
+    fake_upstream: bool
+    fake_latency_ms: float
+    debug: bool
+
+    def load_settings(self) -> Any:
+        from router.settings import Settings
+
+        return Settings(**self.settings)
+
+
+def _worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
+    """One `--workers` process: build the app, serve `sock`, set `ready` once serving."""
+    from router.cli import configure_logging, print_error
+    from router.supervisor import STARTUP_FAILURE
+
+    configure_logging(spec.debug)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        settings = spec.load_settings()
+        server = _server(_build(settings, fake_upstream=spec.fake_upstream,
+                                fake_latency_ms=spec.fake_latency_ms), settings)
+    except RouterError as exc:
+        print_error(exc)
+        sys.exit(STARTUP_FAILURE)
+    done = threading.Event()
+
+    def signal_ready() -> None:
+        while not (server.started or done.wait(0.05)):
+            pass
+        if server.started:
+            ready.set()
+
+    threading.Thread(target=signal_ready, name="ready", daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        done.set()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def _check_workers(args: argparse.Namespace) -> None:
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: at least 1 process is needed",
+                          hint="--workers 1 (the default) serves from this process; N > 1 "
+                               "runs N processes on the same port")
+
+
+def _serve_workers(args: argparse.Namespace, settings: Any, sock: socket.socket,
+                   url: str) -> int:
+    from router.supervisor import Supervisor, usable_cores
+
+    cores = usable_cores()
+    if settings.workers > cores:
+        log.warning("%d workers on %d cores: the extra ones add memory, not throughput",
+                    settings.workers, cores)
+    spec = WorkerSpec(settings=settings.model_dump(), fake_upstream=args.fake_upstream,
+                      fake_latency_ms=args.fake_latency_ms,
+                      debug=bool(getattr(args, "debug", False)))
+    supervisor = Supervisor(_worker, (spec,), sock, workers=settings.workers,
+                            # a worker's grace period, then its outcome log's last flush
+                            stop_timeout_s=settings.shutdown_grace_s + 30.0)
+    return supervisor.run(on_serving=lambda: print(
+        f"router on {url} with {settings.workers} workers (Ctrl-C to stop)", flush=True))
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from router.registry import Registry
     from router.settings import load_settings
 
     _check_paths(args)
+    _check_workers(args)
     overrides = {"model_dir": args.model, "registry_dir": args.registry, "host": args.host,
                  "port": args.port, "catalog": args.catalog,
                  "upstream_base_url": args.upstream_base_url, "log_url": args.log_url,
-                 "cache_url": args.cache_url}
+                 "cache_url": args.cache_url, "workers": args.workers}
     settings = load_settings(args.config, **overrides)
     if settings.model_dir is None and settings.registry_dir is None:
         registry = Registry()
@@ -178,16 +284,15 @@ def run(args: argparse.Namespace) -> int:
     sock = bind_socket(settings.host, settings.port)
     try:
         preflight(settings)
-        app, settings = _build(args, settings, sock.getsockname()[1])
-        print(f"router on http://{settings.host}:{sock.getsockname()[1]} (Ctrl-C to stop)",
-              flush=True)
-        # One log line per routed request comes from the router itself; uvicorn's
-        # access log would double it and costs throughput.
-        server = graceful_server(
-            uvicorn.Config(app, log_level="info", lifespan="on", access_log=False,
-                           timeout_graceful_shutdown=settings.shutdown_grace_s),
-            on_deadline=app.state.ctx.cut_streams)
-        server.run(sockets=[sock])
+        port = sock.getsockname()[1]
+        settings = _upstream_for(args, settings, port)
+        url = f"http://{settings.host}:{port}"
+        if settings.workers > 1:
+            return _serve_workers(args, settings, sock, url)
+        app = _build(settings, fake_upstream=args.fake_upstream,
+                     fake_latency_ms=args.fake_latency_ms)
+        print(f"router on {url} (Ctrl-C to stop)", flush=True)
+        _server(app, settings).run(sockets=[sock])
     finally:
         sock.close()
     return 0

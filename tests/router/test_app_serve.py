@@ -196,3 +196,138 @@ def test_sigkill_loses_only_what_was_answered_in_the_last_flush_interval(
     # Only requests answered within the last flush interval (plus a write's time) are lost.
     assert all(killed - at < flush_s + 1.0 for _, at in lost), (lost, killed)
     assert {rid for rid, _ in answered[:20]} <= logged
+
+
+def test_workers_below_one_is_one_clear_error(tiny_artifact: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--model", str(tiny_artifact), "--port", "0", "--workers", "0",
+                 "--log-url", str(tmp_path / "log.db")]) == 1
+    err = capsys.readouterr().err
+    assert "error: --workers 0: at least 1 process is needed" in err
+    assert "hint: --workers 1 (the default)" in err
+
+
+def test_workers_from_the_environment_are_checked_too(
+        tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ROUTER_WORKERS", "-2")
+    assert main(["serve", "--model", str(tiny_artifact), "--port", "0",
+                 "--log-url", str(tmp_path / "log.db")]) == 1
+    assert "ROUTER_WORKERS: must be a positive integer, got -2" in capsys.readouterr().err
+
+
+def test_every_worker_gets_the_settings_the_server_validated(tmp_path: Path) -> None:
+    import pickle
+
+    from router.commands.serve import WorkerSpec
+    from router.settings import load_settings
+
+    config = tmp_path / "router.toml"
+    config.write_text('api_keys = ["client-key-1"]\nexploration = 0.1\n')
+    # A settings class made for a TOML file does not pickle; the spec carries its values.
+    settings = load_settings(config, log_url=str(tmp_path / "log.db"), workers=2,
+                             upstream_base_url="http://127.0.0.1:9/v1")
+    spec = pickle.loads(pickle.dumps(WorkerSpec(settings.model_dump(), fake_upstream=True,
+                                                fake_latency_ms=5.0, debug=False)))
+    again = spec.load_settings()
+    assert again.model_dump() == settings.model_dump()
+    assert again.api_key_digests == settings.api_key_digests and again.exploration == 0.1
+
+
+def _start_workers(tmp_path: Path, *argv: str, workers: int = 2,
+                   env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    full_env["TMPDIR"] = str(tmp_path)  # the metrics folder lands here, for the test to see
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router.cli", "serve", "--port", str(port), "--workers",
+         str(workers), *argv], env=full_env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_ready(url, proc, timeout_s=60)
+    return proc, url
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    output: str = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, output
+    return output
+
+
+def _metrics(url: str, name: str) -> dict[str, float]:
+    import re
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {labels: float(value) for labels, value in
+            re.findall(rf"^{name}\{{(.*?)\}} (\S+)$", text, flags=re.M)}
+
+
+def _worker_pids_that_counted(tmp_path: Path) -> set[str]:
+    return {p.stem.split("_")[-1] for p in tmp_path.glob("router-metrics-*/counter_*.db")}
+
+
+@pytest.mark.slow
+def test_two_workers_count_every_request_once_and_a_sigterm_flushes_both_logs(
+        tiny_artifact: Path, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    log_path = tmp_path / "outcomes.db"
+    # A long flush interval: only each worker's graceful shutdown can have written its rows.
+    proc, url = _start_workers(tmp_path, "--model", str(tiny_artifact), "--log-url",
+                               str(log_path), env={"ROUTER_LOG_FLUSH_INTERVAL_S": "60",
+                                                   "ROUTER_LOG_BATCH_SIZE": "10000"})
+    ids: list[str] = []
+    try:
+        def route(i: int) -> str:
+            # A fresh connection each: the kernel picks the worker per connection.
+            r = httpx.post(f"{url}/v1/route", timeout=10, json={
+                "messages": [{"role": "user", "content": f"question {i}"}]})
+            assert r.status_code == 200, r.text
+            return r.headers["x-request-id"]
+
+        with ThreadPoolExecutor(8) as pool:
+            while len(_worker_pids_that_counted(tmp_path)) < 2 and len(ids) < 800:
+                ids += pool.map(route, range(len(ids), len(ids) + 40))
+        assert len(_worker_pids_that_counted(tmp_path)) == 2, "one worker served everything"
+        counted = _metrics(url, "router_requests_total")
+        assert sum(v for k, v in counted.items() if 'endpoint="route"' in k) == len(ids)
+        assert open_outcome_log(log_path).export_dataframe().empty
+    finally:
+        output = _stop(proc)
+    assert output.count("Application shutdown complete") == 2, output
+    logged = open_outcome_log(log_path).export_dataframe()["request_id"]
+    assert sorted(logged) == sorted(ids)
+    assert not list(tmp_path.glob("router-metrics-*")), "the metrics folder outlived the server"
+
+
+@pytest.mark.slow
+def test_a_promoted_version_reaches_every_worker_and_a_dead_one_is_replaced(
+        tiny_artifact: Path, tmp_path: Path) -> None:
+    from router.registry import Registry
+    from tests.router.app_fixtures import wait_for
+
+    registry = Registry(tmp_path / "models")
+    registry.add(tiny_artifact, version_id="v1")
+    registry.promote("v1")
+    proc, url = _start_workers(tmp_path, "--registry", str(registry.root), "--log-url",
+                               str(tmp_path / "log.db"),
+                               env={"ROUTER_RELOAD_INTERVAL_S": "0.2"})
+    try:
+        def serving(version: str) -> set[str]:
+            return {labels for labels, value in _metrics(url, "router_model_info").items()
+                    if f'version="{version}"' in labels and value == 1.0}
+
+        # One series per worker (label pid); the second starts once the first serves.
+        assert wait_for(lambda: len(serving("v1")) == 2, timeout=60)
+        registry.add(tiny_artifact, version_id="v2")
+        registry.promote("v2")
+        assert wait_for(lambda: len(serving("v2")) == 2 and not serving("v1"), timeout=30)
+        # A worker that dies is replaced; its live series go with it.
+        killed = next(iter(serving("v2"))).split('"')[1]
+        os.kill(int(killed), signal.SIGKILL)
+        assert wait_for(lambda: len(serving("v2")) == 2 and f'pid="{killed}"' not in
+                        " ".join(serving("v2")), timeout=60)
+    finally:
+        _stop(proc)
