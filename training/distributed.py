@@ -45,6 +45,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ log = logging.getLogger(__name__)
 # How long `dask_client` waits for a scheduler address to answer.
 CONNECT_TIMEOUT = "10s"
 
+# Latencies ride along (optional columns) for models that learn them from the rows.
 _COLUMNS = ("prompt_id", "messages", "model", "quality", "input_tokens", "output_tokens",
-            "cost_usd", "weight")
+            "cost_usd", "weight", "latency_ms", "ttft_ms")
 
 
 def export_partitions(table: pd.DataFrame, directory: str | os.PathLike[str], *,
@@ -155,6 +157,132 @@ def _lightgbm_logs_to_logging() -> None:
     lgb.register_logger(logger)
 
 
+@dataclass
+class _Split:
+    """The partitions' prompts: the held-out ones (read here) and those trained on."""
+
+    frame: Any  # dask DataFrame of the training prompts' rows
+    prompt_ids: np.ndarray
+    train_ids: np.ndarray
+    held: list[str]
+    held_rows: pd.DataFrame | None
+
+
+def _read_partitions(folder: Path) -> tuple[Any, list[Path]]:
+    import dask.dataframe as dd
+
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        raise DataError(f"{folder}: no .parquet partitions found",
+                        hint="export them with training.distributed.export_partitions")
+    # One partition per file, each read by pandas: dask's own Parquet reader calls a
+    # pandas API that newer pandas deprecates (a warning, an error under our tests).
+    frame = dd.from_map(pd.read_parquet, [str(f) for f in files])
+    missing = [c for c in ("prompt_id", "messages", "model", "quality") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{folder}: partitions lack column(s) {', '.join(missing)}",
+                        hint="write them in the canonical outcome schema")
+    return frame, files
+
+
+def _hold_out(frame: Any, holdout_prompt_ids: Sequence[str] | None, holdout_frac: float,
+              seed: int) -> _Split:
+    """1. Held-out prompts, kept off the cluster (few: they are read into memory here)."""
+    from router.predictor import holdout_split
+
+    prompt_ids = np.sort(_distinct(frame["prompt_id"]))
+    if holdout_prompt_ids is None:
+        hold_idx, _ = holdout_split(len(prompt_ids), holdout_frac, seed)
+        held = prompt_ids[hold_idx].tolist()
+    else:
+        held = sorted(set(map(str, holdout_prompt_ids)))
+    if not held:
+        return _Split(frame, prompt_ids, prompt_ids, held, None)
+    keys = frame["prompt_id"].astype(str)
+    return _Split(frame[~keys.isin(held)], prompt_ids, np.setdiff1d(prompt_ids, held), held,
+                  frame[keys.isin(held)].compute())
+
+
+def _fit_sample(split: _Split, folder: Path, *, sample_prompts: int, seed: int,
+                params: dict[str, Any], n_components: int, catalog: Catalog
+                ) -> tuple[Any, pd.DataFrame]:
+    """2. Every row of up to `sample_prompts` training prompts, fitted locally."""
+    from router.predictor import QualityModel
+
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(split.train_ids, size=min(sample_prompts, len(split.train_ids)),
+                            replace=False).tolist())
+    frame = split.frame
+    sample = frame[frame["prompt_id"].astype(str).isin(list(chosen))].compute()
+    sample = sample.assign(prompt_id=sample["prompt_id"].astype(str))
+    unseen = sorted(set(_distinct(frame["model"])) - set(sample["model"].astype(str)))
+    if unseen:
+        raise DataError(f"{folder}: the {len(chosen)}-prompt sample has no rows for "
+                        f"{', '.join(unseen)}",
+                        hint="raise sample_prompts so every model is in the sample")
+    model = QualityModel(params=params, n_components=n_components).fit(
+        sample, catalog=catalog, seed=seed)
+    return model, sample
+
+
+def _boost_rounds(model: Any, n_rows: int, n_sample_rows: int) -> int:
+    """The sample's early-stopped round count, scaled by sqrt of the data growth, capped."""
+    growth = max(1.0, n_rows / max(n_sample_rows, 1))
+    return int(min(2000, max(50, model.metadata["best_iteration"] * math.sqrt(growth))))
+
+
+def _cluster_booster(client: Any, frame: Any, model: Any, *, params: dict[str, Any],
+                     seed: int, rounds: int) -> Any:
+    """3. Design rows on the workers with the sample's fitted extractor; 4. data-parallel
+    LightGBM over the cluster. Returns the quality booster."""
+    import lightgbm as lgb
+
+    from router.predictor import DEFAULT_PARAMS
+
+    names = list(model.feature_names_)
+    meta = pd.DataFrame({**{n: np.zeros(0, np.float32) for n in names},
+                         "__label": np.zeros(0), "__weight": np.zeros(0)})
+    shipped = client.scatter(model, broadcast=True)
+    design = frame.map_partitions(_design_partition, shipped, meta=meta).persist()
+    x = design[names].to_dask_array(lengths=True)
+    y = design["__label"].to_dask_array(lengths=True)
+    w = design["__weight"].to_dask_array(lengths=True)
+    lgb_params = {**DEFAULT_PARAMS, **params, "seed": seed, "objective": "cross_entropy"}
+    # Dask sets the threads per worker itself and warns (an error under pytest) if asked.
+    for key in ("verbosity", "num_threads", "n_jobs", "nthread", "num_thread", "nthreads"):
+        lgb_params.pop(key, None)
+    regressor = lgb.DaskLGBMRegressor(client=client, n_estimators=rounds, verbose=-1,
+                                      **lgb_params)
+    # LightGBM prints its network set-up (before it reads `verbose`) to stdout, where
+    # it would mix with a command's output (`--json`): here, send it to logging,
+    # warnings and worse only (worker processes of `dask_client("local")` print to
+    # stderr instead).
+    _lightgbm_logs_to_logging()
+    regressor.fit(x, y, sample_weight=w, feature_name=names,
+                  categorical_feature=[names.index("model")])
+    return lgb.Booster(model_str=regressor.booster_.model_to_string())
+
+
+def _record_training(model: Any, split: _Split, *, client: Any, n_rows: int, rounds: int,
+                     holdout_frac: float, partitions: int, sample_prompts: int) -> None:
+    """5. What the artifact's meta.json says about a cluster fit."""
+    model.metadata.update({
+        "n_rows": n_rows + (len(split.held_rows) if split.held_rows is not None else 0),
+        "n_prompts": len(split.prompt_ids), "n_train_prompts": len(split.train_ids),
+        # The rounds are fixed (the sample's early-stopped count, scaled): the
+        # cluster has no validation prompts.
+        "n_valid_prompts": 0, "n_holdout_prompts": len(split.held),
+        "holdout_frac": float(holdout_frac), "holdout_prompt_ids": split.held,
+        "best_iteration": rounds,
+        "trained_with": "dask", "partitions": partitions,
+        "dask_workers": len(client.scheduler_info().get("workers", {})),
+        "feature_sample_prompts": sample_prompts,
+        # The linear head (QualityModel.linear_weight) is fitted with the features,
+        # on the sample only; the cluster retrains the booster alone.
+        "linear_head_fitted_on": "sample" if model.linear_coef_ is not None else None,
+    })
+
+
 def train_distributed(
     parquet: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -178,102 +306,22 @@ def train_distributed(
     none, the bar is calibrated on the feature sample's prompts. Returns the
     fitted model; saves the artifact to `out_dir` when given.
     """
-    import dask.dataframe as dd
-    import lightgbm as lgb
-
-    from router.predictor import DEFAULT_PARAMS, QualityModel, holdout_split
-
     folder = Path(parquet)
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        raise DataError(f"{folder}: no .parquet partitions found",
-                        hint="export them with training.distributed.export_partitions")
-    # One partition per file, each read by pandas: dask's own Parquet reader calls a
-    # pandas API that newer pandas deprecates (a warning, an error under our tests).
-    frame = dd.from_map(pd.read_parquet, [str(f) for f in files])
-    missing = [c for c in ("prompt_id", "messages", "model", "quality") if c not in frame.columns]
-    if missing:
-        raise DataError(f"{folder}: partitions lack column(s) {', '.join(missing)}",
-                        hint="write them in the canonical outcome schema")
-
-    # 1. Held-out prompts, kept off the cluster (few: they are read into memory here).
-    prompt_ids = np.sort(_distinct(frame["prompt_id"]))
-    if holdout_prompt_ids is None:
-        hold_idx, _ = holdout_split(len(prompt_ids), holdout_frac, seed)
-        held = prompt_ids[hold_idx].tolist()
-    else:
-        held = sorted(set(map(str, holdout_prompt_ids)))
-    keys = frame["prompt_id"].astype(str)
-    held_rows = frame[keys.isin(held)].compute() if held else None
-    frame = frame[~keys.isin(held)] if held else frame
-    train_ids = np.setdiff1d(prompt_ids, held) if held else prompt_ids
-
-    # 2. The sample: every row of up to `sample_prompts` training prompts, fitted locally.
-    rng = np.random.default_rng(seed)
-    chosen = set(rng.choice(train_ids, size=min(sample_prompts, len(train_ids)),
-                            replace=False).tolist())
-    sample = frame[frame["prompt_id"].astype(str).isin(list(chosen))].compute()
-    sample = sample.assign(prompt_id=sample["prompt_id"].astype(str))
-    all_models = set(_distinct(frame["model"]))
-    unseen = sorted(all_models - set(sample["model"].astype(str)))
-    if unseen:
-        raise DataError(f"{folder}: the {len(chosen)}-prompt sample has no rows for "
-                        f"{', '.join(unseen)}",
-                        hint="raise sample_prompts so every model is in the sample")
+    frame, files = _read_partitions(folder)
+    split = _hold_out(frame, holdout_prompt_ids, holdout_frac, seed)
     base_params = {**(params or {})}
-    model = QualityModel(params=base_params, n_components=n_components).fit(
-        sample, catalog=catalog, seed=seed)
-    n_rows = int(frame.shape[0].compute())
-    if num_boost_round is None:
-        growth = max(1.0, n_rows / max(len(sample), 1))
-        num_boost_round = int(min(2000, max(50, model.metadata["best_iteration"]
-                                            * math.sqrt(growth))))
-
-    # 3. Design rows on the workers, with the sample's fitted extractor.
-    names = list(model.feature_names_)
-    meta = pd.DataFrame({**{n: np.zeros(0, np.float32) for n in names},
-                         "__label": np.zeros(0), "__weight": np.zeros(0)})
-    shipped = client.scatter(model, broadcast=True)
-    design = frame.map_partitions(_design_partition, shipped, meta=meta)
-    design = design.persist()
-    x = design[names].to_dask_array(lengths=True)
-    y = design["__label"].to_dask_array(lengths=True)
-    w = design["__weight"].to_dask_array(lengths=True)
-
-    # 4. Data-parallel LightGBM over the cluster.
-    cat_col = names.index("model")
-    lgb_params = {**DEFAULT_PARAMS, **base_params, "seed": seed,
-                  "objective": "cross_entropy"}
-    # Dask sets the threads per worker itself and warns (an error under pytest) if asked.
-    for key in ("verbosity", "num_threads", "n_jobs", "nthread", "num_thread", "nthreads"):
-        lgb_params.pop(key, None)
-    regressor = lgb.DaskLGBMRegressor(client=client, n_estimators=num_boost_round,
-                                      verbose=-1, **lgb_params)
-    # LightGBM prints its network set-up (before it reads `verbose`) to stdout, where
-    # it would mix with a command's output (`--json`): here, send it to logging,
-    # warnings and worse only (worker processes of `dask_client("local")` print to
-    # stderr instead).
-    _lightgbm_logs_to_logging()
-    regressor.fit(x, y, sample_weight=w, feature_name=names, categorical_feature=[cat_col])
-    booster = lgb.Booster(model_str=regressor.booster_.model_to_string())
-
+    model, sample = _fit_sample(split, folder, sample_prompts=sample_prompts, seed=seed,
+                                params=base_params, n_components=n_components, catalog=catalog)
+    n_rows = int(split.frame.shape[0].compute())
+    rounds = (_boost_rounds(model, n_rows, len(sample)) if num_boost_round is None
+              else num_boost_round)
     # 5. The cluster-trained quality booster, measured like a local fit, same artifact.
-    model.quality_ = booster
-    model.metadata.update({
-        "n_rows": n_rows + (len(held_rows) if held_rows is not None else 0),
-        "n_prompts": len(prompt_ids), "n_train_prompts": len(train_ids),
-        # The rounds are fixed (the sample's early-stopped count, scaled): the
-        # cluster has no validation prompts.
-        "n_valid_prompts": 0, "n_holdout_prompts": len(held),
-        "holdout_frac": float(holdout_frac), "holdout_prompt_ids": held,
-        "best_iteration": num_boost_round,
-        "trained_with": "dask", "partitions": len(files),
-        "dask_workers": len(client.scheduler_info().get("workers", {})),
-        "feature_sample_prompts": len(chosen),
-        # The linear head (QualityModel.linear_weight) is fitted with the features,
-        # on the sample only; the cluster retrains the booster alone.
-        "linear_head_fitted_on": "sample" if model.linear_coef_ is not None else None,
-    })
+    model.quality_ = _cluster_booster(client, split.frame, model, params=base_params,
+                                      seed=seed, rounds=rounds)
+    _record_training(model, split, client=client, n_rows=n_rows, rounds=rounds,
+                     holdout_frac=holdout_frac, partitions=len(files),
+                     sample_prompts=sample["prompt_id"].nunique())
+    held_rows = split.held_rows
     if held_rows is not None and len(held_rows):
         model.measure(held_rows.assign(prompt_id=held_rows["prompt_id"].astype(str)),
                       source="held-out prompts")

@@ -54,6 +54,18 @@ def test_export_keeps_prompts_whole_and_refuses_a_used_folder(tmp_path: Path) ->
         export_partitions(table, tmp_path / "parts")
 
 
+def test_export_keeps_the_latency_columns_and_drops_bookkeeping(tmp_path: Path) -> None:
+    table = pd.DataFrame({"prompt_id": ["a", "a"], "messages": ["x"] * 2, "model": ["m1", "m2"],
+                          "quality": [1.0, 0.0], "latency_ms": [850.0, np.nan],
+                          "ttft_ms": [120.0, np.nan], "fallback": [False, True]})
+    [path] = export_partitions(table, tmp_path / "parts")
+    part = pd.read_parquet(path)
+    assert list(part.columns) == ["prompt_id", "messages", "model", "quality", "latency_ms",
+                                  "ttft_ms"]
+    assert part["latency_ms"].tolist()[0] == 850.0 and part["ttft_ms"].isna().tolist() == [
+        False, True]
+
+
 def test_no_partitions_is_a_clear_error(tmp_path: Path) -> None:
     from router.catalog import load_catalog
 
