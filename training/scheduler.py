@@ -16,11 +16,12 @@ Choices that matter in production:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -77,9 +78,52 @@ class ScheduleReport:
         self.runs = 0
         self.failures = 0
         self.results: list[Any] = []
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ScheduleReport(runs={self.runs}, failures={self.failures})"
+
+    def record(self, event: JobExecutionEvent) -> int:
+        """Count one finished run (a failure is logged); returns the runs so far."""
+        with self._lock:
+            self.runs += 1
+            if event.exception is not None:
+                self.failures += 1
+                log.error("scheduled run %d failed: %s", self.runs, event.exception)
+            else:
+                self.results.append(event.retval)
+            return self.runs
+
+
+def _run_once_now(job: Callable[[], Any]) -> JobExecutionEvent:
+    """The start-up run, in this thread, reported like a scheduled one."""
+    log.info("start-up run")
+    try:
+        retval, error = job(), None
+    except Exception as exc:  # the schedule must survive a failed run
+        retval, error = None, exc
+    return JobExecutionEvent(EVENT_JOB_ERROR if error else EVENT_JOB_EXECUTED,
+                             "retrain", None, None, exception=error, retval=retval)
+
+
+@contextlib.contextmanager
+def _sigterm_stops(scheduler: BlockingScheduler, handle_signals: bool) -> Iterator[None]:
+    """SIGTERM (what `systemctl stop` and Kubernetes send) stops the scheduler cleanly;
+    only the main thread may set a handler."""
+    if not handle_signals or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("signal %d received; stopping the scheduler", signum)
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_scheduled(
@@ -103,49 +147,24 @@ def run_scheduled(
     trigger = trigger or build_trigger(every=every, cron=cron, timezone=timezone)
     scheduler = scheduler or BlockingScheduler(timezone=timezone)
     report = ScheduleReport()
-    done = threading.Lock()
 
     def on_event(event: JobExecutionEvent) -> None:
-        with done:
-            report.runs += 1
-            if event.exception is not None:
-                report.failures += 1
-                log.error("scheduled run %d failed: %s", report.runs, event.exception)
-            else:
-                report.results.append(event.retval)
-            if (max_runs is not None and report.runs >= max_runs
-                    and scheduler.running):
-                scheduler.shutdown(wait=False)
+        runs = report.record(event)
+        if max_runs is not None and runs >= max_runs and scheduler.running:
+            scheduler.shutdown(wait=False)
 
     if run_now:
-        # Run in this thread before the scheduler starts: a freshly deployed
-        # retrainer does its first run at once, and counts it like any other.
-        log.info("start-up run")
-        try:
-            retval, error = job(), None
-        except Exception as exc:  # the schedule must survive a failed run
-            retval, error = None, exc
-        on_event(JobExecutionEvent(EVENT_JOB_ERROR if error else EVENT_JOB_EXECUTED,
-                                   "retrain", None, None, exception=error, retval=retval))
-        if max_runs is not None and report.runs >= max_runs:
+        # Before the scheduler starts: a freshly deployed retrainer does its first
+        # run at once, and counts it like any other.
+        runs = report.record(_run_once_now(job))
+        if max_runs is not None and runs >= max_runs:
             return report
     scheduler.add_listener(on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     scheduler.add_job(job, trigger, id="retrain", name="retrain", max_instances=1,
                       coalesce=True, misfire_grace_time=3600, replace_existing=True)
-    previous: Any = None
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        def stop(signum: int, frame: Any) -> None:
-            log.info("signal %d received; stopping the scheduler", signum)
-            if scheduler.running:
-                scheduler.shutdown(wait=False)
-        previous = signal.signal(signal.SIGTERM, stop)
     job_ref = scheduler.get_job("retrain")
     next_run = getattr(job_ref, "next_run_time", None) if job_ref else None
-    log.info("scheduler started: %s%s", trigger,
-             f", next run {next_run}" if next_run else "")
-    try:
+    log.info("scheduler started: %s%s", trigger, f", next run {next_run}" if next_run else "")
+    with _sigterm_stops(scheduler, handle_signals):
         scheduler.start()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return report
