@@ -46,6 +46,7 @@ from router.catalog import Catalog, load_catalog
 from router.conversation import Conversation, parse_conversation
 from router.errors import DataError
 from router.outcome_tables import (
+    LATENCY_COLUMNS,
     SUPPORTED_SUFFIXES,
     PathsLike,
     expand_paths,
@@ -133,11 +134,12 @@ def _merge_duplicates(table: pd.DataFrame, mode: str) -> pd.DataFrame:
     keys = ["prompt_id", "model"]
     grouped = table.groupby(keys, sort=False)
     first = grouped.first()
-    means = grouped[list(_SUM_COLUMNS) + ["weight"]].mean()
+    timed = [c for c in LATENCY_COLUMNS if c in table.columns]
+    means = grouped[list(_SUM_COLUMNS) + ["weight", *timed]].mean()
     first[list(means.columns)] = means
     merged = first.reset_index()
     log.warning("merged %d duplicate (prompt_id, model) rows into %d by averaging quality, "
-                "tokens and cost", int(dup.sum()),
+                "tokens, cost and latency", int(dup.sum()),
                 int(table[dup].drop_duplicates(keys).shape[0]))
     return merged[table.columns]
 
@@ -213,7 +215,8 @@ def _load(paths: PathsLike, get_catalog: Callable[[], Catalog], duplicates: str,
     table = table.drop(columns=[_SRC, _ROW]).reset_index(drop=True)
     for column in ("prompt_id", "messages", "model"):
         table[column] = table[column].astype(str)
-    for column in ("quality", "input_tokens", "output_tokens", "cost_usd", "weight"):
+    for column in ("quality", "input_tokens", "output_tokens", "cost_usd", "weight",
+                   *(c for c in LATENCY_COLUMNS if c in table.columns)):
         table[column] = table[column].astype("float64")
     return table, learned
 

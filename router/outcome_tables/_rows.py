@@ -24,13 +24,16 @@ from router.conversation import Conversation, parse_conversation
 from router.errors import DataError
 from router.outcome_tables._files import read_table
 
-__all__ = ["MIN_PROPENSITY", "read_outcome_rows"]
+__all__ = ["LATENCY_COLUMNS", "MIN_PROPENSITY", "read_outcome_rows"]
 
 log = logging.getLogger(__name__)
 
 # Propensities are clipped to at least this before weighting by 1/propensity, so a
 # rarely-chosen model cannot dominate.
 MIN_PROPENSITY = 0.01
+
+# Optional timing columns, milliseconds: the whole answer, and the first token.
+LATENCY_COLUMNS = ("latency_ms", "ttft_ms")
 
 _MESSAGES_HINT = ('messages must be a JSON list of {"role": ..., "content": ...} objects, '
                   'or use a plain `prompt` column')
@@ -144,6 +147,23 @@ def _drop_unanswered(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     return raw[~skip] if skip.any() else raw
 
 
+def _check_latencies(df: pd.DataFrame, path: Path) -> None:
+    """`latency_ms` and `ttft_ms`, where the file has them: finite milliseconds >= 0
+    or empty (unknown); the columns stay absent when the file has none."""
+    hint = ("latency_ms (whole answer) and ttft_ms (time to first token) are "
+            "milliseconds: finite numbers >= 0, or empty when unknown")
+    for column in LATENCY_COLUMNS:
+        if column not in df.columns:
+            continue
+        values = _numeric(df, column, path, hint=hint)
+        bad = np.isinf(values) | (values < 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise _fail(path, _row(df, i), f"{column} is {_show(values[i])}, not a finite "
+                        "number >= 0", hint)
+        df[column] = values
+
+
 def read_outcome_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
     """One outcome file (`read_table`), every row checked; stops at the first bad row.
 
@@ -153,12 +173,33 @@ def read_outcome_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
     one user message; the `prompt` column is dropped), `input_tokens` (from the
     file, else estimated from the conversation), `output_tokens` (NaN where
     unknown), `cost_usd` (NaN where the file has none: pricing needs a catalog)
-    and `weight` (1/propensity, the propensity clipped to >= `MIN_PROPENSITY`;
-    1.0 without one). Other columns are kept as they are. Rows `router collect`
-    wrote without an outcome are skipped with a logged warning.
+    `weight` (1/propensity, the propensity clipped to >= `MIN_PROPENSITY`;
+    1.0 without one) and, where the file has them, `latency_ms` and `ttft_ms`
+    (float64 milliseconds, NaN where unknown). Other columns are kept as they
+    are. Rows `router collect` wrote without an outcome are skipped with a
+    logged warning.
     """
     path = Path(path)
-    raw = read_table(path)
+    raw = _drop_unanswered(_checked_columns(read_table(path), path), path)
+    df = raw.copy()
+    _check_ids(df, path)
+    _check_quality(df, path)
+    convs = _conversations(df, path)
+    texts: dict[int, str] = {}
+    for conv in convs:
+        if id(conv) not in texts:
+            texts[id(conv)] = json.dumps(conv.to_messages(), ensure_ascii=False)
+    df["messages"] = [texts[id(c)] for c in convs]
+    df = df.drop(columns=[c for c in ("prompt",) if c in df.columns])
+    _check_tokens_and_cost(df, path, convs)
+    _check_latencies(df, path)
+    _weigh(df, path)
+    return df
+
+
+def _checked_columns(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The file's rows (0-based index) with stripped column names; every required
+    column present."""
     if len(raw) == 0:
         raise DataError(f"{path}: file has a header but no rows",
                         hint="the table needs at least one (prompt, model) outcome row")
@@ -172,9 +213,10 @@ def read_outcome_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{', '.join(map(str, raw.columns)) or 'no columns'}",
             hint="required: prompt_id, prompt or messages, model, quality; rename the "
                  "columns, or convert a benchmark with `router import FORMAT SRC --out FILE`")
-    raw = _drop_unanswered(raw.reset_index(drop=True), path)
-    n = len(raw)
-    df = raw.copy()
+    return raw.reset_index(drop=True)
+
+
+def _check_ids(df: pd.DataFrame, path: Path) -> None:
     for column in ("prompt_id", "model"):
         isna = df[column].isna().to_numpy()
         values = df[column].astype(str).str.strip()
@@ -185,6 +227,8 @@ def read_outcome_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
                         f"every row needs a {column}")
         df[column] = values.astype(object)
 
+
+def _check_quality(df: pd.DataFrame, path: Path) -> None:
     quality = _numeric(df, "quality", path,
                        hint="quality must be a number in [0, 1] (0/1 correctness or a "
                             "rescaled score)")
@@ -198,14 +242,10 @@ def read_outcome_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
                     "1-10) and drop rows without an outcome")
     df["quality"] = quality
 
-    convs = _conversations(df, path)
-    texts: dict[int, str] = {}
-    for conv in convs:
-        if id(conv) not in texts:
-            texts[id(conv)] = json.dumps(conv.to_messages(), ensure_ascii=False)
-    df["messages"] = [texts[id(c)] for c in convs]
-    df = df.drop(columns=[c for c in ("prompt",) if c in df.columns])
 
+def _check_tokens_and_cost(df: pd.DataFrame, path: Path, convs: np.ndarray) -> None:
+    """Token counts and cost: non-negative or empty; input tokens estimated where empty."""
+    n = len(df)
     tok_hint = "token counts must be non-negative numbers (or empty)"
     for column in ("input_tokens", "output_tokens"):
         values = (_numeric(df, column, path, hint=tok_hint) if column in df.columns
@@ -217,7 +257,6 @@ def read_outcome_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
     estimated = np.array([c.input_tokens for c in convs], dtype="float64")
     df["input_tokens"] = np.where(np.isnan(df["input_tokens"].to_numpy()), estimated,
                                   df["input_tokens"].to_numpy())
-
     cost = (_numeric(df, "cost_usd", path, hint="cost_usd must be a non-negative number")
             if "cost_usd" in df.columns else np.full(n, np.nan))
     if (cost < 0).any():
@@ -226,17 +265,18 @@ def read_outcome_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
                     "cost_usd must be a non-negative number")
     df["cost_usd"] = cost
 
-    if "propensity" in df.columns:
-        prop = _numeric(df, "propensity", path, hint="propensity must be a probability")
-        bad = (prop < 0) | (prop > 1)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise _fail(path, _row(df, i), f"propensity is {_show(prop[i])}, outside [0, 1]",
-                        "propensity is the probability the logging policy chose this "
-                        "model; it must be in [0, 1]")
-        # Rows without a propensity (e.g. offline evals mixed into logs) weigh 1.
-        df["weight"] = np.where(np.isnan(prop), 1.0,
-                                1.0 / np.clip(prop, MIN_PROPENSITY, None))
-    else:
+
+def _weigh(df: pd.DataFrame, path: Path) -> None:
+    """`weight`: 1/propensity (clipped), 1.0 without one."""
+    if "propensity" not in df.columns:
         df["weight"] = 1.0
-    return df
+        return
+    prop = _numeric(df, "propensity", path, hint="propensity must be a probability")
+    bad = (prop < 0) | (prop > 1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise _fail(path, _row(df, i), f"propensity is {_show(prop[i])}, outside [0, 1]",
+                    "propensity is the probability the logging policy chose this "
+                    "model; it must be in [0, 1]")
+    # Rows without a propensity (e.g. offline evals mixed into logs) weigh 1.
+    df["weight"] = np.where(np.isnan(prop), 1.0, 1.0 / np.clip(prop, MIN_PROPENSITY, None))

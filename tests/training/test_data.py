@@ -447,3 +447,49 @@ def test_collect_output_with_no_outcome_at_all_is_refused(tmp_path: Path):
                                 "quality": None, "status": "error"}) + "\n")
     with pytest.raises(DataError, match="no row has an outcome \\(1 failed or ungraded\\)"):
         load_outcomes(path, catalog=CATALOG)
+
+
+def test_latency_and_ttft_are_read_as_milliseconds_empty_meaning_unknown(tmp_path: Path):
+    path = write_csv(tmp_path / "t.csv", "prompt_id,prompt,model,quality,cost_usd,latency_ms,"
+                                         "ttft_ms\n"
+                                         "p1,a,cheap,1,0.1,1200,300\n"
+                                         "p1,a,strong,1,1.0,,\n")
+    table = load_outcomes(path, catalog=CATALOG)
+    assert table["latency_ms"].dtype == np.float64
+    assert table["latency_ms"].tolist()[0] == 1200.0 and np.isnan(table["latency_ms"][1])
+    assert table["ttft_ms"].tolist()[0] == 300.0
+    # A table without them has no such columns (nothing to predict latency from).
+    assert "latency_ms" not in load_outcomes(write_csv(
+        tmp_path / "u.csv", "prompt_id,prompt,model,quality,cost_usd\np1,a,cheap,1,0.1\n"),
+        catalog=CATALOG)
+
+
+@pytest.mark.parametrize("column, value, shown", [
+    ("latency_ms", "-5", "latency_ms is -5.0, not a finite number >= 0"),
+    ("latency_ms", "inf", "latency_ms is inf, not a finite number >= 0"),
+    ("ttft_ms", "slow", "ttft_ms must be a number, got 'slow'"),
+])
+def test_bad_latency_names_file_row_and_value(tmp_path: Path, column: str, value: str,
+                                              shown: str):
+    err = load_error(tmp_path, f"prompt_id,prompt,model,quality,cost_usd,{column}\n"
+                               "p1,a,cheap,1,0.1,900\n"
+                               f"p2,b,cheap,1,0.1,{value}\n")
+    assert err.message == f"{tmp_path / 'bad.csv'}, row 2: {shown}"
+    assert "milliseconds" in err.hint
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_latency_round_trips_through_every_format(tmp_path: Path, suffix: str):
+    path = write_csv(tmp_path / "t.csv", "prompt_id,prompt,model,quality,cost_usd,latency_ms\n"
+                                         "p1,a,cheap,1,0.1,1200.5\n"
+                                         "p1,a,strong,1,1.0,\n")
+    table = load_outcomes(path, catalog=CATALOG)
+    again = load_outcomes(write_outcomes(table, tmp_path / f"t{suffix}"), catalog=CATALOG)
+    pd.testing.assert_series_equal(again["latency_ms"], table["latency_ms"])
+
+
+def test_duplicates_average_latency_too(tmp_path: Path):
+    path = write_csv(tmp_path / "d.csv", "prompt_id,prompt,model,quality,cost_usd,latency_ms\n"
+                                         "p1,a,cheap,1,0.1,1000\n"
+                                         "p1,a,cheap,0,0.3,3000\n")
+    assert load_outcomes(path, catalog=CATALOG)["latency_ms"].tolist() == [2000.0]

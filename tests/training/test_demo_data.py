@@ -1,3 +1,4 @@
+import hashlib
 import json
 from pathlib import Path
 
@@ -142,3 +143,38 @@ def test_other_seeds_are_fresh_prompts_from_the_same_models_and_worlds_differ():
     assert _implied_skills(a).equals(_implied_skills(b))
     drifted = generate_demo(300, seed=0, world=1, with_expected=True)
     assert not _implied_skills(a).equals(_implied_skills(drifted))
+
+
+def test_latency_columns_leave_every_other_column_as_it_was():
+    # The digest of a table drawn before latency existed (same seed and size): the
+    # latency draws use their own stream, so the quickstart's figures do not move.
+    table = generate_demo(60, 3)
+    before = table.drop(columns=["latency_ms", "ttft_ms"])
+    digest = hashlib.sha256(before.to_csv(index=False).encode()).hexdigest()
+    assert digest == "df3563e820a42c9bbd7bac5f0164ec0e6fc9de18cdf9e369ae7db6c201300b6d"
+
+
+def test_latency_is_per_model_heavy_tailed_and_one_cheap_model_is_slow(demo: pd.DataFrame):
+    catalog = load_catalog()
+    latency, ttft = grid(demo, "latency_ms"), grid(demo, "ttft_ms")
+    assert (ttft.to_numpy() > 0).all() and (latency.to_numpy() >= ttft.to_numpy()).all()
+    p50, p99 = latency.median(), latency.quantile(0.99)
+    # A heavy tail: the slowest 1% take several times the median.
+    assert (p99 / p50 > 4).all()
+    by_price = catalog.by_price(list(latency.columns))
+    cheapest, second, priciest = by_price[0], by_price[1], by_price[-1]
+    assert p50[cheapest] == p50.min()
+    assert p50[priciest] > 3 * p50[cheapest]
+    # Cheap but slow: a latency limit changes what the cheap end of a router picks.
+    assert p50[second] > p50[priciest]
+    # Longer answers take longer on every model.
+    tokens = grid(demo, "output_tokens")
+    for model in latency.columns:
+        assert np.corrcoef(tokens[model], np.log(latency[model]))[0, 1] > 0.5
+
+
+def test_latency_survives_writing_and_loading(demo: pd.DataFrame, tmp_path: Path):
+    loaded = load_outcomes(_write(demo, tmp_path / "demo.csv.gz"), catalog=load_catalog())
+    merged = loaded.merge(demo, on=["prompt_id", "model"], suffixes=("", "_src"))
+    np.testing.assert_array_equal(merged["latency_ms"], merged["latency_ms_src"])
+    np.testing.assert_array_equal(merged["ttft_ms"], merged["ttft_ms_src"])
