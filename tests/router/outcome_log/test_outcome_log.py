@@ -1,23 +1,15 @@
-"""The outcome log keeps every record a user logged, batches its writes, and says what is wrong.
+"""The outcome log keeps every record a user logged, joins feedback, and reads it back.
 
 Every behavioural test runs on SQLite (tmp_path) and on the real PostgreSQL (marked
-`postgres`, one throwaway schema per test, dropped afterwards).
+`postgres`, one throwaway schema per test, dropped afterwards); the fixtures are in
+conftest.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import os
 import sqlite3
-import subprocess
-import sys
-import textwrap
-import threading
-import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -26,73 +18,9 @@ from router.outcome_log import (
     SCHEMA_VERSION,
     FeedbackRecord,
     OutcomeLog,
-    PostgresOutcomeLog,
     RequestRecord,
-    SQLiteOutcomeLog,
-    open_outcome_log,
-    redact_url,
 )
-
-POSTGRES_URL = os.environ.get("ROUTER_TEST_POSTGRES_URL",
-                              "postgresql://postgres@127.0.0.1:5432/test")
-REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def full_record(request_id: str = "req-1", ts: float = 1_700_000_000.25) -> RequestRecord:
-    """A record with every field set to a non-default value."""
-    return RequestRecord(
-        request_id=request_id, ts=ts, client_key_id="k_3f2a", conversation_hash="ab" * 32,
-        conversation='[{"role":"user","content":"Héllo, wörld"}]', feature_schema_version=3,
-        model_version="v20250101-030000-1a2b3c", quality_bar=0.8, utility_lambda=12.5,
-        candidates=[{"model": "small", "expected_quality": 0.71, "expected_cost_usd": 0.0001},
-                    {"model": "large", "expected_quality": 0.93, "expected_cost_usd": 0.004}],
-        chosen_model="large", served_model="small", propensity=0.9, explored=True,
-        fallback_path=[{"model": "large", "status": 503, "error": "overloaded"},
-                       {"model": "small", "status": 200, "error": None}],
-        cache_hit=True, input_tokens=120, output_tokens=45, cost_usd=0.00123, ttfb_ms=210.5,
-        latency_ms=980.25, status=200, error="upstream 503 on large", endpoint="route",
-        stream=True)
-
-
-def row_count(log: OutcomeLog) -> int:
-    return len(log.export_dataframe(joined=False))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def make_log(backend: str, tmp_path: Path) -> Any:
-    """Factory of unstarted logs on one store (same file / same schema), dropped afterwards."""
-    schema = f"test_outcome_{uuid.uuid4().hex[:12]}"
-    made: list[OutcomeLog] = []
-
-    def make(**options: Any) -> OutcomeLog:
-        if backend == "sqlite":
-            log: OutcomeLog = SQLiteOutcomeLog(tmp_path / "outcomes.db", **options)
-        else:
-            log = PostgresOutcomeLog(POSTGRES_URL, schema=schema, **options)
-        made.append(log)
-        return log
-
-    yield make
-    for log in made:
-        log._close_connections()
-    if backend == "postgres":
-        import psycopg
-
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-@pytest.fixture
-async def log(make_log: Callable[..., OutcomeLog]) -> AsyncIterator[OutcomeLog]:
-    log = make_log(flush_interval_s=0.05)
-    await log.start()
-    yield log
-    await log.close()
+from tests.router.outcome_log.stores import POSTGRES_URL, full_record
 
 
 async def test_every_field_round_trips(log: OutcomeLog) -> None:
@@ -209,159 +137,6 @@ async def test_feedback_with_a_nul_character_is_refused_not_dropped_after_accept
     assert row["feedback_count"] == 1
 
 
-async def test_rows_are_written_in_batches_not_one_by_one(
-        make_log: Callable[..., OutcomeLog], monkeypatch: pytest.MonkeyPatch) -> None:
-    log = make_log(batch_size=256, flush_interval_s=30.0)
-    transactions: list[int] = []
-    real_write = log._write
-
-    def counting_write(requests: Any, feedback: Any) -> None:
-        transactions.append(len(requests) + len(feedback))
-        real_write(requests, feedback)
-
-    monkeypatch.setattr(log, "_write", counting_write)
-    for i in range(1000):
-        log.log(full_record(f"r{i}", ts=float(i)))  # queued before start: one backlog
-    await log.start()
-    await log.close()
-
-    assert transactions == [256, 256, 256, 232]
-    assert log.batches == 4 and log.written == 1000
-    assert row_count(log) == 1000
-
-
-async def test_a_batch_of_odd_size_round_trips_row_for_row(
-        make_log: Callable[..., OutcomeLog]) -> None:
-    # 299 rows in one transaction: SQLite writes them as multi-row INSERTs of
-    # 256 + 32 + 8 + 2 + 1; every row must land with its own values, in order.
-    log = make_log(batch_size=512, flush_interval_s=30.0)
-    records = [dataclasses.replace(full_record(f"r{i:03d}", ts=float(i)), output_tokens=i,
-                                   served_model=f"m{i % 7}") for i in range(299)]
-    for record in records:
-        log.log(record)
-    await log.start()
-    await log.close()
-
-    rows = await log.query_requests()
-    assert log.batches == 1 and log.written == 299
-    assert rows == [dataclasses.asdict(r) for r in records]
-
-
-async def test_a_partial_batch_is_written_after_the_flush_interval(
-        make_log: Callable[..., OutcomeLog]) -> None:
-    log = make_log(batch_size=1000, flush_interval_s=0.05)
-    await log.start()
-    for i in range(3):
-        log.log(full_record(f"r{i}"))
-
-    for _ in range(100):  # no flush() call: the timer alone must write them
-        if log.written == 3:
-            break
-        await asyncio.sleep(0.02)
-
-    assert log.written == 3 and log.batches == 1
-    assert row_count(log) == 3
-    await log.close()
-
-
-async def test_graceful_close_persists_every_record(make_log: Callable[..., OutcomeLog]) -> None:
-    writer = make_log(batch_size=100, flush_interval_s=10.0)
-    await writer.start()
-    for i in range(5000):
-        writer.log(full_record(f"r{i}", ts=float(i)))
-    assert writer.queue_size > 0  # close() starts with rows still queued
-    await writer.close()
-
-    reader = make_log()
-    assert row_count(reader) == 5000
-    assert writer.dropped == 0
-    assert writer.log(full_record("late")) is False and writer.dropped == 1  # counted, not lost
-
-
-@pytest.mark.slow
-def test_a_crash_loses_at_most_the_unflushed_batch(tmp_path: Path) -> None:
-    db = tmp_path / "crash.db"
-    script = textwrap.dedent(f"""
-        import asyncio, os, time
-        from router.outcome_log import SQLiteOutcomeLog, RequestRecord
-
-        async def main():
-            log = SQLiteOutcomeLog({str(db)!r}, batch_size=64, flush_interval_s=0.05)
-            await log.start()
-            for i in range(300):
-                log.log(RequestRecord(request_id=f"old{{i}}", conversation_hash="h"))
-            await asyncio.sleep(0.5)   # ten flush intervals: all of these are committed
-            for i in range(50):
-                log.log(RequestRecord(request_id=f"new{{i}}", conversation_hash="h"))
-            os._exit(0)                # crash: no close(), no flush
-
-        asyncio.run(main())
-    """)
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO_ROOT, timeout=60)
-
-    ids = {row[0] for row in sqlite3.connect(db).execute("SELECT request_id FROM requests")}
-    assert {f"old{i}" for i in range(300)} <= ids  # older than the flush interval: kept
-    assert len(ids) >= 300 and len(ids - {f"old{i}" for i in range(300)}) <= 50
-
-
-async def test_concurrent_writers_lose_nothing(make_log: Callable[..., OutcomeLog]) -> None:
-    # Two logs on one store are two replicas; threads and tasks call log() at once.
-    replicas = [make_log(batch_size=50, flush_interval_s=0.02) for _ in range(2)]
-    for replica in replicas:
-        await replica.start()
-
-    def worker(replica: OutcomeLog, name: str) -> None:
-        for i in range(500):
-            replica.log(full_record(f"{name}-{i}"))
-
-    threads = [threading.Thread(target=worker, args=(replicas[i % 2], f"t{i}")) for i in range(6)]
-    for thread in threads:
-        thread.start()
-
-    async def task(name: str) -> None:
-        for i in range(500):
-            replicas[0].log(full_record(f"{name}-{i}"))
-            if i % 100 == 0:
-                await asyncio.sleep(0)
-
-    await asyncio.gather(*(task(f"a{i}") for i in range(2)))
-    for thread in threads:
-        await asyncio.to_thread(thread.join)
-    for replica in replicas:
-        await replica.close()
-
-    frame = replicas[0].export_dataframe(joined=False)
-    assert len(frame) == 4000 and frame["request_id"].is_unique
-    assert sum(r.dropped for r in replicas) == 0
-
-
-async def test_full_queue_drops_and_counts(make_log: Callable[..., OutcomeLog]) -> None:
-    log = make_log(max_queue=10)
-    accepted = [log.log(full_record(f"r{i}")) for i in range(15)]  # writer not started yet
-
-    assert accepted == [True] * 10 + [False] * 5
-    assert log.dropped == 5
-    await log.start()
-    await log.close()
-    assert row_count(log) == 10
-
-
-async def test_log_does_not_block_while_the_database_is_locked(tmp_path: Path) -> None:
-    log = SQLiteOutcomeLog(tmp_path / "locked.db", flush_interval_s=0.01)
-    await log.start()
-    blocker = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
-        assert all(log.log(full_record(f"r{i}")) for i in range(100))  # returns at once
-        await asyncio.sleep(0.1)
-        assert log.written == 0
-    finally:
-        blocker.execute("COMMIT")
-        blocker.close()
-    await log.close()
-    assert log.written == 100 and row_count(log) == 100
-
-
 async def test_time_window_filters(log: OutcomeLog) -> None:
     for i in range(10):
         log.log(full_record(f"r{i}", ts=1000.0 + i))
@@ -402,95 +177,3 @@ async def test_log_from_a_newer_router_is_refused(make_log: Callable[..., Outcom
     with pytest.raises(ConfigError, match=f"schema version 99; this router writes version "
                                           f"{SCHEMA_VERSION}"):
         await make_log().start()
-
-
-# -- URLs and bad input --------------------------------------------------------------------
-
-
-def test_open_picks_the_backend_by_scheme(tmp_path: Path) -> None:
-    assert isinstance(open_outcome_log(tmp_path / "a.db"), SQLiteOutcomeLog)
-    assert open_outcome_log(str(tmp_path / "a.db")).path == tmp_path / "a.db"
-    assert open_outcome_log("sqlite:///rel/out.db").path == Path("rel/out.db")
-    assert open_outcome_log(f"sqlite:///{tmp_path}/b.db").path == tmp_path / "b.db"
-    pg = open_outcome_log("postgresql://u@db.internal/router", batch_size=10)
-    assert isinstance(pg, PostgresOutcomeLog) and pg.batch_size == 10
-    assert isinstance(open_outcome_log("postgres://u@h/db"), PostgresOutcomeLog)
-
-
-def test_unknown_scheme_names_the_url_without_password() -> None:
-    with pytest.raises(ConfigError) as err:
-        open_outcome_log("mysql://admin:hunter2@db/router")
-    assert "mysql://admin:***@db/router" in str(err.value) and "hunter2" not in str(err.value)
-    assert "postgresql://" in (err.value.hint or "")
-
-
-async def test_unreachable_postgres_names_the_url_without_password() -> None:
-    log = open_outcome_log("postgresql://bob:hunter2@127.0.0.1:1/nowhere")
-    with pytest.raises(ConfigError) as err:
-        await log.start()
-    message = str(err.value)
-    assert "postgresql://bob:***@127.0.0.1:1/nowhere" in message
-    assert "hunter2" not in message
-
-
-@pytest.mark.postgres
-async def test_missing_postgres_database_is_a_config_error() -> None:
-    base = POSTGRES_URL.rsplit("/", 1)[0]
-    with pytest.raises(ConfigError, match="no_such_db_router"):
-        await open_outcome_log(f"{base}/no_such_db_router_test").start()
-
-
-async def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path) -> None:
-    path = tmp_path / "notes.db"
-    path.write_bytes(b"my precious notes, not a database" * 100)
-    with pytest.raises(ConfigError, match=str(path)):
-        await SQLiteOutcomeLog(path).start()
-    assert path.read_bytes() == b"my precious notes, not a database" * 100
-
-
-def test_export_from_a_missing_file_says_so(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=f"no outcome log at {tmp_path / 'none.db'}"):
-        SQLiteOutcomeLog(tmp_path / "none.db").export_dataframe()
-
-
-def test_bad_batching_options_are_named() -> None:
-    with pytest.raises(ConfigError, match="batch_size=0"):
-        SQLiteOutcomeLog("x.db", batch_size=0)
-
-
-def test_redact_url_hides_only_the_password() -> None:
-    assert redact_url("postgresql://u:p%40ss@h:5432/db?sslmode=require") == \
-        "postgresql://u:***@h:5432/db?sslmode=require"
-    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
-
-
-@pytest.fixture
-def pg_schema() -> Any:
-    import psycopg
-
-    schema = f"test_outcome_{uuid.uuid4().hex[:12]}"
-    yield schema
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-@pytest.mark.postgres
-async def test_postgres_connection_killed_mid_run_is_retried_without_loss(
-        pg_schema: str) -> None:
-    import psycopg
-
-    log = PostgresOutcomeLog(POSTGRES_URL, schema=pg_schema, batch_size=50,
-                             flush_interval_s=0.02)
-    await log.start()
-    for i in range(100):
-        log.log(full_record(f"before-{i}"))
-    await log.flush()
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (log._conn.info.backend_pid,))
-    for i in range(100):
-        log.log(full_record(f"after-{i}"))
-    await log.close()
-
-    assert log.write_errors >= 1 and log.dropped == 0
-    assert row_count(log) == 200
-    log._close_connections()
