@@ -34,6 +34,10 @@ Drift: `degrade(model, amount)` lowers a model's recorded quality in the running
 fake (`/_control`) and in the held-out part (the world changed; the offline
 initial table did not), so the next retrain sees the drop in its feedback.
 
+Latency: `router simulate --latency-incident` runs, instead of the rounds, a
+model made slow mid-run under a latency limit, served by the initial router
+without a retrain (`training.simulate_latency`).
+
 The pieces live in their own modules: `training.simulate_config` (the options),
 `training.simulate_data` (the split and the held-out scorer),
 `training.simulate_traffic` (the servers and the requests sent to them),
@@ -65,6 +69,7 @@ from router.registry import Registry
 from training.data import write_outcomes
 from training.simulate_config import SimulationConfig
 from training.simulate_data import HeldOut, split_table
+from training.simulate_latency import LatencyIncident, incident_limit, run_incident
 from training.simulate_results import RoundResult, SimulationResult, format_result
 from training.simulate_traffic import Traffic, catalog_toml, start_servers
 
@@ -76,6 +81,7 @@ __all__ = [
     "simulate",
     "format_result",
     "catalog_toml",
+    "LatencyIncident",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,6 +112,8 @@ class Simulation:
         self._stack = ExitStack()
         self._round_started: list[float] = []
         self._aiq_cache: dict[tuple[str, str], float] = {}
+        self._mismatched = 0
+        self.incident: LatencyIncident | None = None
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -124,6 +132,8 @@ class Simulation:
         cfg = self.config
         cfg.validate()
         self._check_workdir()
+        self.max_latency_ms = (incident_limit(self.table, self.config)
+                               if self.config.latency_incident else None)
         self._split()
         self.models = sorted(self.table["model"].astype(str).unique())
         missing = [m for m in self.models if m not in self.catalog]
@@ -200,10 +210,13 @@ class Simulation:
 
     def _start_servers(self) -> None:
         cfg = self.config
+        incident = cfg.latency_incident
         servers = start_servers(
             self._stack, outcomes_path=self.outcomes_path, catalog_path=self.catalog_path,
             registry_root=self.registry.root, log_url=self.log_url,
-            exploration=cfg.exploration, seed=cfg.seed)
+            exploration=cfg.exploration, seed=cfg.seed,
+            latency_scale=cfg.latency_scale if incident else None,
+            max_latency_ms=self.max_latency_ms if incident else None)
         self.fake_url = servers.fake_url
         self.app = servers.app
         self.router_url = servers.router_url
@@ -238,19 +251,46 @@ class Simulation:
 
     def run_round(self) -> RoundResult:
         """Send one round of traffic with feedback, then retrain, gate and maybe promote."""
-        from tqdm import tqdm
-
-        from training.retrain import RetrainSettings, retrain
-
-        cfg = self.config
         number = len(self.rounds) + 1
         started = time.monotonic()
         self._round_started.append(time.time())
         version = self.serving_version
+        served, qualities, costs = self._send_round(number)
+        if not self.app.state.ctx.store.flush_sync(timeout=60):
+            raise RouterError("the router's outcome log did not flush within 60 s")
+        explored = self._explored_in_round(number)
+        result = self._retrain(number)
+        if result.promoted:
+            self._wait_for(result.version_id)
+        counts = Counter(served)
+        outcome = RoundResult(
+            round=number, model_version=version, promoted=bool(result.promoted),
+            requests=len(served), quality=float(np.mean(qualities)),
+            cost_usd=float(np.mean(costs)), aiq=self.aiq_of(version),
+            challenger=result.version_id,
+            challenger_aiq=self.aiq_of(result.version_id) if result.version_id else None,
+            gate_reason=getattr(result.gate, "reason", "") or "", explored=explored,
+            shares={m: counts[m] / len(served) for m in sorted(counts)},
+            mismatched=self._mismatched, seconds=time.monotonic() - started)
+        self.rounds.append(outcome)
+        verdict = (f"promoted {result.version_id}" if result.promoted
+                   else f"refused the challenger, {version} keeps serving "
+                        f"({outcome.gate_reason})")
+        self.echo(f"round {number}: {outcome.requests} requests served by {version}: quality "
+                  f"{outcome.quality:.4f}, ${outcome.cost_usd:.6f}/request, AIQ "
+                  f"{outcome.aiq:.4f}; retrain {verdict}")
+        return outcome
+
+    def _send_round(self, number: int) -> tuple[list[str], list[float], list[float]]:
+        """The round's traffic: (served model, quality, cost) per request; counts the
+        answers whose quality is not the table's in `_mismatched`."""
+        from tqdm import tqdm
+
+        cfg = self.config
         served: list[str] = []
         qualities: list[float] = []
         costs: list[float] = []
-        mismatched = 0
+        self._mismatched = 0
         bar = tqdm(total=cfg.requests_per_round, desc=f"round {number}/{cfg.rounds}",
                    unit="req", leave=False, disable=not (self.progress and sys.stderr.isatty()))
         try:
@@ -259,20 +299,23 @@ class Simulation:
                 model, quality, cost, _rid = self.send(prompt_id)
                 expected = self._expected(prompt_id, model)
                 if expected is not None and abs(expected - quality) > 1e-9:
-                    mismatched += 1
+                    self._mismatched += 1
                 served.append(model)
                 qualities.append(quality)
                 costs.append(cost)
                 bar.update()
         finally:
             bar.close()
-        if mismatched:
+        if self._mismatched:
             log.warning("round %d: %d answers did not carry the table's quality", number,
-                        mismatched)
-        if not self.app.state.ctx.store.flush_sync(timeout=60):
-            raise RouterError("the router's outcome log did not flush within 60 s")
-        explored = self._explored_in_round(number)
+                        self._mismatched)
+        return served, qualities, costs
 
+    def _retrain(self, number: int) -> Any:
+        """`training.retrain.retrain` on the log (window) plus the initial table."""
+        from training.retrain import RetrainSettings, retrain
+
+        cfg = self.config
         now = datetime.now(UTC)
         since = None
         if cfg.window_rounds is not None:
@@ -287,26 +330,17 @@ class Simulation:
             fit=lambda table, _catalog, seed: self._fit(table, seed), echo=lines.append)
         for line in lines:
             log.debug("retrain: %s", line)
-        if result.promoted:
-            self._wait_for(result.version_id)
-        counts = Counter(served)
-        outcome = RoundResult(
-            round=number, model_version=version, promoted=bool(result.promoted),
-            requests=len(served), quality=float(np.mean(qualities)),
-            cost_usd=float(np.mean(costs)), aiq=self.aiq_of(version),
-            challenger=result.version_id,
-            challenger_aiq=self.aiq_of(result.version_id) if result.version_id else None,
-            gate_reason=getattr(result.gate, "reason", "") or "", explored=explored,
-            shares={m: counts[m] / len(served) for m in sorted(counts)},
-            mismatched=mismatched, seconds=time.monotonic() - started)
-        self.rounds.append(outcome)
-        verdict = (f"promoted {result.version_id}" if result.promoted
-                   else f"refused the challenger, {version} keeps serving "
-                        f"({outcome.gate_reason})")
-        self.echo(f"round {number}: {outcome.requests} requests served by {version}: quality "
-                  f"{outcome.quality:.4f}, ${outcome.cost_usd:.6f}/request, AIQ "
-                  f"{outcome.aiq:.4f}; retrain {verdict}")
-        return outcome
+        return result
+
+    def run_latency_incident(self) -> LatencyIncident:
+        """The latency incident (`training.simulate_latency`), on the serving model."""
+        cfg = self.config
+        self.incident = run_incident(
+            self.traffic, self.fake_url, model=cfg.slow_model, slowdown=cfg.slowdown,
+            max_latency_ms=float(self.max_latency_ms or 0.0), latency_scale=cfg.latency_scale,
+            requests=cfg.incident_requests)
+        self.echo(self.incident.summary())
+        return self.incident
 
     def _explored_in_round(self, number: int) -> int:
         from router.outcome_log import open_outcome_log
@@ -373,19 +407,23 @@ class Simulation:
             full_data_quality=self.full_data_quality, full_data_cost_usd=self.full_data_cost,
             n_eval_prompts=len(self.held_out.convs), n_pool_prompts=len(self.pool_ids),
             n_initial_prompts=len(self.initial_ids), models=list(self.models),
-            workdir=str(self.workdir))
+            workdir=str(self.workdir), latency_incident=self.incident)
 
 
 def simulate(table: pd.DataFrame, *, catalog: Catalog, workdir: str | Path,
              config: SimulationConfig | None = None,
              echo: Callable[[str], None] | None = None,
              progress: bool = False) -> SimulationResult:
-    """Run `config.rounds` rounds of the loop on `table` (from `load_outcomes`)."""
+    """Run `config.rounds` rounds of the loop on `table` (from `load_outcomes`), or
+    with `config.latency_incident` the latency incident instead."""
     sim = Simulation(table, catalog=catalog, workdir=workdir, config=config, echo=echo,
                      progress=progress)
     with sim:
-        for _ in range(sim.config.rounds):
-            sim.run_round()
+        if sim.config.latency_incident:
+            sim.run_latency_incident()
+        else:
+            for _ in range(sim.config.rounds):
+                sim.run_round()
         return sim.result()
 
 

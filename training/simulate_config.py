@@ -26,6 +26,12 @@ class SimulationConfig:
     retrain to the log of the last N rounds (None: the whole log). `model_options`
     are `QualityModel` keyword arguments for every model trained here (e.g.
     smaller `n_components` for quick tests).
+
+    `latency_incident` runs the latency incident (`training.simulate_latency`)
+    instead of the retrain rounds: `slow_model` (None: the busiest model) is made
+    `slowdown` times slower after `incident_requests` requests, under a latency
+    limit `max_latency_ms` (None: the table's median recorded latency), with
+    answers at `latency_scale` times the recorded latencies.
     """
 
     rounds: int = 5
@@ -38,6 +44,12 @@ class SimulationConfig:
     tolerance: float = 0.01
     window_rounds: int | None = None
     model_options: Mapping[str, Any] = field(default_factory=dict)
+    latency_incident: bool = False
+    slow_model: str | None = None
+    slowdown: float = 5.0
+    max_latency_ms: float | None = None
+    latency_scale: float = 0.02
+    incident_requests: int = 300
 
     def validate(self) -> None:
         """`ConfigError` naming the option for any value outside its range."""
@@ -55,6 +67,13 @@ class SimulationConfig:
             (self.tolerance >= 0, "--tolerance", self.tolerance, ">= 0"),
             (self.window_rounds is None or self.window_rounds >= 1, "window_rounds",
              self.window_rounds, "at least 1"),
+            (self.slowdown > 1, "--slowdown", self.slowdown, "a factor > 1, e.g. 5"),
+            (self.max_latency_ms is None or self.max_latency_ms > 0, "--max-latency-ms",
+             self.max_latency_ms, "a number of milliseconds > 0"),
+            (0 < self.latency_scale <= 1, "--latency-scale", self.latency_scale,
+             "a factor in (0, 1], e.g. 0.02"),
+            (self.incident_requests >= 40, "--incident-requests", self.incident_requests,
+             "at least 40 (twice the window the drop is measured over)"),
         ]
         for ok, name, value, wanted in checks:
             if not ok:

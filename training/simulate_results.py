@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from training.simulate_latency import LatencyIncident
+
 __all__ = ["RoundResult", "SimulationResult", "format_result"]
 
 
@@ -66,11 +68,18 @@ class SimulationResult:
     n_initial_prompts: int
     models: list[str]
     workdir: str
+    latency_incident: LatencyIncident | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """`{"rounds": [...], "full_data_aiq": x}`: what `router simulate --json` prints."""
-        return {"rounds": [r.summary() for r in self.rounds],
-                "full_data_aiq": self.full_data_aiq}
+        """`{"rounds": [...], "full_data_aiq": x}`: what `router simulate --json` prints;
+        plus `latency_incident` (without its timeline) after a latency incident."""
+        out: dict[str, Any] = {"rounds": [r.summary() for r in self.rounds],
+                               "full_data_aiq": self.full_data_aiq}
+        if self.latency_incident is not None:
+            incident = asdict(self.latency_incident)
+            incident.pop("timeline")
+            out["latency_incident"] = incident
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,11 +89,13 @@ class SimulationResult:
 def format_result(result: SimulationResult) -> str:
     """The human table of `router simulate`."""
     lines = [f"{'round':>5}  {'served by':<24} {'requests':>8} {'quality':>8} "
-             f"{'cost/req':>11} {'AIQ':>7}  retrain"]
+             f"{'cost/req':>11} {'AIQ':>7}  retrain"] if result.rounds else []
     for r in result.rounds:
         retrain_note = f"promoted {r.challenger}" if r.promoted else "kept"
         lines.append(f"{r.round:>5}  {r.model_version:<24} {r.requests:>8} {r.quality:>8.4f} "
                      f"{'$' + format(r.cost_usd, '.6f'):>11} {r.aiq:>7.4f}  {retrain_note}")
+    if result.latency_incident is not None:
+        lines += [result.latency_incident.summary()]
     lines += [
         "",
         f"initial router ({result.n_initial_prompts} prompts): AIQ {result.initial_aiq:.4f}",

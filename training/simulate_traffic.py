@@ -53,15 +53,20 @@ class Servers:
 
 
 def start_servers(stack: ExitStack, *, outcomes_path: Path, catalog_path: Path,
-                  registry_root: Path, log_url: str, exploration: float, seed: int) -> Servers:
-    """Start the fake provider, then the router in front of it; `stack` stops both."""
+                  registry_root: Path, log_url: str, exploration: float, seed: int,
+                  latency_scale: float | None = None,
+                  max_latency_ms: float | None = None) -> Servers:
+    """Start the fake provider, then the router in front of it; `stack` stops both.
+
+    `latency_scale`: the fake answers after the table's recorded latencies times
+    it (None: at once); `max_latency_ms`: the router's default latency limit."""
     import httpx
 
     from router.app import create_app
     from router.fake import create_fake_upstream, serve_in_thread
     from router.settings import Settings
 
-    fake = create_fake_upstream(outcomes=outcomes_path, seed=seed)
+    fake = create_fake_upstream(outcomes=outcomes_path, seed=seed, latency_scale=latency_scale)
     fake_url = stack.enter_context(serve_in_thread(fake, lifespan="off", name="fake-upstream"))
     # Settings given explicitly (not `load_settings`) so no ROUTER_* variable of
     # the caller's shell (keys, a model folder, a Redis cache) changes the run.
@@ -71,7 +76,7 @@ def start_servers(stack: ExitStack, *, outcomes_path: Path, catalog_path: Path,
         exploration=exploration, exploration_seed=seed, api_keys=[],
         log_url=log_url, log_flush_interval_s=0.05, cache_url=None,
         cache_ttl_s=0.0, semantic_cache=False, privacy_mode=False, max_retries=0,
-        backoff_s=0.0, reload_interval_s=0.05)
+        backoff_s=0.0, reload_interval_s=0.05, max_latency_ms=max_latency_ms)
     app = create_app(settings, reload=True)
     router_url = stack.enter_context(serve_in_thread(app, lifespan="on", name="router"))
     client = stack.enter_context(

@@ -50,9 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "router simulate --data demo.csv --rounds 3 --json",
             "router simulate --data demo.csv --rounds 5 --requests-per-round 300 "
             "--plot loop.png --workdir sim-run",
+            "router simulate --data demo.csv --latency-incident --plot incident.png",
         ],
         handler=_run,
     )
+    _loop_options(parser)
+    _incident_options(parser)
+
+
+def _loop_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="FILE",
                         help="outcome table with every model's outcome per prompt "
                              "(CSV, CSV.gz, Parquet, JSONL)")
@@ -88,6 +94,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(default: a temporary folder, deleted at the end)")
 
 
+def _incident_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "latency incident", "instead of the retrain rounds: the router serves under a latency "
+        "limit, the fake answers after the table's recorded latencies (the table needs "
+        "latency_ms), and one model is made slow mid-run; reported: how many requests and "
+        "seconds of traffic until it lost its latency-limited traffic, without a retrain")
+    group.add_argument("--latency-incident", nargs="?", const="", default=None,
+                       metavar="MODEL", help="run the incident, slowing MODEL (default: the "
+                                             "model serving most requests before it)")
+    group.add_argument("--slowdown", type=float, default=5.0, metavar="F",
+                       help="how many times slower the model gets (default 5)")
+    group.add_argument("--max-latency-ms", type=float, default=None, metavar="MS",
+                       help="the traffic's latency limit (default: the table's median "
+                            "recorded latency_ms)")
+    group.add_argument("--latency-scale", type=float, default=0.02, metavar="F",
+                       help="answers take the recorded latency times F (default 0.02)")
+    group.add_argument("--incident-requests", type=int, default=300, metavar="N",
+                       help="requests before the slowdown, and as many after (default 300)")
+
+
 def _bar(text: str) -> float | None:
     from router.errors import ConfigError
 
@@ -109,7 +135,10 @@ def _run(args: argparse.Namespace) -> int:
         rounds=args.rounds, requests_per_round=args.requests_per_round,
         initial_frac=args.initial_frac, eval_frac=args.eval_frac,
         exploration=args.exploration, seed=args.seed, bar=_bar(args.bar),
-        tolerance=args.tolerance)
+        tolerance=args.tolerance, latency_incident=args.latency_incident is not None,
+        slow_model=args.latency_incident or None, slowdown=args.slowdown,
+        max_latency_ms=args.max_latency_ms, latency_scale=args.latency_scale,
+        incident_requests=args.incident_requests)
     config.validate()  # before the (slow) load, so a typo costs nothing
     if args.plot is not None and not args.plot.lower().endswith(".png"):
         from router.errors import ConfigError
