@@ -240,7 +240,6 @@ def canonical_rows(rows: pd.DataFrame, catalog: Any) -> pd.DataFrame:
     return rows
 
 
-
 def export_log_partitions(log_url: str, directory: str | os.PathLike[str], *,
                           catalog: Catalog, since: Any = None,
                           rows_per_partition: int = 100_000) -> list[Path]:

@@ -33,6 +33,9 @@ FitFunction = Callable[[pd.DataFrame, Any, int], Any]
 
 @dataclass
 class RetrainResult:
+    """One retrain's outcome: the registered version, whether it was promoted, the log's
+    row counts, the gate's report and the sizes of the training and held-out rows."""
+
     version_id: str | None
     promoted: bool
     counts: RowCounts
@@ -40,7 +43,6 @@ class RetrainResult:
     train_rows: int = 0
     holdout_rows: int = 0
     notes: list[str] = field(default_factory=list)
-
 
 
 @dataclass
