@@ -1,35 +1,6 @@
-"""The decision rule, as pure functions of predictions, the bar's calibration and
-request limits.
-
-Three ways to ask, exactly one per request:
-
-* **quality bar** (the default): b in [0, 1] is the target *mean* quality over
-  traffic like the training data. The artifact stores a `BarCalibration`, fitted
-  on prompts the model never trained on: for each b the utility weight lambda(b)
-  whose decisions reach mean quality b at the least mean cost there (predicted
-  means, corrected by the model's measured mean error). Each request then takes
-  argmax q - lambda(b) * c. So the rule stays on the efficient frontier: it
-  never buys a negligible expected gain at a large price, and a bar no model
-  clears on some kind of prompt does not send that prompt to the dearest model.
-  A higher bar never gives lower mean quality or lower mean cost on the
-  calibration prompts (the map is read off their Pareto frontier).
-* **min_quality** (a hard per-request floor): the cheapest model whose expected
-  quality meets the floor; if none does, the one with the highest expected
-  quality (ties: cheaper). For callers who need a guarantee per request, and
-  accept paying for it.
-* **utility_lambda**: argmax q - lambda * c with an explicit lambda (quality per USD).
-
-The constraints filter the candidates before the rule runs: `allowed` models;
-`max_latency_ms`, which removes candidates expected to take longer (if it removes
-all of them the fastest allowed model is chosen: the caller's screen waits least
-there); then `max_cost_usd`, which removes candidates whose expected cost is
-above it (if it removes all of them the cheapest remaining model is chosen,
-because answering over budget is worse than answering with a weaker model).
-
-`choose` works on whole matrices (evaluation sweeps millions of decisions);
-`decide` is the per-request view with every candidate, built on `choose` so the
-rule lives in one place.
-"""
+"""The rule on whole matrices (`choose`: evaluation sweeps millions of decisions) and
+what a quality bar means (`BarCalibration`, fitted with `choose`, so the rule and
+its calibration stay one implementation)."""
 
 from __future__ import annotations
 
@@ -41,116 +12,16 @@ from typing import Any
 import numpy as np
 
 from router.errors import ArtifactError, PolicyError
+from router.policy._limits import within_latency
 
-__all__ = [
-    "BarCalibration",
-    "Candidate",
-    "Decision",
-    "choose",
-    "decide",
-    "lambda_grid",
-    "resolve_lambda",
-    "validate_bar",
-    "validate_lambda",
-    "validate_max_latency",
-    "within_latency",
-]
+__all__ = ["NEGLIGIBLE_GAIN_RATE", "BarCalibration", "choose", "lambda_grid", "resolve_lambda"]
 
 # A step up the frontier that gains less quality per USD than this share of the
 # frontier's average rate is "a negligible gain at a large price", never bought.
 NEGLIGIBLE_GAIN_RATE = 0.05
-_NO_LATENCY = "this model predicts no latency, so a latency limit cannot be applied"
-_NO_LATENCY_HINT = ("retrain on an outcome table with a latency_ms column (router demo-data "
-                    "writes one; the outcome log records it), or drop max_latency_ms")
 # Quality targets are compared with this slack, so a bar equal to a calibration
 # point's quality up to float rounding maps to that point.
 _EPS = 1e-9
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    model: str
-    expected_quality: float
-    expected_cost_usd: float
-    #: Expected whole-answer latency; None when the model predicts no latency.
-    expected_latency_ms: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    model: str
-    quality_bar: float | None
-    expected_quality: float
-    expected_cost_usd: float
-    candidates: tuple[Candidate, ...]
-    met_bar: bool
-    # The utility weight the decision used (explicit, or lambda(bar)); None for a floor.
-    utility_lambda: float | None = None
-    min_quality: float | None = None
-    max_latency_ms: float | None = None
-    #: False when no allowed model was expected within `max_latency_ms`, so the
-    #: fastest was chosen regardless of quality and cost.
-    latency_limit_met: bool = True
-
-    @property
-    def latency_reason(self) -> str | None:
-        """Why the latency limit did not decide as asked (None when it did, or none was set)."""
-        if self.latency_limit_met:
-            return None
-        chosen = next((c for c in self.candidates if c.model == self.model), None)
-        expected = chosen.expected_latency_ms if chosen is not None else None
-        return (f"no model is expected to answer within max_latency_ms={self.max_latency_ms:g}; "
-                f"chose the fastest, {self.model}"
-                + (f" (expected {expected:.0f} ms)" if expected is not None else ""))
-
-
-def validate_bar(bar: float | None, *, name: str = "quality_bar") -> float | None:
-    if bar is None:
-        return None
-    if isinstance(bar, bool) or not isinstance(bar, int | float) or not 0.0 <= bar <= 1.0:
-        raise PolicyError(f"{name} must be a number in [0, 1], got {bar!r}")
-    return float(bar)
-
-
-def validate_max_latency(value: float | None, *, name: str = "max_latency_ms") -> float | None:
-    """A latency limit is a finite number of milliseconds > 0."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise PolicyError(f"{name} must be a finite number of milliseconds > 0, got {value!r}")
-    return float(value)
-
-
-def within_latency(latency_ms: np.ndarray, max_latency_ms: float,
-                   usable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The models expected within the limit, per row, and the rows where none is.
-
-    `latency_ms` is n x m expected latencies; `usable` (same shape) the models
-    still in the running. A row where no usable model is expected within the
-    limit keeps only its fastest usable model. Returns (mask n x m, none_within n).
-    """
-    latency_ms = np.asarray(latency_ms, dtype=np.float64)
-    if usable is None:
-        usable = np.ones(latency_ms.shape, dtype=bool)
-    fast_enough = usable & (latency_ms <= max_latency_ms)
-    none_within = ~fast_enough.any(axis=1)
-    fastest = np.argmin(np.where(usable, latency_ms, np.inf), axis=1)
-    fast_enough[none_within, fastest[none_within]] = True
-    return fast_enough, none_within
-
-
-def validate_lambda(value: float | None, *, name: str = "utility_lambda") -> float | None:
-    """lambda is quality per USD: a finite number >= 0 (0 = best quality at any price)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and value >= 0
-    ):
-        raise PolicyError(f"{name} must be a finite number >= 0 (quality per USD), "
-                          f"got {value!r}")
-    return float(value)
 
 
 def lambda_grid(cost: np.ndarray, n: int = 60) -> list[float]:
@@ -411,82 +282,3 @@ def _argmax_cheapest(score: np.ndarray, cost: np.ndarray) -> np.ndarray:
     top = score.max(axis=1, keepdims=True)
     is_top = score >= top
     return np.argmin(np.where(is_top, cost, np.inf), axis=1)
-
-
-def decide(
-    models: Sequence[str],
-    quality: Sequence[float],
-    cost: Sequence[float],
-    *,
-    bar: float | None = None,
-    calibration: BarCalibration | None = None,
-    min_quality: float | None = None,
-    utility_lambda: float | None = None,
-    max_cost_usd: float | None = None,
-    allowed_models: Sequence[str] | None = None,
-    latency_ms: Sequence[float] | None = None,
-    max_latency_ms: float | None = None,
-) -> Decision:
-    """One request's decision, with every candidate so a caller can see why.
-
-    `latency_ms` is each model's expected whole-answer latency (NaN where a
-    model has none); `max_latency_ms` drops the models expected over it before
-    the quality/cost rule, and when none is left the decision takes the fastest
-    and says so (`latency_limit_met=False`, `latency_reason`).
-    """
-    if not models:
-        raise PolicyError("no models to choose from")
-    validate_bar(bar)
-    validate_bar(min_quality, name="min_quality")
-    validate_lambda(utility_lambda)
-    if sum(v is not None for v in (bar, min_quality, utility_lambda)) != 1:
-        raise PolicyError("give one of quality_bar, min_quality and utility_lambda")
-    if max_cost_usd is not None and not max_cost_usd > 0:
-        raise PolicyError(f"max_cost_usd must be positive, got {max_cost_usd!r}")
-    validate_max_latency(max_latency_ms)
-    if max_latency_ms is not None and latency_ms is None:
-        raise PolicyError(_NO_LATENCY, hint=_NO_LATENCY_HINT)
-    allowed = None
-    if allowed_models is not None:
-        unknown = sorted(set(allowed_models) - set(models))
-        if unknown:
-            raise PolicyError(f"unknown model(s) in models: {', '.join(unknown)}",
-                              hint=f"known models: {', '.join(models)}")
-        wanted = set(allowed_models)
-        allowed = np.array([m in wanted for m in models])
-    allowed_mask = allowed  # the candidates shown: every allowed model, fast or not
-    lam = resolve_lambda(bar, utility_lambda, calibration)
-    q = np.asarray(quality, dtype=np.float64).reshape(1, -1)
-    c = np.asarray(cost, dtype=np.float64).reshape(1, -1)
-    lat = None if latency_ms is None else np.asarray(latency_ms, dtype=np.float64).reshape(1, -1)
-    limit_met = True
-    if max_latency_ms is not None:
-        # A model without a latency estimate (NaN) is never "within" a limit.
-        timed = np.isfinite(lat[0]) & (True if allowed is None else allowed)
-        if not timed.any():
-            raise PolicyError(_NO_LATENCY, hint=_NO_LATENCY_HINT)
-        _, none_within = within_latency(lat, max_latency_ms, timed.reshape(1, -1))
-        limit_met = not bool(none_within[0])
-        allowed = timed
-    index = int(choose(q, c, min_quality=min_quality, utility_lambda=lam,
-                       max_cost_usd=max_cost_usd, allowed=allowed,
-                       latency_ms=lat, max_latency_ms=max_latency_ms)[0])
-    candidates = tuple(
-        Candidate(m, float(q[0, i]), float(c[0, i]),
-                  None if lat is None or not math.isfinite(lat[0, i]) else float(lat[0, i]))
-        for i, m in enumerate(models)
-        if allowed_mask is None or allowed_mask[i]
-    )
-    chosen_q = float(q[0, index])
-    return Decision(
-        model=models[index],
-        quality_bar=bar,
-        expected_quality=chosen_q,
-        expected_cost_usd=float(c[0, index]),
-        candidates=candidates,
-        met_bar=min_quality is None or chosen_q >= min_quality,
-        utility_lambda=None if lam is None else float(lam),
-        min_quality=min_quality,
-        max_latency_ms=max_latency_ms,
-        latency_limit_met=limit_met,
-    )
