@@ -112,12 +112,13 @@ def decide(
         timed = np.isfinite(lat[0]) & (True if allowed is None else allowed)
         if not timed.any():
             raise PolicyError(NO_LATENCY, hint=NO_LATENCY_HINT)
-        _, none_within = within_latency(lat, max_latency_ms, timed.reshape(1, -1))
+        # The filter `choose` would apply, done here once: the decision says when it
+        # left only the fastest model.
+        within, none_within = within_latency(lat, max_latency_ms, timed.reshape(1, -1))
         limit_met = not bool(none_within[0])
-        allowed = timed
+        allowed = within[0]
     index = int(choose(q, c, min_quality=min_quality, utility_lambda=lam,
-                       max_cost_usd=max_cost_usd, allowed=allowed,
-                       latency_ms=lat, max_latency_ms=max_latency_ms)[0])
+                       max_cost_usd=max_cost_usd, allowed=allowed)[0])
     candidates = tuple(
         Candidate(m, float(q[0, i]), float(c[0, i]),
                   None if lat is None or not math.isfinite(lat[0, i]) else float(lat[0, i]))
