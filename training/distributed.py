@@ -99,6 +99,12 @@ def export_partitions(table: pd.DataFrame, directory: str | os.PathLike[str], *,
     return paths
 
 
+def _empty_design(names: list[str]) -> pd.DataFrame:
+    """No design rows: the columns and dtypes of `_design_partition`'s output."""
+    return pd.DataFrame({**{n: np.zeros(0, np.float32) for n in names},
+                         "__label": np.zeros(0), "__weight": np.zeros(0)})
+
+
 def _design_partition(part: pd.DataFrame, model: Any) -> pd.DataFrame:
     """Design-matrix rows of one partition, plus `__label` and `__weight` columns."""
     from router.conversation import parse_conversation
@@ -108,8 +114,7 @@ def _design_partition(part: pd.DataFrame, model: Any) -> pd.DataFrame:
     part = part[part["model"].astype(str).isin(index)]
     names = list(model.feature_names_)
     if len(part) == 0:
-        return pd.DataFrame({**{n: np.zeros(0, np.float32) for n in names},
-                             "__label": np.zeros(0), "__weight": np.zeros(0)})
+        return _empty_design(names)
     codes, ids = pd.factorize(part["prompt_id"].astype(str))
     firsts = np.unique(codes, return_index=True)[1]
     convs = [parse_conversation(m, where=f"prompt_id {pid!r}")
@@ -240,10 +245,9 @@ def _cluster_booster(client: Any, frame: Any, model: Any, *, params: dict[str, A
     from router.predictor import DEFAULT_PARAMS
 
     names = list(model.feature_names_)
-    meta = pd.DataFrame({**{n: np.zeros(0, np.float32) for n in names},
-                         "__label": np.zeros(0), "__weight": np.zeros(0)})
     shipped = client.scatter(model, broadcast=True)
-    design = frame.map_partitions(_design_partition, shipped, meta=meta).persist()
+    design = frame.map_partitions(_design_partition, shipped,
+                                  meta=_empty_design(names)).persist()
     x = design[names].to_dask_array(lengths=True)
     y = design["__label"].to_dask_array(lengths=True)
     w = design["__weight"].to_dask_array(lengths=True)
