@@ -17,6 +17,7 @@ from router.cli import add_command
 from router.errors import ConfigError
 from router.registry import Registry
 from training.commands.train import add_dask_arguments, dask_from_args
+from training.retrain import RetrainSettings
 
 __all__ = ["register"]
 
@@ -76,8 +77,6 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     """How the challenger is trained and judged; defaults are `RetrainSettings`'s."""
-    from training.retrain import RetrainSettings
-
     default = RetrainSettings.default
     parser.add_argument("--eval-data", metavar="FILE", default=None,
                         help="fixed evaluation table for the gate (every model's outcome per "
@@ -122,10 +121,8 @@ def _since(args: argparse.Namespace) -> timedelta | None:
     return None
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def _settings_from_args(args: argparse.Namespace) -> RetrainSettings:
     """The `RetrainSettings` the command line asks for (`ConfigError` naming the option)."""
-    from training.retrain import RetrainSettings
-
     return RetrainSettings(
         log_url=args.log, since=_since(args), base=tuple(args.base), eval_data=args.eval_data,
         tolerance=args.min_tolerance, holdout_frac=args.holdout, max_weight=args.max_weight,
@@ -136,7 +133,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from training.scheduler import run_scheduled
 
-    settings = settings_from_args(args)
+    settings = _settings_from_args(args)
     registry = Registry(args.registry)
 
     def once() -> dict[str, Any]:
@@ -150,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _retrain_once(settings: Any, registry: Registry, args: argparse.Namespace
+def _retrain_once(settings: RetrainSettings, registry: Registry, args: argparse.Namespace
                   ) -> dict[str, Any]:
     """One retrain (a fresh catalog and Dask client each run); its summary, printed as
     JSON with --json."""
