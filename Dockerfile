@@ -1,5 +1,8 @@
-# The router image: `router` is the entry point, `serve --registry /app/models` the default
-# command, listening on 0.0.0.0:8000 (ROUTER_HOST, ROUTER_PORT below).
+# The serving image: `router` is the entry point, `serve --registry /app/models` the default
+# command, listening on 0.0.0.0:8000 (ROUTER_HOST, ROUTER_PORT below). Only the base install
+# (what serving needs): no `training/`, pandas, plots, scheduler or Dask; train with
+# `pip install -e ".[train]"` elsewhere and mount the registry. Several processes:
+# -e ROUTER_WORKERS=2.
 #   docker build -t cost-aware-router .
 #   docker run -p 8000:8000 -v "$PWD/models:/app/models" cost-aware-router serve --registry /app/models --fake-upstream
 # Anyone who can reach the port can use it: set client keys (-e ROUTER_API_KEYS=key1,key2)
@@ -24,12 +27,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # Dependencies first, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p router training \
- && touch router/__init__.py training/__init__.py \
+RUN mkdir -p router \
+ && touch router/__init__.py \
  && pip install . \
  && pip uninstall -y cost-aware-router
 COPY router ./router
-COPY training ./training
 COPY models/catalog.toml ./models/catalog.toml
 # Editable, so the registry and catalog defaults resolve to /app/models.
 RUN pip install --no-deps -e . \

@@ -29,7 +29,7 @@ from router import __version__
 from router.errors import ConfigError, RouterError
 
 __all__ = ["main", "build_parser", "add_command", "configure_logging", "print_error",
-           "OFFLINE_EXTRA"]
+           "OFFLINE_EXTRA", "OFFLINE_MODULES"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ ENTRY_POINT_GROUP = "router.commands"
 
 # What a serving-only install lacks, and the extra that brings it.
 OFFLINE_EXTRA = "cost-aware-router[train]"
-_OFFLINE_MODULES = frozenset({"training", "pandas", "pyarrow", "matplotlib", "tqdm",
+OFFLINE_MODULES = frozenset({"training", "pandas", "pyarrow", "matplotlib", "tqdm",
                               "apscheduler", "dask", "distributed"})
 
 # name -> "module:function" for commands of this package; imported lazily so
@@ -159,7 +159,7 @@ def _offline_module(exc: ImportError) -> str | None:
     """The offline-only module `exc` is about, or None for any other import failure."""
     name = getattr(exc, "name", None) or ""
     top = name.split(".")[0]
-    return name if isinstance(exc, ModuleNotFoundError) and top in _OFFLINE_MODULES else None
+    return name if isinstance(exc, ModuleNotFoundError) and top in OFFLINE_MODULES else None
 
 
 def configure_logging(debug: bool) -> None:

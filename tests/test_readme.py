@@ -18,7 +18,8 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_readme_main_command_installs_and_runs_the_quickstart():
     readme = (REPO_ROOT / "README.md").read_text()
-    assert bash_blocks(readme)[0].strip() == "python -m pip install -e . && router quickstart"
+    assert bash_blocks(readme)[0].strip() == \
+        'python -m pip install -e ".[train]" && router quickstart'
 
 
 def test_readme_docker_section_says_what_the_dockerfile_does():
