@@ -81,49 +81,23 @@ def decide(
     the quality/cost rule, and when none is left the decision takes the fastest
     and says so (`latency_limit_met=False`, `latency_reason`).
     """
-    if not models:
-        raise PolicyError("no models to choose from")
-    validate_bar(bar)
-    validate_bar(min_quality, name="min_quality")
-    validate_lambda(utility_lambda)
-    if sum(v is not None for v in (bar, min_quality, utility_lambda)) != 1:
-        raise PolicyError("give one of quality_bar, min_quality and utility_lambda")
-    if max_cost_usd is not None and not max_cost_usd > 0:
-        raise PolicyError(f"max_cost_usd must be positive, got {max_cost_usd!r}")
-    validate_max_latency(max_latency_ms)
-    if max_latency_ms is not None and latency_ms is None:
-        raise PolicyError(NO_LATENCY, hint=NO_LATENCY_HINT)
-    allowed = None
-    if allowed_models is not None:
-        unknown = sorted(set(allowed_models) - set(models))
-        if unknown:
-            raise PolicyError(f"unknown model(s) in models: {', '.join(unknown)}",
-                              hint=f"known models: {', '.join(models)}")
-        wanted = set(allowed_models)
-        allowed = np.array([m in wanted for m in models])
-    allowed_mask = allowed  # the candidates shown: every allowed model, fast or not
+    _check_request(models, bar, min_quality, utility_lambda, max_cost_usd, max_latency_ms,
+                   latency_ms is not None)
+    shown = _allowed_mask(models, allowed_models)  # candidates: every allowed model
     lam = resolve_lambda(bar, utility_lambda, calibration)
     q = np.asarray(quality, dtype=np.float64).reshape(1, -1)
     c = np.asarray(cost, dtype=np.float64).reshape(1, -1)
     lat = None if latency_ms is None else np.asarray(latency_ms, dtype=np.float64).reshape(1, -1)
-    limit_met = True
+    allowed, limit_met = shown, True
     if max_latency_ms is not None:
-        # A model without a latency estimate (NaN) is never "within" a limit.
-        timed = np.isfinite(lat[0]) & (True if allowed is None else allowed)
-        if not timed.any():
-            raise PolicyError(NO_LATENCY, hint=NO_LATENCY_HINT)
-        # The filter `choose` would apply, done here once: the decision says when it
-        # left only the fastest model.
-        within, none_within = within_latency(lat, max_latency_ms, timed.reshape(1, -1))
-        limit_met = not bool(none_within[0])
-        allowed = within[0]
+        allowed, limit_met = _within_limit(lat[0], max_latency_ms, shown)
     index = int(choose(q, c, min_quality=min_quality, utility_lambda=lam,
                        max_cost_usd=max_cost_usd, allowed=allowed)[0])
     candidates = tuple(
         Candidate(m, float(q[0, i]), float(c[0, i]),
                   None if lat is None or not math.isfinite(lat[0, i]) else float(lat[0, i]))
         for i, m in enumerate(models)
-        if allowed_mask is None or allowed_mask[i]
+        if shown is None or shown[i]
     )
     chosen_q = float(q[0, index])
     return Decision(
@@ -138,3 +112,50 @@ def decide(
         max_latency_ms=max_latency_ms,
         latency_limit_met=limit_met,
     )
+
+
+def _check_request(models: Sequence[str], bar: float | None, min_quality: float | None,
+                   utility_lambda: float | None, max_cost_usd: float | None,
+                   max_latency_ms: float | None, has_latency: bool) -> None:
+    """`PolicyError` for a request the rule cannot answer as asked."""
+    if not models:
+        raise PolicyError("no models to choose from")
+    validate_bar(bar)
+    validate_bar(min_quality, name="min_quality")
+    validate_lambda(utility_lambda)
+    if sum(v is not None for v in (bar, min_quality, utility_lambda)) != 1:
+        raise PolicyError("give one of quality_bar, min_quality and utility_lambda")
+    if max_cost_usd is not None and not max_cost_usd > 0:
+        raise PolicyError(f"max_cost_usd must be positive, got {max_cost_usd!r}")
+    validate_max_latency(max_latency_ms)
+    if max_latency_ms is not None and not has_latency:
+        raise PolicyError(NO_LATENCY, hint=NO_LATENCY_HINT)
+
+
+def _allowed_mask(models: Sequence[str],
+                  allowed_models: Sequence[str] | None) -> np.ndarray | None:
+    """Which of `models` the request allows (None: all); unknown names refused."""
+    if allowed_models is None:
+        return None
+    unknown = sorted(set(allowed_models) - set(models))
+    if unknown:
+        raise PolicyError(f"unknown model(s) in models: {', '.join(unknown)}",
+                          hint=f"known models: {', '.join(models)}")
+    wanted = set(allowed_models)
+    return np.array([m in wanted for m in models])
+
+
+def _within_limit(latency: np.ndarray, max_latency_ms: float,
+                  allowed: np.ndarray | None) -> tuple[np.ndarray, bool]:
+    """(the models the rule may still choose, whether any was within the limit).
+
+    The filter `choose` would apply, done here once, so the decision can say when
+    it left only the fastest model. A model without a latency estimate (NaN) is
+    never within a limit.
+    """
+    timed = np.isfinite(latency) & (True if allowed is None else allowed)
+    if not timed.any():
+        raise PolicyError(NO_LATENCY, hint=NO_LATENCY_HINT)
+    within, none_within = within_latency(latency.reshape(1, -1), max_latency_ms,
+                                         timed.reshape(1, -1))
+    return within[0], not bool(none_within[0])
