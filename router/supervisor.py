@@ -22,7 +22,8 @@ to own is small: spawn, watch, replace, stop.
   so a bad model or catalog is said once, not N times. The others start once it
   serves.
 - A worker that dies later is replaced (its counts stay in the metrics totals;
-  its live gauges are removed).
+  its live gauges are removed); one that cannot start is not retried (it says
+  why; the others keep serving; with none left `run` returns 1).
 - SIGTERM or SIGINT: every worker gets SIGTERM, finishes its requests within
   `ROUTER_SHUTDOWN_GRACE_S` and flushes its outcome log; the supervisor waits for
   all of them (SIGKILL after `stop_timeout_s`).
@@ -100,6 +101,9 @@ class Supervisor:
             self._workers.extend(self._start() for _ in range(self.workers - 1))
             while not self._stop.wait(self.poll_s):
                 self._replace_dead()
+                if not self._workers:
+                    log.error("no worker left: stopping")
+                    return 1
             self._stop_all()
         return 0
 
@@ -129,15 +133,24 @@ class Supervisor:
         return False
 
     def _replace_dead(self) -> None:
-        for i, worker in enumerate(self._workers):
+        """Replace each worker that died; drop one that could not start (it said why),
+        since its replacement would fail alike."""
+        kept: list[_Worker] = []
+        for worker in self._workers:
             proc = worker.proc
             if proc.is_alive() or self._stop.is_set():
+                kept.append(worker)
                 continue
             proc.join()
             self._forget(proc)
+            if proc.exitcode == STARTUP_FAILURE:
+                log.error("worker %s could not start (see its error above); not restarting "
+                          "it", proc.pid)
+                continue
             log.error("worker %s exited (code %s); starting a replacement", proc.pid,
                       proc.exitcode)
-            self._workers[i] = self._start()
+            kept.append(self._start())
+        self._workers = kept
 
     def _forget(self, proc: BaseProcess) -> None:
         """Drop a dead worker's live gauges; its counters stay in the totals."""
