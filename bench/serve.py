@@ -1,42 +1,40 @@
-"""Serving benchmark: route throughput, proxy overhead, outcome-log writes.
+"""Serving benchmark: the router beside a bare endpoint, the fake provider and LiteLLM.
 
-Every server runs in its own process (uvicorn, one worker) and the load comes from
-another process: a small raw HTTP/1.1 keep-alive client on asyncio, so the
-client's own cost stays far below the server's (httpx costs ~10x more per request).
+Every server runs in its own process and the load comes from another one: a small
+raw HTTP/1.1 keep-alive client on asyncio, so the client's own cost stays far below
+a server's. Within a section the targets are measured interleaved, A B C D A B C D
+... for `--rounds` rounds, so drift on the shared machine hits all alike; each line
+pools its rounds. Every line gives the server's CPU time per request (its process
+tree's user + system time from /proc over the run, divided by the requests it
+served), which depends far less on other load on the machine than req/s and
+latency do, and p50/p99 latency.
 
-(a) `POST /v1/route` at concurrency 64 for `--duration` seconds, varied prompts,
-    against the router with a real LightGBM quality model; the ceiling, measured in
-    the same run with the same client: a bare FastAPI app whose `POST /v1/route`
-    parses the JSON body and returns a constant decision.
-    Targets: >= 1,500 requests/s and >= 50% of the bare endpoint.
-    Also with every prompt distinct, so the router's decision cache never hits
-    (the cost of a full prediction per request).
-(b) Proxy overhead: 100 concurrent streaming chat completions, first straight to the
-    fake upstream, then through the router (pass-through model and `router`); the
-    overhead is the difference of the latency percentiles (time to the response
-    head, and to the end of the stream), same run. Streams last as LLM streams do,
-    longer than their first byte: 20 ms to the first event, then `--chunk-delay-ms`
-    between chunks (default 100 ms, ~1 s per stream), so 100 concurrent streams are
-    ~110 streams/s. The 100 clients start spread over `--ramp-s` (1 s, one
-    stream's length), so what is measured is 100 streams in steady state.
-    Targets: p50 <= 2 ms, p99 <= 10 ms.
-    (b-herd) The same with all 100 clients starting at the same instant: each
-    round of streams then arrives as one burst (closed-loop clients whose streams
-    last alike stay in step), so every server queues the burst, and the router,
-    doing more per stream than the fake, queues it for longer.
-    Then the same with no delay between chunks: a closed loop as fast as the
-    servers go, which saturates the 2 cores the fake, the router and the client
-    share. Its latency is queueing, not overhead; what it measures is streams/s
-    through the router against the fake alone.
-(c) Outcome-log write throughput (SQLite), with `bench/outcome_log.py`'s harness.
+route   `POST /v1/route` at concurrency `--concurrency` (64): a bare FastAPI endpoint
+        that parses the body and returns a constant (the ceiling), the router with
+        256 prompts (its decision cache hits), the router with every prompt distinct.
+        Targets: >= 1,500 requests/s and >= 50% of the bare endpoint.
+overhead 100 concurrent streaming chat completions in steady state: 20 ms to the
+        first event, then `--chunk-delay-ms` (100) between chunks (~1 s per stream),
+        the clients starting spread over `--ramp-s` (1 s). Straight to the fake
+        provider, through the router pass-through (`gpt-4o`) and routed (`router:0.7`,
+        every prompt distinct); the overhead is the difference of the percentiles.
+        Targets: p50 <= 2 ms, p99 <= 10 ms.
+peer    Streaming chat completions at concurrency `--peer-concurrency` (32), no delay
+        between chunks: straight to the fake provider, the router pass-through and
+        routed (distinct prompts), and the LiteLLM proxy (1.81.13, one worker, no
+        database; `bench/litellm_peer.py` builds its own venv, .venv-litellm,
+        on first use). Target: router CPU per request <= 1/5 of LiteLLM's.
+log     Outcome-log writes (SQLite), with `bench/outcome_log.py`'s harness.
 
-Every line also gives the server's CPU time per request (from /proc), which
-depends far less on other load on the machine than requests/s and latency do.
+`--transports library,pooled` runs one router per upstream transport
+(ROUTER_UPSTREAM_TRANSPORT) in the same run, so the overhead and peer lines also
+compare httpx's transport with the in-house pool, where it still exists.
 
-    python bench/serve.py                       # everything, ~1.5 minutes
-    python bench/serve.py --duration 10 --loop asyncio
-    python bench/serve.py --model models/demo --skip-log
-    python bench/serve.py --route-only          # only (a)
+    python bench/serve.py                          # every section, ~4 minutes
+    python bench/serve.py --sections peer --rounds 5
+    python bench/serve.py --sections overhead,peer --transports library,pooled
+    python bench/serve.py --no-peer --duration 3   # without LiteLLM
+    python bench/serve.py --model models/demo --loop asyncio
 """
 
 from __future__ import annotations
@@ -48,16 +46,19 @@ import json
 import multiprocessing as mp
 import os
 import socket
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
 REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("route", "overhead", "peer", "log")
 TOPICS = ("prove that the sum of two even numbers is even", "write a haiku about autumn rain",
           "translate 'good morning, how are you' into French",
           "fix the off-by-one bug in this python loop: for i in range(len(xs)+1): print(xs[i])",
@@ -69,6 +70,28 @@ TOPICS = ("prove that the sum of two even numbers is even", "write a haiku about
 def prompts(n: int = 256) -> list[str]:
     return [f"{TOPICS[i % len(TOPICS)]} (variant {i}) " + "please be precise. " * (i % 7)
             for i in range(n)]
+
+
+def distinct(tag: object, n: int) -> list[str]:
+    """`n` prompts never sent before in this run: no cache can answer them."""
+    return [f"{text} #{tag}-{k}" for k, text in enumerate(prompts(n))]
+
+
+def _request(path: str, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+def route_requests(texts: list[str]) -> list[bytes]:
+    return [_request("/v1/route", {"messages": [{"role": "user", "content": t}],
+                                   "quality_bar": 0.7}) for t in texts]
+
+
+def chat_requests(model: str, texts: list[str]) -> list[bytes]:
+    return [_request("/v1/chat/completions", {
+        "model": model, "stream": True, "messages": [{"role": "user", "content": t}]})
+        for t in texts]
 
 
 # --------------------------------------------------------------------------- servers
@@ -113,12 +136,14 @@ def serve_fake(port: int, loop: str, latency_ms: float) -> None:
     _uvicorn(create_fake_upstream(catalog=load_catalog(), latency_ms=latency_ms), port, loop)
 
 
-def serve_router(port: int, loop: str, model_dir: str, upstream: str, log_url: str) -> None:
+def serve_router(port: int, loop: str, model_dir: str, upstream: str, log_url: str,
+                 transport: str) -> None:
     from router.app import create_app
     from router.settings import load_settings
 
     settings = load_settings(model_dir=model_dir, upstream_base_url=upstream, log_url=log_url,
-                             exploration=0.0, cache_ttl_s=0, reload_interval_s=0)
+                             exploration=0.0, cache_ttl_s=0, reload_interval_s=0,
+                             upstream_transport=transport)
     _uvicorn(create_app(settings), port, loop)
 
 
@@ -128,7 +153,7 @@ def start(target: Any, *args: Any) -> mp.Process:
     return proc
 
 
-def wait_ready(port: int, path: str = "/healthz", timeout: float = 60.0) -> None:
+def wait_ready(port: int, path: str, timeout: float = 90.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -139,25 +164,25 @@ def wait_ready(port: int, path: str = "/healthz", timeout: float = 60.0) -> None
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"server on port {port} did not start")
+    raise RuntimeError(f"server on port {port} did not answer {path} in {timeout:g} s")
 
 
 # --------------------------------------------------------------------------- load
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process `pid` so far (Linux /proc), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _request(path: str, body: dict[str, Any]) -> bytes:
-    data = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of process `pid` and its descendants (Linux /proc)."""
+    ticks, todo = 0, [pid]
+    while todo:
+        proc = Path(f"/proc/{todo.pop()}")
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+            for task in (proc / "task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue  # exited meanwhile
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def _read_response(reader: asyncio.StreamReader, marks: list[float]) -> int:
@@ -179,36 +204,30 @@ async def _read_response(reader: asyncio.StreamReader, marks: list[float]) -> in
 
 async def _load(port: int, requests: list[bytes], concurrency: int, duration: float,
                 warmup: float, ramp: float) -> dict[str, Any]:
-    latencies: list[float] = []
-    heads: list[float] = []
-    errors = 0
+    result: dict[str, Any] = {"latencies": [], "heads": [], "errors": 0, "served": 0}
     start_at = time.perf_counter() + ramp + warmup
     stop_at = start_at + duration
 
     async def worker(offset: int) -> None:
-        nonlocal errors
         # Client k starts k/concurrency of the ramp late; with ramp 0 they all start
         # at once, a burst every closed-loop client then keeps in step with.
         await asyncio.sleep(ramp * offset / concurrency)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = offset
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop_at:
-                break
+        while (t0 := time.perf_counter()) < stop_at:
             writer.write(requests[i % len(requests)])
             i += concurrency
             marks: list[float] = []
             status = await _read_response(reader, marks)
-            t1 = time.perf_counter()
+            result["served"] += 1
             if t0 >= start_at:
-                latencies.append(t1 - t0)
-                heads.append(marks[0] - t0)
-                errors += status >= 400
+                result["latencies"].append(time.perf_counter() - t0)
+                result["heads"].append(marks[0] - t0)
+                result["errors"] += status >= 400
         writer.close()
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return {"latencies": latencies, "heads": heads, "errors": errors, "duration": duration}
+    return result
 
 
 def loadgen(port: int, requests: list[bytes], concurrency: int, duration: float,
@@ -216,39 +235,68 @@ def loadgen(port: int, requests: list[bytes], concurrency: int, duration: float,
     out.put(asyncio.run(_load(port, requests, concurrency, duration, warmup, ramp)))
 
 
-def run_load(port: int, requests: list[bytes], concurrency: int, duration: float,
-             warmup: float = 1.0, server_pid: int | None = None,
-             ramp: float = 0.0) -> dict[str, float]:
+def run_load(port: int, requests: list[bytes], concurrency: int, duration: float, *,
+             server_pid: int, warmup: float = 1.0, ramp: float = 0.0) -> dict[str, Any]:
+    """One closed-loop run; the server's CPU spent over it, over every request it
+    served (warm-up included, since the CPU sample covers it too)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=loadgen, args=(port, requests, concurrency, duration, warmup,
                                              ramp, queue))
     proc.start()
-    cpu0 = cpu_seconds(server_pid) if server_pid else None
+    cpu0 = cpu_seconds(server_pid)
     result = queue.get(timeout=duration + warmup + ramp + 120)
-    cpu1 = cpu_seconds(server_pid) if server_pid else None
+    result["cpu_s"] = cpu_seconds(server_pid) - cpu0
+    result["duration"] = duration
     proc.join()
-    lat = sorted(result["latencies"])
-    heads = sorted(result["heads"])
+    return result
+
+
+# --------------------------------------------------------------------------- interleaving
+
+
+@dataclass
+class Target:
+    """A server under load: `requests(round)` gives the requests of each round."""
+
+    name: str
+    port: int
+    pid: int
+    requests: Callable[[int], list[bytes]]
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
+    lat = sorted(x for r in runs for x in r["latencies"])
+    heads = sorted(x for r in runs for x in r["heads"])
     if not lat:
         raise RuntimeError("no request completed")
-    out = {"rps": len(lat) / result["duration"], "n": len(lat), "errors": result["errors"],
-           "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
-           "head_p50_ms": 1000 * heads[len(heads) // 2],
-           "head_p99_ms": 1000 * heads[int(len(heads) * 0.99)],
-           "mean_ms": 1000 * statistics.fmean(lat), "cpu_ms": float("nan")}
-    if cpu0 is not None and cpu1 is not None:
-        # Warm-up requests used CPU too: spread it over everything served meanwhile.
-        served = len(lat) * (duration + warmup + ramp) / duration
-        out["cpu_ms"] = 1000 * (cpu1 - cpu0) / served
-    return out
+    n = len(lat)
+    return {"rps": n / sum(r["duration"] for r in runs), "n": n,
+            "errors": sum(r["errors"] for r in runs),
+            "p50_ms": 1000 * lat[n // 2], "p99_ms": 1000 * lat[int(n * 0.99)],
+            "head_p50_ms": 1000 * heads[n // 2], "head_p99_ms": 1000 * heads[int(n * 0.99)],
+            "cpu_ms": 1000 * sum(r["cpu_s"] for r in runs) / sum(r["served"] for r in runs)}
+
+
+def interleave(targets: list[Target], *, rounds: int, concurrency: int, duration: float,
+               ramp: float = 0.0, heads: bool = False) -> dict[str, dict[str, float]]:
+    """Every target once per round, in order, `rounds` times; one summary per target."""
+    runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    for k in range(rounds):
+        for t in targets:
+            runs[t.name].append(run_load(t.port, t.requests(k), concurrency, duration,
+                                         server_pid=t.pid, ramp=ramp))
+    results = {name: summarise(r) for name, r in runs.items()}
+    for name, r in results.items():
+        show(name, r, heads=heads)
+    return results
 
 
 def show(name: str, r: dict[str, float], *, heads: bool = False) -> None:
     head = (f"  head p50 {r['head_p50_ms']:7.2f} p99 {r['head_p99_ms']:7.2f}" if heads
             else "")
-    print(f"  {name:<36} {r['rps']:>7.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-          f"p99 {r['p99_ms']:7.2f} ms{head}  server CPU {r['cpu_ms']:.3f} ms/req  "
+    print(f"  {name:<34} {r['rps']:>6.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+          f"p99 {r['p99_ms']:7.2f} ms{head}  server CPU {r['cpu_ms']:6.3f} ms/req  "
           f"(n={r['n']}, errors={r['errors']})", flush=True)
 
 
@@ -285,139 +333,221 @@ def train_model(out: Path) -> Path:
     return out
 
 
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class Servers:
+    """(port, pid) of every server of the run; `routers` by upstream transport."""
+
+    fake: tuple[int, int]
+    bare: tuple[int, int]
+    routers: dict[str, tuple[int, int]]
+    peer: tuple[int, int] | None = None
+
+    def control(self, **changes: Any) -> None:
+        import httpx
+
+        httpx.post(f"http://127.0.0.1:{self.fake[0]}/_control",
+                   json=changes).raise_for_status()
+
+    def direct(self) -> Target:
+        # The fake answers only /v1/...; the router proxies to it under the same path.
+        return Target("straight to the fake provider", *self.fake,
+                      lambda k: chat_requests("gpt-4o", prompts()))
+
+    def router_chat(self, tag: str) -> list[Target]:
+        targets = []
+        for transport, (port, pid) in self.routers.items():
+            label = f" [{transport}]" if len(self.routers) > 1 else ""
+            targets += [
+                Target(f"router pass-through{label}", port, pid,
+                       lambda k: chat_requests("gpt-4o", prompts())),
+                Target(f"router routed, distinct{label}", port, pid,
+                       lambda k, t=transport: chat_requests(
+                           "router:0.7", distinct(f"{tag}-{t}-{k}", 20_000)))]
+        return targets
+
+
+def section_route(servers: Servers, args: argparse.Namespace) -> None:
+    print(f"\nroute: POST /v1/route, concurrency {args.concurrency}, {args.rounds} rounds of "
+          f"{args.duration:g} s, interleaved", flush=True)
+    port, pid = next(iter(servers.routers.values()))
+    results = interleave([
+        Target("bare FastAPI endpoint (ceiling)", *servers.bare,
+               lambda k: route_requests(prompts())),
+        Target("router /v1/route (256 prompts)", port, pid,
+               lambda k: route_requests(prompts())),
+        Target("router /v1/route (all distinct)", port, pid,
+               lambda k: route_requests(distinct(f"route-{k}", 40_000)))],
+        rounds=args.rounds, concurrency=args.concurrency, duration=args.duration)
+    bare = results["bare FastAPI endpoint (ceiling)"]
+    for name in ("router /v1/route (256 prompts)", "router /v1/route (all distinct)"):
+        r = results[name]
+        print(f"  -> {name}: {r['rps']:.0f} req/s (target >= 1500), "
+              f"{100 * r['rps'] / bare['rps']:.0f}% of the bare endpoint (target >= 50%)")
+
+
+def section_overhead(servers: Servers, args: argparse.Namespace) -> None:
+    print(f"\noverhead: {args.streams} concurrent streaming chat completions, upstream "
+          f"latency {args.upstream_latency_ms:g} ms, {args.chunk_delay_ms:g} ms between chunks, "
+          f"clients starting over {args.ramp_s:g} s; {args.rounds} rounds of {args.duration:g} "
+          f"s, interleaved", flush=True)
+    servers.control(chunk_delay_ms=args.chunk_delay_ms)
+    direct = servers.direct()
+    results = interleave([direct, *servers.router_chat("overhead")], rounds=args.rounds,
+                         concurrency=args.streams, duration=args.duration, ramp=args.ramp_s,
+                         heads=True)
+    base = results.pop(direct.name)
+    for name, r in results.items():
+        print(f"  -> overhead, {name}: p50 {r['p50_ms'] - base['p50_ms']:+.2f} ms (target <= 2), "
+              f"p99 {r['p99_ms'] - base['p99_ms']:+.2f} ms (target <= 10); first byte p50 "
+              f"{r['head_p50_ms'] - base['head_p50_ms']:+.2f} ms, p99 "
+              f"{r['head_p99_ms'] - base['head_p99_ms']:+.2f} ms")
+
+
+def section_peer(servers: Servers, args: argparse.Namespace) -> None:
+    from litellm_peer import PEER_VERSION
+
+    print(f"\npeer: streaming chat completions, concurrency {args.peer_concurrency}, upstream "
+          f"latency {args.upstream_latency_ms:g} ms, no delay between chunks; {args.rounds} "
+          f"rounds of {args.duration:g} s, interleaved", flush=True)
+    servers.control(chunk_delay_ms=0)
+    targets = [servers.direct(), *servers.router_chat("peer")]
+    peer_name = f"LiteLLM proxy {PEER_VERSION}"
+    if servers.peer is not None:
+        targets.append(Target(peer_name, *servers.peer,
+                              lambda k: chat_requests("gpt-4o", prompts())))
+    results = interleave(targets, rounds=args.rounds, concurrency=args.peer_concurrency,
+                         duration=args.duration)
+    peer = results.get(peer_name)
+    for target in targets[1:]:
+        r = results[target.name]
+        if peer is not None and target.name != peer_name:
+            print(f"  -> {target.name} / LiteLLM: CPU per request "
+                  f"{r['cpu_ms'] / peer['cpu_ms']:.3f}x (target <= 0.2), p50 "
+                  f"{r['p50_ms']:.1f} vs {peer['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} vs "
+                  f"{peer['p99_ms']:.1f} ms")
+    if {"library", "pooled"} <= servers.routers.keys():
+        for kind in ("pass-through", "routed, distinct"):
+            lib, own = (results[f"router {kind} [{t}]"] for t in ("library", "pooled"))
+            print(f"  -> upstream transport, {kind}: library {lib['cpu_ms']:.3f} ms, pooled "
+                  f"{own['cpu_ms']:.3f} ms of router CPU per stream: library/pooled "
+                  f"{lib['cpu_ms'] / own['cpu_ms']:.2f}x (the pool stays only above 1.5x)")
+
+
+def section_log() -> None:
+    print("\nlog: outcome-log writes (bench/outcome_log.py, SQLite)", flush=True)
+    spec = importlib.util.spec_from_file_location("bench_outcome_log",
+                                                  REPO / "bench" / "outcome_log.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--n", "50000", "--no-postgres"])
+
+
 # --------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model folder (default: train a small one)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--streams", type=int, default=100)
-    parser.add_argument("--upstream-latency-ms", type=float, default=20.0)
-    parser.add_argument("--chunk-delay-ms", type=float, default=100.0,
-                        help="fake upstream's delay between stream chunks in (b)'s overhead "
-                             "measurement")
-    parser.add_argument("--ramp-s", type=float, default=1.0,
-                        help="(b): the stream clients start spread over this many seconds "
-                             "(about one stream's length), so the load is 100 streams in "
-                             "steady state; (b-herd) repeats it with all starting at once")
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
-                        help="server event loop: auto (what `router serve` runs: uvloop and "
-                             "httptools when installed), asyncio (+h11), uvloop (+httptools)")
-    parser.add_argument("--skip-log", action="store_true", help="skip (c)")
-    parser.add_argument("--route-only", action="store_true",
-                        help="run only (a), the /v1/route measurement")
+    add = parser.add_argument
+    add("--sections", default=",".join(SECTIONS),
+        help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)")
+    add("--model", help="model folder (default: train a small one)")
+    add("--rounds", type=int, default=3, help="interleaved rounds per section (default 3)")
+    add("--duration", type=float, default=4.0, help="measured seconds per target and round")
+    add("--concurrency", type=int, default=64, help="route: concurrent clients")
+    add("--streams", type=int, default=100, help="overhead: concurrent streams")
+    add("--peer-concurrency", type=int, default=32, help="peer: concurrent clients")
+    add("--upstream-latency-ms", type=float, default=20.0)
+    add("--chunk-delay-ms", type=float, default=100.0,
+        help="overhead: the fake provider's delay between stream chunks")
+    add("--ramp-s", type=float, default=1.0,
+        help="overhead: the stream clients start spread over this many seconds")
+    add("--transports", default="library",
+        help="upstream transports to run a router with, comma-separated (library, pooled)")
+    add("--no-peer", action="store_true", help="peer: leave LiteLLM out")
+    add("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+        help="server event loop: auto (what `router serve` runs: uvloop and httptools when "
+             "installed), asyncio (+h11), uvloop (+httptools)")
     args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    args.transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown or not args.transports:
+        parser.error(f"unknown section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}"
+                     if unknown else "--transports names no transport")
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         parser.error("--loop uvloop needs `pip install uvloop httptools`")
-    loop = args.loop
-    if loop == "auto":
-        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if args.loop == "auto":
+        args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return args
 
+
+def start_peer(fake_port: int, folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+    from litellm_peer import PeerUnavailable, ensure_litellm, start_litellm
+
+    try:
+        exe = ensure_litellm()
+    except PeerUnavailable as exc:
+        sys.exit(f"error: cannot build LiteLLM's environment for the peer section: {exc}\n"
+                 "hint: check that PyPI is reachable, or run with --no-peer")
+    port = free_port()
+    return start_litellm(exe, port, f"http://127.0.0.1:{fake_port}/v1", folder), port
+
+
+def header(args: argparse.Namespace, model_dir: Path) -> None:
+    load = os.getloadavg()
+    commit = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %cI"],
+                            capture_output=True, text=True).stdout.strip()
+    print(f"bench/serve.py on {os.cpu_count()} cores (load average {load[0]:.2f} "
+          f"{load[1]:.2f} {load[2]:.2f}), commit {commit or '?'}, server loop {args.loop}, "
+          f"router transports {', '.join(args.transports)}, model {model_dir}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     model_dir = Path(args.model) if args.model else train_model(tmp / "model")
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"bench/serve.py on {os.cpu_count()} cores (load average {load[0]:.2f} "
-          f"{load[1]:.2f} {load[2]:.2f}), server loop {loop}, model {model_dir}", flush=True)
+    header(args, model_dir)
     procs: list[mp.Process] = []
+    peer: subprocess.Popen[bytes] | None = None
     try:
-        fake_port, router_port, bare_port = free_port(), free_port(), free_port()
-        procs.append(start(serve_fake, fake_port, loop, args.upstream_latency_ms))
-        procs.append(start(serve_router, router_port, loop, str(model_dir),
-                           f"http://127.0.0.1:{fake_port}/v1", f"sqlite:///{tmp}/log.db"))
-        procs.append(start(serve_bare, bare_port, loop))
-        fake_pid, router_pid, bare_pid = (p.pid for p in procs)
-        for port in (fake_port, router_port, bare_port):
-            wait_ready(port, "/v1/models" if port == fake_port else "/healthz")
-
-        def route_requests(texts: list[str]) -> list[bytes]:
-            return [_request("/v1/route", {"messages": [{"role": "user", "content": t}],
-                                           "quality_bar": 0.7}) for t in texts]
-
-        print(f"\n(a) POST /v1/route, concurrency {args.concurrency}, {args.duration:g} s each")
-        bare = run_load(bare_port, route_requests(prompts()), args.concurrency, args.duration,
-                        server_pid=bare_pid)
-        show("bare FastAPI endpoint (ceiling)", bare)
-        routed = run_load(router_port, route_requests(prompts()), args.concurrency,
-                          args.duration, server_pid=router_pid)
-        show("router /v1/route (256 prompts)", routed)
-        # Distinct prompts beyond what the run can send: every decision is predicted.
-        unique = run_load(router_port, route_requests(
-            [f"{t} #{k}" for k, t in enumerate(prompts(40_000))]), args.concurrency,
-            args.duration, server_pid=router_pid)
-        show("router /v1/route (all distinct)", unique)
-        for name, r in (("256 prompts", routed), ("all distinct", unique)):
-            print(f"  -> {name}: {r['rps']:.0f} req/s (target >= 1500), "
-                  f"{100 * r['rps'] / bare['rps']:.0f}% of the bare endpoint (target >= 50%)")
-        if args.route_only:
-            return 0
-
-        def chat(model: str) -> list[bytes]:
-            return [_request("/v1/chat/completions", {
-                "model": model, "stream": True,
-                "messages": [{"role": "user", "content": t}]}) for t in prompts()]
-
-        def control(**changes: Any) -> None:
-            import httpx
-
-            httpx.post(f"http://127.0.0.1:{fake_port}/_control", json=changes).raise_for_status()
-
-        def streams(title: str, ramp: float) -> tuple[dict[str, float], ...]:
-            print(title)
-            # The fake answers only /v1/...; the router proxies to it under the same path.
-            direct = run_load(fake_port, chat("gpt-4o"), args.streams, args.duration,
-                              server_pid=fake_pid, ramp=ramp)
-            show("straight to the fake upstream", direct, heads=True)
-            proxied = run_load(router_port, chat("gpt-4o"), args.streams, args.duration,
-                               server_pid=router_pid, ramp=ramp)
-            show("through the router (pass-through)", proxied, heads=True)
-            routed_chat = run_load(router_port, chat("router:0.7"), args.streams,
-                                   args.duration, server_pid=router_pid, ramp=ramp)
-            show("through the router (model router)", routed_chat, heads=True)
-            return direct, proxied, routed_chat
-
-        def overheads(direct: dict[str, float], proxied: dict[str, float],
-                      routed_chat: dict[str, float]) -> None:
-            for name, r in (("pass-through", proxied), ("routed", routed_chat)):
-                print(f"  -> overhead {name}: p50 {r['p50_ms'] - direct['p50_ms']:+.2f} ms "
-                      f"(target <= 2), p99 {r['p99_ms'] - direct['p99_ms']:+.2f} ms "
-                      f"(target <= 10); first byte p50 "
-                      f"{r['head_p50_ms'] - direct['head_p50_ms']:+.2f} ms, p99 "
-                      f"{r['head_p99_ms'] - direct['head_p99_ms']:+.2f} ms")
-
-        control(chunk_delay_ms=args.chunk_delay_ms)
-        overheads(*streams(
-            f"\n(b) streaming chat, {args.streams} concurrent streams, upstream latency "
-            f"{args.upstream_latency_ms:g} ms, {args.chunk_delay_ms:g} ms between chunks, "
-            f"clients starting over {args.ramp_s:g} s", args.ramp_s))
-        overheads(*streams(
-            f"\n(b-herd) the same, all {args.streams} clients starting at once (a burst "
-            f"that recurs: closed-loop clients whose streams last alike stay in step)", 0.0))
-        control(chunk_delay_ms=0)
-        direct, proxied, routed_chat = streams(
-            f"\n(b') the same, no delay between chunks: saturated closed loop (latency here is "
-            f"queueing on {os.cpu_count()} shared cores)", 0.0)
-        for name, r in (("pass-through", proxied), ("routed", routed_chat)):
-            print(f"  -> {name}: {r['rps']:.0f} streams/s, "
-                  f"{100 * r['rps'] / direct['rps']:.0f}% of the fake alone; router CPU "
-                  f"{r['cpu_ms']:.2f} ms/stream (the fake's: {direct['cpu_ms']:.2f})")
+        fake_port, bare_port = free_port(), free_port()
+        procs += [start(serve_fake, fake_port, args.loop, args.upstream_latency_ms),
+                  start(serve_bare, bare_port, args.loop)]
+        routers: dict[str, tuple[int, int]] = {}
+        for transport in args.transports:
+            port = free_port()
+            procs.append(start(serve_router, port, args.loop, str(model_dir),
+                               f"http://127.0.0.1:{fake_port}/v1",
+                               f"sqlite:///{tmp}/log-{transport}.db", transport))
+            routers[transport] = (port, procs[-1].pid or 0)
+        servers = Servers((fake_port, procs[0].pid or 0), (bare_port, procs[1].pid or 0),
+                          routers)
+        if "peer" in args.sections and not args.no_peer:
+            peer, peer_port = start_peer(fake_port, tmp)
+            servers.peer = (peer_port, peer.pid)
+        wait_ready(fake_port, "/v1/models")
+        for port in (bare_port, *(p for p, _ in routers.values())):
+            wait_ready(port, "/healthz")
+        if servers.peer is not None:
+            wait_ready(servers.peer[0], "/health/liveliness")
+        for name, run in (("route", section_route), ("overhead", section_overhead),
+                          ("peer", section_peer)):
+            if name in args.sections:
+                run(servers, args)
     finally:
+        if peer is not None:
+            peer.terminate()
+            peer.wait(timeout=30)
         for proc in procs:
             proc.terminate()
             proc.join(timeout=10)
-
-    if not args.skip_log:
-        print("\n(c) outcome-log writes (bench/outcome_log.py, SQLite)", flush=True)
-        spec = importlib.util.spec_from_file_location("bench_outcome_log",
-                                                      REPO / "bench" / "outcome_log.py")
-        if spec is None or spec.loader is None:
-            print("  bench/outcome_log.py not found; skipped")
-        else:
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            module.main(["--n", "50000", "--no-postgres"])
+    if "log" in args.sections:
+        section_log()
     return 0
 
 

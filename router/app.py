@@ -31,7 +31,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 
 from router.api import chat, feedback, models, ops, route
@@ -374,21 +373,15 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                 log.warning("no client API keys configured (ROUTER_API_KEYS): every caller is "
                             "accepted; set keys before exposing the router")
             if ctx.upstream is None:
-                from router.upstream import PooledHTTP11Transport, proxy_mounts
+                from router.upstream import Cooldowns, UpstreamClient, build_http_client
 
-                # httpx's API over our HTTP/1.1 pool: httpcore's costs O(connections)
-                # per request and anyio's timeouts per read (router.upstream);
-                # origins behind the environment's proxy go through httpx's own.
-                limits = httpx.Limits(max_connections=settings.upstream_max_connections,
-                                      max_keepalive_connections=settings.upstream_max_keepalive)
-                http = httpx.AsyncClient(
-                    transport=PooledHTTP11Transport(limits=limits),
-                    mounts=proxy_mounts(limits),
-                    timeout=httpx.Timeout(settings.upstream_read_timeout_s,
-                                          connect=settings.upstream_connect_timeout_s),
-                    trust_env=False)
+                http = build_http_client(
+                    transport=settings.upstream_transport,
+                    max_connections=settings.upstream_max_connections,
+                    max_keepalive=settings.upstream_max_keepalive,
+                    connect_timeout_s=settings.upstream_connect_timeout_s,
+                    read_timeout_s=settings.upstream_read_timeout_s)
                 stack.push_async_callback(http.aclose)
-                from router.upstream import Cooldowns, UpstreamClient
 
                 gateway_key = settings.upstream_api_key
                 ctx.upstream = UpstreamClient(

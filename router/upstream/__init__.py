@@ -43,6 +43,9 @@ Where the code lives: the chain and its rules in `_client` (`chain_for`,
 (`router.upstream._results`) and the started stream (`router.upstream._stream`).
 """
 
+from router.upstream._aiohttp import (
+    AiohttpTransport,
+)
 from router.upstream._breaker import (
     Cooldowns,
 )
@@ -63,6 +66,11 @@ from router.upstream._errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from router.upstream._http import (
+    TRANSPORTS,
+    build_http_client,
+    proxy_mounts,
+)
 from router.upstream._results import (
     Attempt,
 )
@@ -74,10 +82,10 @@ from router.upstream._sse import (
 )
 from router.upstream._transport import (
     PooledHTTP11Transport,
-    proxy_mounts,
 )
 
 __all__ = [
+    "AiohttpTransport",
     "Attempt",
     "ContextLengthExceeded",
     "Cooldowns",
@@ -85,6 +93,7 @@ __all__ = [
     "PooledHTTP11Transport",
     "SSEDecoder",
     "SharedCooldowns",
+    "TRANSPORTS",
     "UpstreamClient",
     "UpstreamClientError",
     "UpstreamError",
@@ -93,6 +102,7 @@ __all__ = [
     "UpstreamServerError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "build_http_client",
     "chain_for",
     "encode_data",
     "error_event",

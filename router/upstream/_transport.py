@@ -13,11 +13,11 @@ only the part below it:
 - the pool is O(1) per request start and end: a LIFO stack of idle connections per
   origin, a counter of open connections and a FIFO queue of waiters.
 
-What it is not: HTTP/1.1 only (no HTTP/2), no proxies (`proxy_mounts` sends the
-origins the environment's HTTP_PROXY / HTTPS_PROXY / ALL_PROXY cover through
-httpx's own proxy transport instead, minus NO_PROXY), one request at a time per
-connection (no pipelining), no `Upgrade`. Request bodies are read whole
-before sending (our requests are JSON).
+What it is not: HTTP/1.1 only (no HTTP/2), no proxies
+(`router.upstream._http.proxy_mounts` sends the origins the environment's
+proxies cover through aiohttp instead), one request at a time per connection
+(no pipelining), no `Upgrade`. Request bodies are read whole before sending
+(our requests are JSON).
 
 Errors are httpx's (`ConnectError`, `ConnectTimeout`, `PoolTimeout`, `ReadTimeout`,
 `WriteTimeout`, `ReadError`, `WriteError`, `RemoteProtocolError`), always carrying
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import urllib.request
 from collections import deque
 from typing import Any
 
@@ -36,7 +35,7 @@ import httpx
 
 from router.upstream._connection import HTTP11Connection, Origin, host_port
 
-__all__ = ["PooledHTTP11Transport", "proxy_mounts"]
+__all__ = ["PooledHTTP11Transport"]
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _DEFAULT_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128,
@@ -375,34 +374,3 @@ def _serialize(request: httpx.Request, body: bytes) -> bytes:
     else:
         parts.append(body)
     return b"".join(parts)
-
-
-def proxy_mounts(limits: httpx.Limits, environ: dict[str, str] | None = None
-                 ) -> dict[str, httpx.AsyncBaseTransport | None]:
-    """`httpx.AsyncClient(mounts=...)` for the proxies the environment (`environ`,
-    default `os.environ`) names.
-
-    HTTP_PROXY, HTTPS_PROXY and ALL_PROXY (any case) route their scheme's requests
-    through httpx's proxy transport; each NO_PROXY host (or "*") is mounted to None,
-    i.e. the client's own transport, which is how httpx reads the same variables. A
-    team behind a corporate proxy reaches its providers; without the variables the
-    result is empty and every request goes through `PooledHTTP11Transport`.
-    """
-    found = (urllib.request.getproxies_environment() if environ is None
-             else {k.lower().removesuffix("_proxy"): v for k, v in environ.items()
-                   if k.lower().endswith("_proxy") and v})
-    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
-    for scheme in ("http", "https", "all"):
-        url = found.get(scheme)
-        if url:
-            if "://" not in url:
-                url = "http://" + url
-            mounts[f"{scheme}://"] = httpx.AsyncHTTPTransport(proxy=url, limits=limits)
-    if mounts:
-        for host in (h.strip() for h in found.get("no", "").split(",")):
-            if host == "*":
-                return {}
-            elif host:  # the patterns httpx itself derives from NO_PROXY
-                exact = host == "localhost" or host.replace(".", "").isdigit()
-                mounts[f"all://{host}" if exact else f"all://*{host}"] = None
-    return mounts

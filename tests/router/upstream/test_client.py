@@ -20,10 +20,10 @@ import pytest
 from router.catalog import Catalog, ModelSpec, estimate_tokens, load_catalog
 from router.errors import ConfigError
 from router.upstream import (
+    TRANSPORTS,
     Attempt,
     ContextLengthExceeded,
     Cooldowns,
-    PooledHTTP11Transport,
     UpstreamClient,
     UpstreamClientError,
     UpstreamRateLimited,
@@ -31,6 +31,7 @@ from router.upstream import (
     UpstreamServerError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    build_http_client,
     chain_for,
 )
 
@@ -735,10 +736,10 @@ async def test_stream_client_error_is_not_fallen_back(make_client):
 # ---------------------------------------------------------------- real socket
 
 
-@pytest.fixture
-async def live_client(fake_upstream_server):
+@pytest.fixture(params=TRANSPORTS)
+async def live_client(fake_upstream_server, request):
     base_url, control = fake_upstream_server
-    async with httpx.AsyncClient(timeout=5, transport=PooledHTTP11Transport()) as http:
+    async with build_http_client(transport=request.param, read_timeout_s=5) as http:
         yield UpstreamClient(load_catalog(), http=http, base_url_override=base_url,
                              backoff_s=0.01), control
 
@@ -762,7 +763,7 @@ async def test_live_gzip_encoded_stream_is_decoded():
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with server, httpx.AsyncClient(timeout=5, transport=PooledHTTP11Transport()) as http:
+    async with server, build_http_client(read_timeout_s=5) as http:
         client = UpstreamClient(load_catalog(), http=http,
                                 base_url_override=f"http://127.0.0.1:{port}/v1")
         stream = await client.stream({**BODY, "stream": True,

@@ -719,16 +719,3 @@ def test_on_uvloop(case: Callable[..., Awaitable[None]], request: pytest.Fixture
     fixtures = {name: request.getfixturevalue(name)
                 for name in inspect.signature(case).parameters}
     uvloop.run(case(**fixtures))
-
-
-def test_proxy_mounts_follow_the_environment_as_httpx_reads_it() -> None:
-    from router.upstream import proxy_mounts
-
-    limits = httpx.Limits()
-    assert proxy_mounts(limits, {}) == {}
-    mounts = proxy_mounts(limits, {"HTTPS_PROXY": "proxy.corp:3128",
-                                   "NO_PROXY": "localhost, 10.0.0.7,.internal"})
-    assert isinstance(mounts.pop("https://"), httpx.AsyncHTTPTransport)
-    assert mounts == {"all://localhost": None, "all://10.0.0.7": None,
-                      "all://*.internal": None}
-    assert proxy_mounts(limits, {"all_proxy": "http://p:1", "no_proxy": "*"}) == {}
