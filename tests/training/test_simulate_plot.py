@@ -53,3 +53,20 @@ def test_new_model_labels_stay_inside_their_panel(tmp_path):
 def test_plot_simulation_writes_a_png(tmp_path):
     out = plot_simulation(result(promoted=()), tmp_path / "sub" / "loop.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_latency_incident_is_drawn_as_the_slowed_models_share_over_time(tmp_path):
+    timeline = ([{"seconds": -10 + 0.5 * i, "model": "m"} for i in range(20)]
+                + [{"seconds": 0.5 * i, "model": "m" if i < 6 else "x"} for i in range(40)])
+    incident = {"model": "m", "slowdown": 5.0, "max_latency_ms": 2500.0, "window": 10,
+                "requests_to_drop": 14, "seconds_to_drop": 6.5, "timeline": timeline}
+    fig = simulation_figure({"rounds": [], "full_data_aiq": 0.9,
+                             "latency_incident": incident})
+    fig.savefig(tmp_path / "incident.png")
+    (ax,) = fig.axes  # no empty round panels
+    assert ax.get_title() == "latency incident under max_latency_ms=2500, no retrain"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "m's share of the last 10 requests", "m made 5x slower",
+        "traffic lost after 6.5 s (14 requests)"]
+    share = ax.get_lines()[0].get_ydata()
+    assert share[19] == 1.0 and share[-1] == 0.0
