@@ -140,3 +140,16 @@ def test_a_slow_model_without_traffic_is_tried_again_once_its_window_empties() -
     assert svc.route(CONV, utility_lambda=0.0, max_latency_ms=2000).model != "deepseek-v4-pro"
     clock.now += 11.0  # no observation since: the slowdown lapses, like a half-open breaker
     assert svc.route(CONV, utility_lambda=0.0, max_latency_ms=2000).model == "deepseek-v4-pro"
+
+
+def test_the_settings_default_is_checked_where_it_is_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.errors import ConfigError
+    from router.settings import load_settings
+
+    monkeypatch.setenv("ROUTER_MAX_LATENCY_MS", "1500")
+    assert load_settings().max_latency_ms == 1500.0
+    monkeypatch.setenv("ROUTER_MAX_LATENCY_MS", "-2")
+    with pytest.raises(ConfigError, match="ROUTER_MAX_LATENCY_MS") as info:
+        load_settings()
+    assert "finite number of milliseconds > 0" in str(info.value)
