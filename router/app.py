@@ -26,15 +26,14 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
-from router.api import chat, feedback, models, ops, route
-from router.api.errors import install_error_handlers
+from router.api import install_api
 from router.catalog import load_catalog
 from router.deps import AppContext
 from router.errors import ArtifactError
@@ -44,83 +43,9 @@ from router.registry import Registry
 from router.service import RoutingService, load_service
 from router.settings import Settings
 
-__all__ = ["create_app", "load_initial_service", "ModelSource", "Reloader",
-           "BodyLimitMiddleware", "freeze_heap"]
+__all__ = ["create_app", "load_initial_service", "ModelSource", "Reloader", "freeze_heap"]
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes`, checked on `Content-Length` and while reading.
-
-    Pure ASGI (no `BaseHTTPMiddleware`): it costs a header lookup per request.
-    """
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = None
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-                break
-        if length is not None:
-            if length > self.max_bytes:
-                await self._reject(send, length)
-                return
-            await self.app(scope, receive, send)
-            return
-        # No Content-Length (chunked upload): read it here, up to the limit, then
-        # replay it; failing inside the app would surface as a generic 400.
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, receive, send)
-                return
-            body = message.get("body", b"")
-            seen += len(body)
-            if seen > self.max_bytes:
-                await self._reject(send, seen)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, send: Send, size: int) -> None:
-        body = json.dumps({"error": {
-            "message": f"request body is {size} bytes or more; the limit is {self.max_bytes} bytes",
-            "type": "invalid_request_error", "param": None, "code": "request_too_large"}},
-            separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
 
 class ModelSource:
     """Where the served model comes from: a folder, or a registry's current version.
@@ -315,26 +240,6 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-class _RouterApp(FastAPI):
-    """FastAPI behind `FastPath`: a plain `POST /v1/route` or chat completion skips
-    FastAPI altogether.
-
-    Outside `FastAPI.__call__` (and its middleware stack) because that wrapper
-    alone costs a noticeable share of a small request.
-    """
-
-    _fast: Any = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fast = self._fast
-        if fast is None:
-            from router.api.fast_path import FastPath
-
-            fast = self._fast = FastPath(super().__call__, self,
-                                         self.state.ctx.settings.max_body_bytes)
-        await fast(scope, receive, send)
-
-
 def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                upstream: Any = None, model: Any = None, reload: bool | None = None) -> FastAPI:
     """The router app. Injected parts are used as they are and not closed by the app.
@@ -345,26 +250,50 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
     error before the socket opens) and passes `reload=True`.
     Raises `ConfigError` for a bad catalog.
     """
-    if reload is None:
-        reload = model is None
-    catalog = load_catalog(settings.catalog)
-    metrics = Metrics()
-    ctx = AppContext(settings=settings, catalog=catalog, metrics=metrics,
-                     key_digests=settings.api_key_digests,
-                     rng=random.Random(settings.exploration_seed),
-                     cache_namespace=hashlib.sha256(
-                         json.dumps(catalog.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
-                     live_latency=LiveLatency())
+    ctx = _context(settings)
     if model is not None:
-        service = model if isinstance(model, RoutingService) else RoutingService.build(
-            model, catalog, default_bar=settings.default_quality_bar,
-            exploration=settings.exploration, proxy_all=settings.upstream_base_url is not None,
-            decision_cache_size=settings.decision_cache_size,
-            default_max_latency_ms=settings.max_latency_ms, live_latency=ctx.live_latency)
-        if service.live_latency is None:  # pre-loaded by `router serve`: give it this app's
-            service = dataclasses.replace(service, live_latency=ctx.live_latency)
-        ctx.service = service
-        metrics.set_model_version(service.version)
+        _use_model(ctx, model)
+    app = FastAPI(title="cost-aware LLM router", version="1",
+                  lifespan=_lifespan(ctx, reload=model is None if reload is None else reload),
+                  docs_url="/docs", redoc_url=None)
+    ctx.store = store
+    ctx.cache = cache
+    ctx.upstream = upstream
+    app.state.ctx = ctx
+    install_api(app, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def _context(settings: Settings) -> AppContext:
+    """The app's context: catalog, metrics, the exploration draws, the cache namespace."""
+    catalog = load_catalog(settings.catalog)
+    return AppContext(settings=settings, catalog=catalog, metrics=Metrics(),
+                      key_digests=settings.api_key_digests,
+                      rng=random.Random(settings.exploration_seed),
+                      cache_namespace=hashlib.sha256(
+                          json.dumps(catalog.to_dict(), sort_keys=True).encode()
+                      ).hexdigest()[:12],
+                      live_latency=LiveLatency())
+
+
+def _use_model(ctx: AppContext, model: Any) -> None:
+    """Serve an injected model (a `QualityModel`, or a pre-loaded `RoutingService`)."""
+    settings, catalog, metrics = ctx.settings, ctx.catalog, ctx.metrics
+    service = model if isinstance(model, RoutingService) else RoutingService.build(
+        model, catalog, default_bar=settings.default_quality_bar,
+        exploration=settings.exploration, proxy_all=settings.upstream_base_url is not None,
+        decision_cache_size=settings.decision_cache_size,
+        default_max_latency_ms=settings.max_latency_ms, live_latency=ctx.live_latency)
+    if service.live_latency is None:  # pre-loaded by `router serve`: give it this app's
+        service = dataclasses.replace(service, live_latency=ctx.live_latency)
+    ctx.service = service
+    metrics.set_model_version(service.version)
+
+
+def _lifespan(ctx: AppContext, *, reload: bool
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up builds what was not injected, in order; shutdown closes it in reverse."""
+    settings = ctx.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -372,70 +301,11 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
             if not settings.auth_enabled:
                 log.warning("no client API keys configured (ROUTER_API_KEYS): every caller is "
                             "accepted; set keys before exposing the router")
-            if ctx.upstream is None:
-                from router.upstream import Cooldowns, UpstreamClient, build_http_client
-
-                http = build_http_client(
-                    transport=settings.upstream_transport,
-                    max_connections=settings.upstream_max_connections,
-                    max_keepalive=settings.upstream_max_keepalive,
-                    connect_timeout_s=settings.upstream_connect_timeout_s,
-                    read_timeout_s=settings.upstream_read_timeout_s)
-                stack.push_async_callback(http.aclose)
-
-                gateway_key = settings.upstream_api_key
-                ctx.upstream = UpstreamClient(
-                    catalog, http=http, base_url_override=settings.upstream_base_url,
-                    override_api_key=gateway_key.get_secret_value() if gateway_key else None,
-                    max_retries=settings.max_retries, backoff_s=settings.backoff_s,
-                    max_retry_after_s=settings.max_retry_after_s,
-                    cooldown=Cooldowns(settings.cooldown_failures, settings.cooldown_s))
-            _attach_hooks(ctx, ctx.upstream)
-            cooldowns = getattr(ctx.upstream, "cooldowns", None)
-            if settings.cooldown_sync_url and cooldowns is not None:
-                from router.upstream import SharedCooldowns
-
-                shared = SharedCooldowns(cooldowns, settings.cooldown_sync_url,
-                                         list(catalog.names))
-                await shared.start()
-                stack.push_async_callback(shared.close)
-                ctx.cooldown_sync = shared
-            if settings.cooldown_sync_url:  # the same Redis shares live latency
-                ctx.latency_sync = SharedLiveLatency(ctx.live_latency, settings.cooldown_sync_url,
-                                                     list(catalog.names))
-                await ctx.latency_sync.start()
-                stack.push_async_callback(ctx.latency_sync.close)
-            if ctx.store is None:
-                from router.outcome_log import open_outcome_log
-
-                ctx.store = open_outcome_log(
-                    settings.log_url, batch_size=settings.log_batch_size,
-                    flush_interval_s=settings.log_flush_interval_s)
-                await ctx.store.start()
-                stack.push_async_callback(ctx.store.close)
-            else:
-                await ctx.store.start()  # idempotent: an injected log may be started already
-            ctx.log_started = True
-            if ctx.cache is None and settings.cache_ttl_s > 0:
-                from router.cache import open_cache
-
-                ctx.cache = open_cache(settings.cache_url, ttl_s=settings.cache_ttl_s)
-                await ctx.cache.start()
-                stack.push_async_callback(ctx.cache.close)
-            if ctx.cache is not None and settings.semantic_cache:
-                from router.cache import SemanticCache
-
-                ctx.semantic = SemanticCache(ctx.cache, namespace=ctx.cache_namespace)
-            task = None
-            if reload:
-                reloader = Reloader(ctx, _source_for(settings), settings.reload_interval_s)
-                app.state.reloader = reloader
-                if ctx.service is None:
-                    await reloader.load_initial()
-                else:
-                    reloader.current_key = await asyncio.to_thread(reloader.key_of_served)
-                if settings.reload_interval_s > 0:
-                    task = asyncio.create_task(reloader.run(), name="model-reloader")
+            await _open_upstream(ctx, stack)
+            await _share_with_replicas(ctx, stack)
+            await _open_outcome_log(ctx, stack)
+            await _open_cache(ctx, stack)
+            task = await _start_reloader(app, ctx) if reload else None
             if settings.gc_freeze:
                 freeze_heap()
             try:
@@ -446,16 +316,94 @@ def create_app(settings: Settings, *, store: Any = None, cache: Any = None,
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 if ctx.store is not None:
-                    metrics.sync_log_dropped(int(getattr(ctx.store, "dropped", 0)))
+                    ctx.metrics.sync_log_dropped(int(getattr(ctx.store, "dropped", 0)))
 
-    app = _RouterApp(title="cost-aware LLM router", version="1", lifespan=lifespan,
-                     docs_url="/docs", redoc_url=None)
-    ctx.store = store
-    ctx.cache = cache
-    ctx.upstream = upstream
-    app.state.ctx = ctx
-    install_error_handlers(app)
-    for module in (route, chat, feedback, models, ops):
-        app.include_router(module.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    return app
+    return lifespan
+
+
+async def _open_upstream(ctx: AppContext, stack: contextlib.AsyncExitStack) -> None:
+    """The one shared HTTP client and the `UpstreamClient` over it, unless injected;
+    the metrics hooks either way."""
+    settings, catalog = ctx.settings, ctx.catalog
+    if ctx.upstream is None:
+        from router.upstream import Cooldowns, UpstreamClient, build_http_client
+
+        http = build_http_client(
+            transport=settings.upstream_transport,
+            max_connections=settings.upstream_max_connections,
+            max_keepalive=settings.upstream_max_keepalive,
+            connect_timeout_s=settings.upstream_connect_timeout_s,
+            read_timeout_s=settings.upstream_read_timeout_s)
+        stack.push_async_callback(http.aclose)
+
+        gateway_key = settings.upstream_api_key
+        ctx.upstream = UpstreamClient(
+            catalog, http=http, base_url_override=settings.upstream_base_url,
+            override_api_key=gateway_key.get_secret_value() if gateway_key else None,
+            max_retries=settings.max_retries, backoff_s=settings.backoff_s,
+            max_retry_after_s=settings.max_retry_after_s,
+            cooldown=Cooldowns(settings.cooldown_failures, settings.cooldown_s))
+    _attach_hooks(ctx, ctx.upstream)
+
+
+async def _share_with_replicas(ctx: AppContext, stack: contextlib.AsyncExitStack) -> None:
+    """Open breakers and live latency shared through Redis, when configured."""
+    settings, catalog = ctx.settings, ctx.catalog
+    cooldowns = getattr(ctx.upstream, "cooldowns", None)
+    if settings.cooldown_sync_url and cooldowns is not None:
+        from router.upstream import SharedCooldowns
+
+        shared = SharedCooldowns(cooldowns, settings.cooldown_sync_url,
+                                 list(catalog.names))
+        await shared.start()
+        stack.push_async_callback(shared.close)
+        ctx.cooldown_sync = shared
+    if settings.cooldown_sync_url:  # the same Redis shares live latency
+        ctx.latency_sync = SharedLiveLatency(ctx.live_latency, settings.cooldown_sync_url,
+                                             list(catalog.names))
+        await ctx.latency_sync.start()
+        stack.push_async_callback(ctx.latency_sync.close)
+
+
+async def _open_outcome_log(ctx: AppContext, stack: contextlib.AsyncExitStack) -> None:
+    settings = ctx.settings
+    if ctx.store is None:
+        from router.outcome_log import open_outcome_log
+
+        ctx.store = open_outcome_log(
+            settings.log_url, batch_size=settings.log_batch_size,
+            flush_interval_s=settings.log_flush_interval_s)
+        await ctx.store.start()
+        stack.push_async_callback(ctx.store.close)
+    else:
+        await ctx.store.start()  # idempotent: an injected log may be started already
+    ctx.log_started = True
+
+
+async def _open_cache(ctx: AppContext, stack: contextlib.AsyncExitStack) -> None:
+    settings = ctx.settings
+    if ctx.cache is None and settings.cache_ttl_s > 0:
+        from router.cache import open_cache
+
+        ctx.cache = open_cache(settings.cache_url, ttl_s=settings.cache_ttl_s)
+        await ctx.cache.start()
+        stack.push_async_callback(ctx.cache.close)
+    if ctx.cache is not None and settings.semantic_cache:
+        from router.cache import SemanticCache
+
+        ctx.semantic = SemanticCache(ctx.cache, namespace=ctx.cache_namespace)
+
+
+async def _start_reloader(app: FastAPI, ctx: AppContext) -> asyncio.Task[None] | None:
+    """Hot reload: the first model if none was injected, then a poll every
+    `reload_interval_s` (the task, or None when the interval is 0)."""
+    settings = ctx.settings
+    reloader = Reloader(ctx, _source_for(settings), settings.reload_interval_s)
+    app.state.reloader = reloader
+    if ctx.service is None:
+        await reloader.load_initial()
+    else:
+        reloader.current_key = await asyncio.to_thread(reloader.key_of_served)
+    if settings.reload_interval_s > 0:
+        return asyncio.create_task(reloader.run(), name="model-reloader")
+    return None

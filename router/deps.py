@@ -79,7 +79,7 @@ class AppContext:
     log_started: bool = False
     #: /v1/route's metric children, by chosen model ("" holds the duration histogram).
     route_counters: dict[str, Any] = field(default_factory=dict, repr=False)
-    #: The tasks sending a chat stream now (`router.api.chat` adds and removes them).
+    #: The tasks sending a chat stream now (`router.api.streams` adds and removes them).
     streams: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
     #: True once `cut_streams` ran: a stream ending now was cut by the server.
     shutting_down: bool = False
@@ -87,7 +87,7 @@ class AppContext:
     def cut_streams(self) -> int:
         """End every running stream: the server is stopping and its grace period is
         nearly over. Each stream then sends an SSE error event, ends cleanly and is
-        logged as 503 (`router.api.chat`), instead of being cut without a word by
+        logged as 503 (`router.api.streams`), instead of being cut without a word by
         the server's own cancellation moments later. Returns how many were cut."""
         self.shutting_down = True
         tasks = list(self.streams)

@@ -1,8 +1,9 @@
 """Every error leaves as OpenAI's error body `{"error": {message, type, param, code}}`.
 
-One place turns exceptions into responses: our `ApiError`, FastAPI's validation
-errors (400 instead of FastAPI's 422, with the field and the problem spelled
-out, echoing at most the start of the refused value), malformed JSON, the
+One place turns exceptions into responses: our `ApiError`, validation errors
+(FastAPI's, and the routing pipeline's `BodyInvalid`: 400 instead of FastAPI's
+422, with the field and the problem spelled out, echoing at most the start of
+the refused value), malformed JSON, the
 project's `RouterError` tree (bad bar, unknown model, empty messages), upstream
 failures (their own status), unknown paths, and anything unexpected (500, logged
 with the request id, details never echoed).
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from router.api.pipeline import BodyInvalid
 from router.api.schemas import INVALID_MESSAGES
 from router.deps import ApiError
 from router.errors import ArtifactError, ConfigError, RouterError
@@ -112,8 +114,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param, code = describe_validation_error(list(exc.errors()))
+    @app.exception_handler(BodyInvalid)
+    async def validation_error(request: Request,
+                               exc: RequestValidationError | BodyInvalid) -> JSONResponse:
+        errors = exc.errors if isinstance(exc, BodyInvalid) else list(exc.errors())
+        message, param, code = describe_validation_error(errors)
         _observe(request, 400)
         return error_response(400, message, param=param, code=code)
 

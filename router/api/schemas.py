@@ -1,8 +1,9 @@
 """Request bodies at the HTTP edge (pydantic); everything inside uses dataclasses.
 
-Validation happens here, once, for both front doors (the FastAPI handlers and
-`router.api.fast_path`, which validates with these same models): a bad body is
-a 400 naming the field before anything is logged or forwarded.
+Validation of a body's shape happens here, once, for every endpoint (the
+routing endpoints call these models from `router.api.pipeline`, FastAPI's
+handlers through their signatures): a bad body is a 400 naming the field before
+anything is logged or forwarded.
 
 Chat requests keep every field the caller sent (`extra="allow"`) because the
 router forwards them to the provider unchanged, except the router's own
@@ -27,10 +28,16 @@ from pydantic_core import PydanticCustomError
 from router.conversation import ROLES, conversation_problem
 
 __all__ = ["RouteRequest", "ChatRequest", "FeedbackRequest", "ErrorResponse",
-           "ERROR_RESPONSES", "ROUTER_FIELDS", "INVALID_MESSAGES"]
+           "ERROR_RESPONSES", "ROUTER_FIELDS", "INVALID_MESSAGES", "LATENCY_HEADER",
+           "request_body", "latency_header_doc"]
 
 #: Body fields the router reads and never forwards upstream.
-ROUTER_FIELDS = ("quality_bar", "min_quality", "utility_lambda", "max_cost_usd", "models")
+ROUTER_FIELDS = ("quality_bar", "min_quality", "utility_lambda", "max_cost_usd", "max_latency_ms",
+                 "models")
+
+#: The request header that sets `max_latency_ms` for OpenAI clients that cannot add a
+#: body field (the body field wins when both are given).
+LATENCY_HEADER = "x-router-max-latency-ms"
 
 #: Error type (and OpenAI `code`) of a bad conversation; its context names the field.
 INVALID_MESSAGES = "invalid_messages"
@@ -108,6 +115,7 @@ ModelList = Annotated[list[ModelName], Field(min_length=1)]
 Unit = Annotated[float, Field(strict=True, json_schema_extra={"minimum": 0, "maximum": 1})]
 Lambda = Annotated[float, Field(strict=True, json_schema_extra={"minimum": 0})]
 Budget = Annotated[float, Field(strict=True, gt=0)]
+Milliseconds = Annotated[float, Field(strict=True, json_schema_extra={"exclusiveMinimum": 0})]
 # OpenAI's standard fields, strict as OpenAI is.
 Temperature = Annotated[float, Field(strict=True, ge=0, le=2)]
 TopP = Annotated[float, Field(strict=True, ge=0, le=1)]
@@ -144,6 +152,7 @@ class RouteRequest(BaseModel):
     min_quality: Unit | None = None
     utility_lambda: Lambda | None = None
     max_cost_usd: Budget | None = None
+    max_latency_ms: Milliseconds | None = None
     models: ModelList | None = None
 
 
@@ -175,6 +184,7 @@ class ChatRequest(BaseModel):
     min_quality: Unit | None = None
     utility_lambda: Lambda | None = None
     max_cost_usd: Budget | None = None
+    max_latency_ms: Milliseconds | None = None
     models: ModelList | None = None
 
 
@@ -213,3 +223,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "default": {"model": ErrorResponse,
                 "description": "Any other error (401, 404, 413, 429, 5xx), same shape"},
 }
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` documenting `model` as the JSON body of an endpoint that
+    parses its body itself (`router.api.pipeline`), as FastAPI documents a body
+    parameter. The routing bodies have no nested models, so the schema stands
+    alone (no `$ref` into components)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+def latency_header_doc() -> dict[str, Any]:
+    """The OpenAPI parameter of `LATENCY_HEADER`."""
+    return {"name": LATENCY_HEADER, "in": "header", "required": False,
+            "description": "max_latency_ms for clients that cannot add a body field; the "
+                           "body field wins when both are given",
+            "schema": {"type": "number", "exclusiveMinimum": 0}}

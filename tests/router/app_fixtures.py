@@ -12,9 +12,9 @@ owned by the upstream tests; this module builds on its `fake_upstream_server`.
   returns a `RouterServer` with `.url`, `.app`, `.ctx` and an httpx client.
 - `tiny_artifact`: a real `QualityModel` trained once per session on a small
   synthetic table and saved, for hot-reload tests.
-- `post_both(client, path, body)`: the same body through both front doors, the
-  lean ASGI path (a plain JSON body) and the FastAPI handler (the same body sent
-  chunked, which the lean path hands to FastAPI).
+- `post_both(client, path, body)`: the same body sent with a Content-Length and
+  chunked (which the body limit reads itself and hands on): both must be answered
+  alike.
 """
 
 from __future__ import annotations
@@ -58,16 +58,23 @@ class StubPrediction:
     quality: np.ndarray
     output_tokens: np.ndarray
     cost_usd: np.ndarray
+    latency_ms: np.ndarray | None = None
 
 
 @dataclass
 class StubModel:
-    """Quality of model i is `base[i] - 0.001 * len(last user message)`, clipped."""
+    """Quality of model i is `base[i] - 0.001 * len(last user message)`, clipped.
+
+    `latency` (ms per model, in `models` order) makes it predict latency, the same
+    for every conversation; without it the model predicts none, like an artifact
+    trained on outcomes without a latency column.
+    """
 
     version: str = "stub-1"
     models: Sequence[str] = STUB_MODELS
     base: Sequence[float] = (0.55, 0.7, 0.85, 0.95)
     default_bar: float = 0.8
+    latency: Sequence[float] | None = None
     metadata: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -92,7 +99,11 @@ class StubModel:
                 base = self.base[list(self.models).index(name)]
                 quality[i, j] = min(1.0, max(0.0, base - 0.001 * len(conv.last_user)))
                 cost[i, j] = self.catalog[name].cost_usd(conv.input_tokens, 100)
-        return StubPrediction(names, quality, out, cost)
+        latency = None
+        if self.latency is not None:
+            latency = np.tile([self.latency[list(self.models).index(name)] for name in names],
+                              (n, 1)).astype(np.float64)
+        return StubPrediction(names, quality, out, cost, latency)
 
 
 @contextmanager
@@ -206,10 +217,10 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def post_both(client: httpx.Client, path: str, body: Any
               ) -> tuple[httpx.Response, httpx.Response]:
-    """(lean path's response, FastAPI handler's response) to the same JSON body.
+    """(response to the body sent with a Content-Length, response to it sent chunked).
 
-    The second is sent chunked (no content-length), which the lean path never
-    reads itself: it replays it to the FastAPI app.
+    A chunked body (no Content-Length) is read by the body limit middleware, up to
+    the limit, and handed on to the endpoint.
     """
     data = json.dumps(body).encode()
 

@@ -350,7 +350,7 @@ def test_postgres_outcome_log(router_factory: Any) -> None:
 
 def test_one_server_log_line_per_answered_request(router_factory: Any, caplog: Any) -> None:
     """Routed, pass-through, cache hit and streamed: one line each, never the prompt."""
-    caplog.set_level("INFO", logger="router.api.chat")
+    caplog.set_level("INFO", logger="router.api.pipeline")
     server = router_factory()
     c = server.client
     secret = f"prompt text {uuid.uuid4().hex}"
@@ -368,7 +368,7 @@ def test_one_server_log_line_per_answered_request(router_factory: Any, caplog: A
 
     def lines() -> list[str]:
         return [rec.getMessage() for rec in caplog.records
-                if rec.name == "router.api.chat" and rec.getMessage().startswith("request ")]
+                if rec.name == "router.api.pipeline" and rec.getMessage().startswith("request ")]
 
     deadline = time.monotonic() + 10  # the stream's line is written as its generator ends
     while len(lines()) < len(ids) and time.monotonic() < deadline:
@@ -538,3 +538,26 @@ def test_upstream_calls_go_through_the_environments_proxy(
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_chat_honours_a_latency_limit_from_the_body_or_the_header(
+        router_factory: Any, fake_upstream_server: Any) -> None:
+    _, control = fake_upstream_server
+    # Expected latency: glm-4-plus 400, deepseek-v4-flash 900, deepseek-v4-pro 1500,
+    # gpt-4o 2500 ms; at bar 0.8 the choice without a limit is deepseek-v4-pro.
+    server = router_factory(model=app_fixtures.StubModel(latency=(400, 900, 1500, 2500)))
+    c = server.client
+    assert c.post("/v1/chat/completions", json=chat("router:0.8")).headers[
+        "x-router-model"] == "deepseek-v4-pro"
+    field = c.post("/v1/chat/completions", json=chat("router:0.8", max_latency_ms=1000))
+    header = c.post("/v1/chat/completions", json=chat("router:0.8"),
+                    headers={"x-router-max-latency-ms": "1000"})
+    both = c.post("/v1/chat/completions", json=chat("router:0.8", max_latency_ms=2000),
+                  headers={"x-router-max-latency-ms": "100"})  # the body field wins
+    assert [r.headers["x-router-model"] for r in (field, header, both)] == [
+        "deepseek-v4-flash", "deepseek-v4-flash", "deepseek-v4-pro"]
+    # The router's field is never forwarded, nor is the header.
+    assert all("max_latency_ms" not in sent for sent in control.requests)
+    # Every candidate's expected latency reaches the log row unchanged.
+    candidates = json.loads(rows(server).iloc[1]["candidates"])
+    assert [c["expected_latency_ms"] for c in candidates] == [400, 900, 1500, 2500]

@@ -284,3 +284,91 @@ def test_errors_echo_little_of_a_huge_input(router_factory: Any) -> None:
     assert r.status_code == 400 and len(r.content) < 2000
     assert r.json()["error"]["message"].startswith("unknown model(s) in models: m0-xxx")
     assert " and 995 more (routable models: " in r.json()["error"]["message"]
+
+
+# Expected whole-answer latency per stub model, ms (STUB_MODELS order: glm-4-plus,
+# deepseek-v4-flash, deepseek-v4-pro, gpt-4o).
+LATENCY = (400.0, 900.0, 1500.0, 2500.0)
+
+
+def test_route_honours_a_latency_limit_from_the_body_or_the_header(router_factory: Any
+                                                                  ) -> None:
+    server = router_factory(model=app_fixtures.StubModel(latency=LATENCY))
+    c = server.client
+    body = {"messages": MESSAGES, "quality_bar": 0.8}
+    free = c.post("/v1/route", json=body).json()
+    # Without a limit the bar picks deepseek-v4-pro (1500 ms); within 1000 ms only
+    # glm-4-plus and deepseek-v4-flash remain, and the better one is chosen.
+    assert (free["model"], free["expected_latency_ms"]) == ("deepseek-v4-pro", 1500.0)
+    assert "max_latency_ms" not in free
+    limited = c.post("/v1/route", json={**body, "max_latency_ms": 1000}).json()
+    assert (limited["model"], limited["expected_latency_ms"]) == ("deepseek-v4-flash", 900.0)
+    assert (limited["max_latency_ms"], limited["latency_limit_met"]) == (1000.0, True)
+    assert {c["model"]: c["expected_latency_ms"] for c in limited["candidates"]} == dict(
+        zip(app_fixtures.STUB_MODELS, LATENCY, strict=True))
+    # The header, for OpenAI clients that cannot add a field.
+    header = c.post("/v1/route", json=body, headers={"x-router-max-latency-ms": "1000"})
+    assert header.json()["model"] == "deepseek-v4-flash" == header.headers["x-router-model"]
+    assert header.json()["max_latency_ms"] == 1000.0
+    # Both given: the body field wins.
+    both = c.post("/v1/route", json={**body, "max_latency_ms": 2000},
+                  headers={"x-router-max-latency-ms": "100"}).json()
+    assert (both["model"], both["max_latency_ms"]) == ("deepseek-v4-pro", 2000.0)
+    # None within the limit: the fastest, and the answer says so.
+    none = c.post("/v1/route", json={**body, "max_latency_ms": 100}).json()
+    assert (none["model"], none["latency_limit_met"]) == ("glm-4-plus", False)
+    assert none["latency_reason"]
+
+
+@pytest.mark.parametrize(("body", "headers", "expected"), [
+    ({"max_latency_ms": -5}, {}, error(
+        400, "max_latency_ms must be a finite number of milliseconds > 0, got -5.0",
+        param="max_latency_ms", code="invalid_max_latency_ms")),
+    ({"max_latency_ms": 0}, {}, error(
+        400, "max_latency_ms must be a finite number of milliseconds > 0, got 0.0",
+        param="max_latency_ms", code="invalid_max_latency_ms")),
+    ({"max_latency_ms": "fast"}, {}, error(
+        400, "max_latency_ms: Input should be a valid number, got 'fast'",
+        param="max_latency_ms", code="invalid_value")),
+    ({}, {"x-router-max-latency-ms": "soon"}, error(
+        400, "x-router-max-latency-ms must be a finite number of milliseconds > 0, got 'soon'",
+        param="x-router-max-latency-ms", code="invalid_max_latency_ms")),
+    ({}, {"x-router-max-latency-ms": "-1"}, error(
+        400, "x-router-max-latency-ms must be a finite number of milliseconds > 0, got -1.0",
+        param="x-router-max-latency-ms", code="invalid_max_latency_ms")),
+    ({}, {"x-router-max-latency-ms": "inf"}, error(
+        400, "x-router-max-latency-ms must be a finite number of milliseconds > 0, got inf",
+        param="x-router-max-latency-ms", code="invalid_max_latency_ms")),
+])
+def test_a_bad_latency_limit_is_a_400_naming_the_value(router_factory: Any,
+                                                      body: dict[str, Any],
+                                                      headers: dict[str, str],
+                                                      expected: tuple[int, Any]) -> None:
+    server = router_factory(model=app_fixtures.StubModel(latency=LATENCY))
+    for path, extra in (("/v1/route", {}), ("/v1/chat/completions", {"model": "router"})):
+        r = server.client.post(path, json={"messages": MESSAGES, **extra, **body},
+                               headers=headers)
+        assert (r.status_code, r.json()) == expected, path
+    server.flush_log()
+    assert len(open_outcome_log(server.ctx.settings.log_url).export_dataframe()) == 0
+
+
+def test_a_latency_limit_the_model_cannot_apply_is_a_400(router_factory: Any) -> None:
+    server = router_factory()  # the stub predicts no latency
+    r = server.client.post("/v1/route", json={"messages": MESSAGES, "max_latency_ms": 800})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_latency_ms"
+    assert "predicts no latency" in r.json()["error"]["message"]
+    r = server.client.post("/v1/route", json={"messages": MESSAGES},
+                           headers={"x-router-max-latency-ms": "800"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x-router-max-latency-ms"
+
+
+def test_openapi_lists_the_latency_limit(router_factory: Any) -> None:
+    spec = router_factory().client.get("/openapi.json").json()
+    for path in ("/v1/route", "/v1/chat/completions"):
+        operation = spec["paths"][path]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["properties"]["max_latency_ms"]["anyOf"][0] == {
+            "type": "number", "exclusiveMinimum": 0}
+        [header] = [p for p in operation["parameters"] if p["in"] == "header"]
+        assert header["name"] == "x-router-max-latency-ms"
