@@ -74,6 +74,8 @@ class SimulationConfig:
              "a factor in (0, 1], e.g. 0.02"),
             (self.incident_requests >= 40, "--incident-requests", self.incident_requests,
              "at least 40 (twice the window the drop is measured over)"),
+            (self.latency_incident or self.max_latency_ms is None, "--max-latency-ms",
+             self.max_latency_ms, "given with --latency-incident only"),
         ]
         for ok, name, value, wanted in checks:
             if not ok:

@@ -1,7 +1,9 @@
 """The simulated OpenAI-compatible provider: tests, `router simulate` and the quickstart call it.
 
 `create_fake_upstream(...)` is the app (see `router.fake._server`), answering
-from recorded outcome tables (`load_outcome_table`); `serve_in_thread` and
+from recorded outcome tables (`load_outcome_table`: quality, answer length and,
+scaled, latency) with per-model behaviour changeable at run time
+(`FakeUpstreamState`: failures, latency, a slowdown); `serve_in_thread` and
 `graceful_server` run it, or the router, on a loopback socket.
 """
 

@@ -84,6 +84,9 @@ def test_cli_refuses_bad_incident_options_before_loading(
     assert "--incident-requests must be at least 40" in capsys.readouterr().err
     assert main(["simulate", "--data", missing, "--max-latency-ms", "0"]) == 1
     assert "--max-latency-ms must be a number of milliseconds > 0" in capsys.readouterr().err
+    assert main(["simulate", "--data", missing, "--max-latency-ms", "2000"]) == 1
+    assert ("--max-latency-ms must be given with --latency-incident only, got 2000.0"
+            in capsys.readouterr().err)
 
 
 def test_cli_refuses_a_latency_scale_above_one(tmp_path: Path,
