@@ -7,9 +7,11 @@ conftest.py.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +21,9 @@ from router.outcome_log import (
     FeedbackRecord,
     OutcomeLog,
     RequestRecord,
+    SQLiteOutcomeLog,
 )
-from tests.router.outcome_log.stores import POSTGRES_URL, full_record
+from tests.router.outcome_log.stores import POSTGRES_URL, full_record, row_count
 
 
 async def test_every_field_round_trips(log: OutcomeLog) -> None:
@@ -177,3 +180,19 @@ async def test_log_from_a_newer_router_is_refused(make_log: Callable[..., Outcom
     with pytest.raises(ConfigError, match=f"schema version 99; this router writes version "
                                           f"{SCHEMA_VERSION}"):
         await make_log().start()
+
+
+async def test_log_does_not_block_while_the_database_is_locked(tmp_path: Path) -> None:
+    log = SQLiteOutcomeLog(tmp_path / "locked.db", flush_interval_s=0.01)
+    await log.start()
+    blocker = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        assert all(log.log(full_record(f"r{i}")) for i in range(100))  # returns at once
+        await asyncio.sleep(0.1)
+        assert log.written == 0
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    await log.close()
+    assert log.written == 100 and row_count(log) == 100

@@ -21,7 +21,6 @@ import pytest
 from router.outcome_log import (
     OutcomeLog,
     PostgresOutcomeLog,
-    SQLiteOutcomeLog,
 )
 from tests.router.outcome_log.stores import POSTGRES_URL, REPO_ROOT, full_record, row_count
 
@@ -161,22 +160,6 @@ async def test_full_queue_drops_and_counts(make_log: Callable[..., OutcomeLog]) 
     await log.start()
     await log.close()
     assert row_count(log) == 10
-
-
-async def test_log_does_not_block_while_the_database_is_locked(tmp_path: Path) -> None:
-    log = SQLiteOutcomeLog(tmp_path / "locked.db", flush_interval_s=0.01)
-    await log.start()
-    blocker = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
-        assert all(log.log(full_record(f"r{i}")) for i in range(100))  # returns at once
-        await asyncio.sleep(0.1)
-        assert log.written == 0
-    finally:
-        blocker.execute("COMMIT")
-        blocker.close()
-    await log.close()
-    assert log.written == 100 and row_count(log) == 100
 
 
 @pytest.mark.postgres
