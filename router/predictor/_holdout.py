@@ -169,9 +169,9 @@ def _prediction_metrics(model: QualityModel, table: Any, convs: list[Conversatio
                                     ("ttft_ms", model.ttft_, pred.ttft_ms)):
         if head is None or predicted is None or column not in table:
             continue
-        p90 = predicted[prompt_codes, model_codes]
-        # The central estimate: the P90 less the model's residual P90.
-        central = p90 / np.exp(head.offset[model_codes])
-        measured.update(latency_metrics(p90, central, table[column].to_numpy(dtype=np.float64),
+        high = predicted[prompt_codes, model_codes]
+        # The central estimate: the P95 less the model's residual P95.
+        central = high / np.exp(head.offset[model_codes])
+        measured.update(latency_metrics(high, central, table[column].to_numpy(dtype=np.float64),
                                         prefix=column.removesuffix("_ms")))
     return measured
