@@ -121,8 +121,7 @@ def _subsample(table: pd.DataFrame, n_prompts: int, seed: int) -> pd.DataFrame:
 def _matrices(table: pd.DataFrame, models: list[str]) -> tuple[list[str], list[Any], np.ndarray,
                                                                np.ndarray]:
     """Prompts with an outcome for every model: ids, conversations, quality, cost."""
-    from training.data import conversations
-    from training.evaluate import outcome_matrices
+    from training.data import conversations, outcome_matrices
 
     ids, convs = conversations(table)
     quality, cost = outcome_matrices(table, models, ids)
@@ -154,7 +153,7 @@ def _predict(model: Any, convs: list[Any], models: list[str]) -> tuple[np.ndarra
 def _knn(model: Any, train_convs: list[Any], train_q: np.ndarray, train_c: np.ndarray,
          test_convs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """kNN predictions for `test_convs` from the training prompts, on the model's embeddings."""
-    from training.evaluate import knn_quality
+    from training.knn import knn_quality
 
     emb = model.features_.embed
     pq = knn_quality(np.asarray(emb(train_convs)), train_q, np.asarray(emb(test_convs)), KNN_K)
@@ -172,7 +171,8 @@ def cross_validate(table: pd.DataFrame, catalog: Any, *, folds: int, seed: int,
     from tqdm import tqdm
 
     from router.policy import BarCalibration
-    from training.evaluate import KnnPrediction, report_from_predictions
+    from training.evaluate import report_from_predictions
+    from training.knn import KnnPrediction
     from training.sweep import RowCalibrations
 
     models = sorted(table["model"].astype(str).unique())
@@ -208,7 +208,8 @@ def leave_one_out(tables: dict[str, pd.DataFrame], catalogs: dict[str, Any], *, 
     """Each RouteLLM set scored by a model fitted on the other two (see the docstring)."""
     from tqdm import tqdm
 
-    from training.evaluate import KnnPrediction, report_from_predictions
+    from training.evaluate import report_from_predictions
+    from training.knn import KnnPrediction
 
     out = {}
     for name in tqdm(ROUTELLM, desc="leave one dataset out", unit="set", disable=not progress):

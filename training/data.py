@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ __all__ = [
     "read_table",
     "write_outcomes",
     "conversations",
+    "outcome_matrices",
     "table_fingerprint",
 ]
 
@@ -307,6 +308,28 @@ def conversations(table: pd.DataFrame) -> tuple[list[str], list[Conversation]]:
     convs = [parse_conversation(json.loads(m), where=f"prompt_id {pid!r}")
              for pid, m in zip(ids, firsts["messages"], strict=True)]
     return ids, convs
+
+
+def outcome_matrices(table: pd.DataFrame, models: Sequence[str], prompt_ids: Sequence[str],
+                     columns: Sequence[str] = ("quality", "cost_usd")
+                     ) -> tuple[np.ndarray, ...]:
+    """One (prompts, models) float64 matrix per column (default: realised quality and
+    cost_usd), rows in `prompt_ids` order, columns `models`.
+
+    A (prompt, model) pair absent from the table is NaN; duplicates are averaged.
+    """
+    for column in ("prompt_id", "model", *columns):
+        if column not in table.columns:
+            raise DataError(f"outcome table has no {column!r} column",
+                            hint="load it with training.data.load_outcomes, which prices rows")
+    keyed = table[["prompt_id", "model", *columns]].astype({"prompt_id": str, "model": str})
+    keyed = keyed.groupby(["prompt_id", "model"], sort=False).mean()
+    out = []
+    for column in columns:
+        wide = keyed[column].unstack("model")
+        wide = wide.reindex(index=list(prompt_ids), columns=list(models))
+        out.append(wide.to_numpy(dtype=np.float64))
+    return tuple(out)
 
 
 def table_fingerprint(table: pd.DataFrame) -> str:

@@ -47,7 +47,9 @@ from tqdm import tqdm
 from router.errors import DataError
 from router.policy import BarCalibration
 from training import metrics
-from training.data import conversations
+from training.data import conversations, outcome_matrices
+from training.knn import DEFAULT_KNN_K, KnnPrediction, knn_baseline
+from training.latency_eval import LatencyLimit, latency_limit, latency_section
 from training.sweep import (
     DEFAULT_SWEEP_BARS,
     RowCalibrations,
@@ -57,17 +59,13 @@ from training.sweep import (
     sweep_lambdas,
     utility_lambdas,
 )
+from training.two_model_eval import add_two_model
 
-__all__ = ["DEFAULT_KNN_K", "EvalReport", "KnnPrediction", "evaluate", "headline",
-           "knn_quality",
-           "outcome_matrices", "report_from_predictions", "sweep_bars", "sweep_lambdas",
-           "utility_lambdas"]
+__all__ = ["EvalReport", "evaluate", "headline", "report_from_predictions"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KNN_K = 20
 _N_BAR_QUANTILES = 41
-_CROSS_FIT_FOLDS = 5
 
 
 class _Predicts(Protocol):
@@ -110,6 +108,8 @@ class EvalReport:
     cpt50: float | None = None
     cpt80: float | None = None
     two_model: dict[str, Any] | None = None
+    # Under `max_latency_ms` (training.latency_eval.latency_section), else None.
+    latency: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,47 +127,6 @@ def _json_default(value: Any) -> Any:
 
 # -- building blocks -----------------------------------------------------------------
 
-def outcome_matrices(table: pd.DataFrame, models: Sequence[str],
-                     prompt_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Realised (quality, cost_usd) matrices, rows in `prompt_ids` order, columns `models`.
-
-    A (prompt, model) pair absent from the table is NaN.
-    """
-    for column in ("prompt_id", "model", "quality", "cost_usd"):
-        if column not in table.columns:
-            raise DataError(f"outcome table has no {column!r} column",
-                            hint="load it with training.data.load_outcomes, which prices rows")
-    keyed = table[["prompt_id", "model", "quality", "cost_usd"]].astype(
-        {"prompt_id": str, "model": str})
-    keyed = keyed.groupby(["prompt_id", "model"], sort=False).mean()
-    out = []
-    for column in ("quality", "cost_usd"):
-        wide = keyed[column].unstack("model")
-        wide = wide.reindex(index=list(prompt_ids), columns=list(models))
-        out.append(wide.to_numpy(dtype=np.float64))
-    return out[0], out[1]
-
-
-def knn_quality(train_vectors: np.ndarray, train_quality: np.ndarray,
-                query_vectors: np.ndarray, k: int, *, chunk: int = 2048) -> np.ndarray:
-    """Mean quality of the k most cosine-similar training prompts, per query and model.
-
-    Vectors must be L2-normalised (as `embed` returns them), so the dot product is
-    the cosine. Computed in chunks so 10^4 x 10^4 prompts fit in memory.
-    """
-    k = max(1, min(k, train_vectors.shape[0]))
-    train_t = np.ascontiguousarray(train_vectors.T, dtype=np.float32)
-    out = np.empty((query_vectors.shape[0], train_quality.shape[1]))
-    for start in range(0, query_vectors.shape[0], chunk):
-        sims = np.asarray(query_vectors[start:start + chunk], dtype=np.float32) @ train_t
-        if k < sims.shape[1]:
-            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        else:
-            nearest = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
-        out[start:start + chunk] = train_quality[nearest].mean(axis=1)
-    return out
-
-
 def _floors(pred_quality: np.ndarray) -> list[float]:
     qs = np.quantile(pred_quality, np.linspace(0.0, 1.0, _N_BAR_QUANTILES))
     bars = np.unique(np.clip(np.concatenate([[0.0, 1.0], qs]), 0.0, 1.0))
@@ -184,17 +143,6 @@ def _hull_dicts(points: np.ndarray) -> list[dict[str, float]]:
     return [{"cost_usd": float(c), "quality": float(q)} for c, q in hull]
 
 
-def _two_model_metrics(shares: np.ndarray, quals: np.ndarray, q_weak: float,
-                       q_strong: float) -> dict[str, Any]:
-    return {
-        "apgr": metrics.apgr(shares, quals, q_weak, q_strong),
-        "cpt50": metrics.cpt(shares, quals, q_weak, q_strong, 0.5),
-        "cpt80": metrics.cpt(shares, quals, q_weak, q_strong, 0.8),
-        "curve": [{"strong_share": float(s), "quality": float(q)}
-                  for s, q in zip(shares, quals, strict=True)],
-    }
-
-
 # -- the evaluation ------------------------------------------------------------------
 
 def evaluate(
@@ -207,6 +155,7 @@ def evaluate(
     seed: int = 0,
     knn_k: int = DEFAULT_KNN_K,
     progress: bool = False,
+    max_latency_ms: float | None = None,
 ) -> EvalReport:
     """Score `model` as a router on the prompts of `table` (see the module docstring).
 
@@ -214,7 +163,10 @@ def evaluate(
     `models`, `quality` (n, m) and `cost_usd` (n, m); the kNN baseline also needs
     `model.features_.embed` (skipped with a note otherwise). `prompt_ids` restricts
     the evaluation to those prompts (e.g. the ones the artifact held out). Prompts
-    lacking an outcome for some evaluated model are dropped, with a note.
+    lacking an outcome for some evaluated model are dropped, with a note. With
+    `max_latency_ms`, `EvalReport.latency` scores the default rule under that
+    limit (`training.latency_eval`; needs the prediction's `latency_ms` and the
+    table's).
     """
     notes: list[str] = []
     if prompt_ids is not None:
@@ -224,10 +176,37 @@ def evaluate(
         raise DataError("no outcome rows to evaluate",
                         hint="check --data, and that held-out prompt ids exist in it")
     steps = tqdm(total=5, desc="evaluate", unit="step", disable=not progress)
-
     ids, convs = conversations(table)
     pred = model.predict(convs)
-    pred_models = [str(m) for m in pred.models]
+    models, cols = _evaluated_models([str(m) for m in pred.models], table, notes)
+    quality, cost = outcome_matrices(table, models, ids)
+    complete = _complete_prompts(quality, cost, notes)
+    limit = None
+    if max_latency_ms is not None:
+        predicted = getattr(pred, "latency_ms", None)
+        limit = latency_limit(max_latency_ms,
+                              None if predicted is None else predicted[complete][:, cols],
+                              table, models, [p for p, ok in zip(ids, complete, strict=True)
+                                              if ok], notes)
+    quality, cost = quality[complete], cost[complete]
+    pq = np.asarray(pred.quality, dtype=np.float64)[complete][:, cols]
+    pc = np.asarray(pred.cost_usd, dtype=np.float64)[complete][:, cols]
+    kept_ids = [p for p, ok in zip(ids, complete, strict=True) if ok]
+    kept_convs = [c for c, ok in zip(convs, complete, strict=True) if ok]
+    steps.update()
+    knn = knn_baseline(model, kept_ids, kept_convs, quality, cost, models, train_table,
+                       knn_k, seed, notes)
+    steps.update()
+    report = report_from_predictions(models, quality, cost, pq, pc, model=model, knn=knn,
+                                     bars=bars, notes=notes, latency=limit)
+    steps.update(3)
+    steps.close()
+    return report
+
+
+def _evaluated_models(pred_models: list[str], table: pd.DataFrame,
+                      notes: list[str]) -> tuple[list[str], list[int]]:
+    """(the predicted models with outcomes in the table, their prediction columns)."""
     data_models = set(table["model"].astype(str))
     models = [m for m in pred_models if m in data_models]
     unknown = sorted(data_models - set(pred_models))
@@ -240,8 +219,11 @@ def evaluate(
     missing = sorted(set(pred_models) - data_models)
     if missing:
         notes.append(f"models without outcomes in the data, not routed to: {', '.join(missing)}")
-    cols = [pred_models.index(m) for m in models]
-    quality, cost = outcome_matrices(table, models, ids)
+    return models, [pred_models.index(m) for m in models]
+
+
+def _complete_prompts(quality: np.ndarray, cost: np.ndarray, notes: list[str]) -> np.ndarray:
+    """Rows with an outcome for every evaluated model (full information)."""
     complete = np.isfinite(quality).all(axis=1) & np.isfinite(cost).all(axis=1)
     if not complete.any():
         raise DataError("no prompt has outcomes for every evaluated model",
@@ -250,32 +232,7 @@ def evaluate(
     if not complete.all():
         notes.append(f"dropped {int((~complete).sum())} prompts lacking an outcome for some "
                      f"model")
-    quality, cost = quality[complete], cost[complete]
-    pq = np.asarray(pred.quality, dtype=np.float64)[complete][:, cols]
-    pc = np.asarray(pred.cost_usd, dtype=np.float64)[complete][:, cols]
-    kept_ids = [p for p, ok in zip(ids, complete, strict=True) if ok]
-    kept_convs = [c for c, ok in zip(convs, complete, strict=True) if ok]
-    steps.update()
-
-    knn = _knn_baseline(model, kept_ids, kept_convs, quality, cost, models, train_table,
-                        knn_k, seed, notes)
-    steps.update()
-    report = report_from_predictions(models, quality, cost, pq, pc, model=model,
-                                     knn=knn, bars=bars,
-                                     notes=notes)
-    steps.update(3)
-    steps.close()
-    return report
-
-
-@dataclass(frozen=True)
-class KnnPrediction:
-    """The kNN baseline's predictions for the evaluated prompts (n, m)."""
-
-    quality: np.ndarray
-    cost_usd: np.ndarray
-    k: int
-    fitted_on: str
+    return complete
 
 
 def report_from_predictions(
@@ -290,6 +247,7 @@ def report_from_predictions(
     knn: KnnPrediction | None = None,
     bars: Sequence[float] | None = None,
     notes: list[str] | None = None,
+    latency: LatencyLimit | None = None,
 ) -> EvalReport:
     """Every figure of the report from realised and predicted (n, m) matrices.
 
@@ -298,7 +256,7 @@ def report_from_predictions(
     `model` (or anything with its `metadata`) gives the bar calibration
     (`training.sweep.calibration_of`), unless `calibration` is given: e.g.
     `RowCalibrations` when the rows were predicted by several models (folds),
-    each with its own.
+    each with its own. `latency` adds the section under a latency limit.
     """
     models = [str(m) for m in models]
     notes = list(notes or [])
@@ -306,37 +264,15 @@ def report_from_predictions(
         calibration = calibration_of(model, pred_quality, pred_cost, notes)
     bar_list = list(bars) if bars is not None else list(DEFAULT_SWEEP_BARS)
     router_pts = sweep_bars(pred_quality, pred_cost, quality, cost, bar_list, calibration)
-    floor_list = _floors(pred_quality)
-    floor_pts = sweep_floors(pred_quality, pred_cost, quality, cost, floor_list)
+    floor_pts = sweep_floors(pred_quality, pred_cost, quality, cost, _floors(pred_quality))
     lambdas = utility_lambdas(cost)
     utility_pts = sweep_lambdas(pred_quality, pred_cost, quality, cost, lambdas)
     single_cost, single_quality = cost.mean(axis=0), quality.mean(axis=0)
     c_max = float(single_cost.max())
     # Best single: highest quality, the cheaper one among ties.
     best = int(np.lexsort((single_cost, -single_quality))[0])
-    cheapest = int(np.lexsort((-single_quality, single_cost))[0])
     best_cost, best_quality = float(single_cost[best]), float(single_quality[best])
-
-    rand_pts = metrics.mix_curve(single_cost[cheapest], single_quality[cheapest],
-                                 best_cost, best_quality)
-    random = {
-        "between": [models[cheapest], models[best]],
-        "curve": [{"p": float(p), "cost_usd": float(c), "quality": float(q)}
-                  for p, (c, q) in zip(np.linspace(0, 1, len(rand_pts)), rand_pts, strict=True)],
-        "aiq": metrics.aiq(rand_pts[:, 0], rand_pts[:, 1], c_max),
-    }
     orc = metrics.oracle(quality, cost)
-    knn_report = None
-    if knn is not None:
-        knn_pts = sweep_floors(knn.quality, knn.cost_usd, quality, cost, _floors(knn.quality))
-        knn_util = sweep_lambdas(knn.quality, knn.cost_usd, quality, cost, lambdas)
-        knn_xy = np.vstack([knn_pts[:, 1:], knn_util[:, 1:]])
-        knn_report = {"k": knn.k, "fitted_on": knn.fitted_on,
-                      "curve": _curve_dicts(knn_pts, "min_quality"),
-                      "aiq": metrics.aiq(knn_xy[:, 0], knn_xy[:, 1], c_max),
-                      "aiq_floor": metrics.aiq(knn_pts[:, 1], knn_pts[:, 2], c_max),
-                      "aiq_utility": metrics.aiq(knn_util[:, 1], knn_util[:, 2], c_max)}
-
     router_xy = router_pts[:, 1:]
     report = EvalReport(
         n_prompts=int(quality.shape[0]),
@@ -348,7 +284,7 @@ def report_from_predictions(
         c_max=c_max,
         aiq=metrics.aiq(router_xy[:, 0], router_xy[:, 1], c_max),
         zero_router_aiq=metrics.zero_router_aiq(single_cost, single_quality, c_max),
-        random=random,
+        random=_random_router(models, single_cost, single_quality, best, c_max),
         oracle={"cost_usd": orc.cost_usd, "quality": orc.quality},
         best_single_model=models[best],
         cost_at_best_single_quality=metrics.cost_at_quality(router_xy, best_quality,
@@ -357,7 +293,7 @@ def report_from_predictions(
         quality_at_10pct_cost=metrics.quality_at_cost(router_xy, 0.1 * best_cost),
         default_point=_default_point(model, pred_quality, pred_cost, quality, cost,
                                      calibration),
-        knn=knn_report,
+        knn=_knn_report(knn, quality, cost, lambdas, c_max),
         utility_curve=[{"lambda": float(lam), "cost_usd": float(c), "quality": float(q)}
                        for lam, c, q in utility_pts],
         floor_curve=_curve_dicts(floor_pts, "min_quality"),
@@ -365,20 +301,58 @@ def report_from_predictions(
         aiq_utility=metrics.aiq(utility_pts[:, 1], utility_pts[:, 2], c_max),
         notes=notes,
     )
+    if latency is not None:
+        report.latency = latency_section(latency, models, pred_quality, pred_cost, quality,
+                                         cost, bar_list, calibration, _default_bar(model),
+                                         c_max)
     if len(models) == 2:
-        _add_two_model(report, pred_quality, None if knn is None else knn.quality, quality,
+        add_two_model(report, pred_quality, None if knn is None else knn.quality, quality,
                        models, single_quality)
     return report
+
+
+def _random_router(models: list[str], single_cost: np.ndarray, single_quality: np.ndarray,
+                   best: int, c_max: float) -> dict[str, Any]:
+    """RouterBench's random router between the cheapest and the best single model."""
+    cheapest = int(np.lexsort((-single_quality, single_cost))[0])
+    points = metrics.mix_curve(single_cost[cheapest], single_quality[cheapest],
+                               float(single_cost[best]), float(single_quality[best]))
+    return {
+        "between": [models[cheapest], models[best]],
+        "curve": [{"p": float(p), "cost_usd": float(c), "quality": float(q)}
+                  for p, (c, q) in zip(np.linspace(0, 1, len(points)), points, strict=True)],
+        "aiq": metrics.aiq(points[:, 0], points[:, 1], c_max),
+    }
+
+
+def _knn_report(knn: KnnPrediction | None, quality: np.ndarray, cost: np.ndarray,
+                lambdas: Sequence[float], c_max: float) -> dict[str, Any] | None:
+    """The kNN baseline's floor and utility sweeps; its AIQ is the hull of both."""
+    if knn is None:
+        return None
+    floor_pts = sweep_floors(knn.quality, knn.cost_usd, quality, cost, _floors(knn.quality))
+    utility_pts = sweep_lambdas(knn.quality, knn.cost_usd, quality, cost, lambdas)
+    xy = np.vstack([floor_pts[:, 1:], utility_pts[:, 1:]])
+    return {"k": knn.k, "fitted_on": knn.fitted_on,
+            "curve": _curve_dicts(floor_pts, "min_quality"),
+            "aiq": metrics.aiq(xy[:, 0], xy[:, 1], c_max),
+            "aiq_floor": metrics.aiq(floor_pts[:, 1], floor_pts[:, 2], c_max),
+            "aiq_utility": metrics.aiq(utility_pts[:, 1], utility_pts[:, 2], c_max)}
+
+
+def _default_bar(model: Any) -> float | None:
+    meta = getattr(model, "metadata", None) or {}
+    bar = meta.get("default_bar") if isinstance(meta, dict) else None
+    return None if bar is None else float(bar)
 
 
 def _default_point(model: Any, pred_quality: np.ndarray, pred_cost: np.ndarray,
                    quality: np.ndarray, cost: np.ndarray,
                    calibration: Any) -> dict[str, float] | None:
-    meta = getattr(model, "metadata", None) or {}
-    bar = meta.get("default_bar") if isinstance(meta, dict) else None
+    bar = _default_bar(model)
     if bar is None:
         return None
-    [(b, c, q)] = sweep_bars(pred_quality, pred_cost, quality, cost, [float(bar)], calibration)
+    [(b, c, q)] = sweep_bars(pred_quality, pred_cost, quality, cost, [bar], calibration)
     return {"bar": float(b), "cost_usd": float(c), "quality": float(q)}
 
 
@@ -402,68 +376,3 @@ def headline(data: Mapping[str, Any]) -> str:
                  f"{data['zero_router_aiq']:.3f}"
                  + (f" and kNN's {data['knn']['aiq']:.3f}" if data.get("knn") else "") + ".")
     return "".join(parts)
-
-
-def _add_two_model(report: EvalReport, pq: np.ndarray, knn_pq: np.ndarray | None,
-                   quality: np.ndarray, models: list[str], single_quality: np.ndarray) -> None:
-    strong = int(np.argmax(single_quality))
-    weak = 1 - strong
-    q_weak, q_strong = float(single_quality[weak]), float(single_quality[strong])
-    if abs(q_strong - q_weak) < 1e-12:
-        report.notes.append("APGR/CPT skipped: both models have the same mean quality")
-        return
-    qw, qs = quality[:, weak], quality[:, strong]
-    shares, quals = metrics.two_model_curve(pq[:, strong] - pq[:, weak], qw, qs)
-    router = _two_model_metrics(shares, quals, q_weak, q_strong)
-    p = np.linspace(0.0, 1.0, 11)
-    section: dict[str, Any] = {
-        "weak": models[weak], "strong": models[strong],
-        "q_weak": q_weak, "q_strong": q_strong,
-        "router": router,
-        "random": _two_model_metrics(p, q_weak + p * (q_strong - q_weak), q_weak, q_strong),
-        "oracle": _two_model_metrics(*metrics.oracle_two_model_curve(qw, qs), q_weak, q_strong),
-    }
-    section["oracle"].pop("curve")  # one point per prompt: too long to print
-    if knn_pq is not None:
-        kshares, kquals = metrics.two_model_curve(knn_pq[:, strong] - knn_pq[:, weak], qw, qs)
-        section["knn"] = _two_model_metrics(kshares, kquals, q_weak, q_strong)
-    report.two_model = section
-    report.apgr, report.cpt50, report.cpt80 = router["apgr"], router["cpt50"], router["cpt80"]
-
-
-def _knn_baseline(model: Any, ids: list[str], convs: list[Any], quality: np.ndarray,
-                  cost: np.ndarray, models: list[str], train_table: pd.DataFrame | None,
-                  k: int, seed: int, notes: list[str]) -> KnnPrediction | None:
-    features = getattr(model, "features_", None)
-    if features is None or not hasattr(features, "embed"):
-        notes.append("kNN baseline skipped: the model has no features_.embed")
-        return None
-    query = np.asarray(features.embed(convs), dtype=np.float32)
-    if train_table is not None:
-        evaluated = set(ids)
-        train = train_table[~train_table["prompt_id"].astype(str).isin(evaluated)]
-        if len(train):
-            t_ids, t_convs = conversations(train)
-            t_quality, t_cost = outcome_matrices(train, models, t_ids)
-            ok = np.isfinite(t_quality).all(axis=1) & np.isfinite(t_cost).all(axis=1)
-            if ok.sum() >= 1:
-                t_vec = np.asarray(features.embed([c for c, g in zip(t_convs, ok, strict=True)
-                                                   if g]), dtype=np.float32)
-                pq = knn_quality(t_vec, t_quality[ok], query, k)
-                mean_cost = np.broadcast_to(t_cost[ok].mean(axis=0), pq.shape)
-                return KnnPrediction(pq, mean_cost, min(k, int(ok.sum())), "train_table")
-        notes.append("kNN: the training table has no usable prompt outside the evaluated "
-                     "ones; cross-fitted on the evaluated prompts instead")
-    n = len(ids)
-    if n < 2:
-        notes.append("kNN baseline skipped: fewer than 2 prompts")
-        return None
-    folds = np.random.default_rng(seed).permutation(n) % min(_CROSS_FIT_FOLDS, n)
-    pq = np.empty_like(quality)
-    pc = np.empty_like(cost)
-    for f in np.unique(folds):
-        test, train = folds == f, folds != f
-        pq[test] = knn_quality(query[train], quality[train], query[test], k)
-        pc[test] = cost[train].mean(axis=0)
-    n_train = n - int(np.bincount(folds).max())
-    return KnnPrediction(pq, pc, min(k, n_train), "cross-fit")

@@ -2,7 +2,8 @@
 
 One figure answers "is the router worth it": the router's points and hull against
 the Zero router (the hull through the single models, each labelled), the random
-router, the kNN router and the oracle. x is the mean cost per request in USD (log
+router, the kNN router and the oracle (and, under a latency limit, the default
+rule's curve within it). x is the mean cost per request in USD (log
 scale when costs span more than a factor 20, as they do between a 7B model and
 GPT-4), y the mean realised quality.
 
@@ -68,14 +69,25 @@ def eval_figure(report: Any, *, title: str | None = None) -> Any:
     fig = Figure(figsize=(9, 6), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
+    _draw_baselines(ax, data, s_cost, s_qual, x_hi)
+    _draw_router(ax, data, r_cost, r_qual, x_hi)
+    if data.get("latency"):
+        _draw_latency_limit(ax, data["latency"])
+    _dress(ax, data, log_x, x_hi, len(singles), title)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_baselines(ax: Any, data: Mapping[str, Any], s_cost: np.ndarray, s_qual: np.ndarray,
+                    x_hi: float) -> None:
+    """The Zero router's hull through the labelled single models, random, kNN."""
     zero = metrics.convex_hull_upper(np.column_stack([s_cost, s_qual]))
     ax.plot(*_flat_to(zero, x_hi), color="0.45", lw=1.8, ls="--",
             label=f"Zero router hull (AIQ {data['zero_router_aiq']:.3f})")
     ax.scatter(s_cost, s_qual, color="0.25", s=28, zorder=4, label="single models")
-    for name, c, q in zip([s["model"] for s in singles], s_cost, s_qual, strict=True):
-        ax.annotate(_short(name), (c, q), textcoords="offset points", xytext=(5, -10),
-                    fontsize=7.5, color="0.25")
-
+    for single, c, q in zip(data["single_models"], s_cost, s_qual, strict=True):
+        ax.annotate(_short(single["model"]), (c, q), textcoords="offset points",
+                    xytext=(5, -10), fontsize=7.5, color="0.25")
     rand = data["random"]["curve"]
     ax.plot([p["cost_usd"] for p in rand], [p["quality"] for p in rand], color="tab:gray",
             lw=1.2, ls=":", label=f"random (AIQ {data['random']['aiq']:.3f})")
@@ -85,6 +97,11 @@ def eval_figure(report: Any, *, title: str | None = None) -> Any:
         ax.plot(k_cost, k_qual, color="tab:orange", lw=1.2, marker=".", ms=4, alpha=0.8,
                 label=f"kNN router (AIQ {data['knn']['aiq']:.3f})")
 
+
+def _draw_router(ax: Any, data: Mapping[str, Any], r_cost: np.ndarray, r_qual: np.ndarray,
+                 x_hi: float) -> None:
+    """The default rule's points, the explicit-lambda points, the router's hull, and the
+    oracle (drawn last, on top)."""
     order = np.argsort(r_cost, kind="stable")
     ax.plot(r_cost[order], r_qual[order], color="tab:blue", lw=1.0, marker="o", ms=3.5,
             alpha=0.75, label="router, default rule (one point per bar)")
@@ -100,6 +117,23 @@ def eval_figure(report: Any, *, title: str | None = None) -> Any:
     ax.scatter([data["oracle"]["cost_usd"]], [data["oracle"]["quality"]], marker="*",
                s=220, color="tab:green", edgecolor="k", zorder=5, label="oracle")
 
+
+def _draw_latency_limit(ax: Any, section: Mapping[str, Any]) -> None:
+    """The default rule under the latency limit, and its default point's share met."""
+    cost = np.array([p["cost_usd"] for p in section["curve"]])
+    quality = np.array([p["quality"] for p in section["curve"]])
+    order = np.argsort(cost, kind="stable")
+    point = section.get("default_point")
+    met = f", {point['met_share']:.1%} met at the default bar" if point and point.get(
+        "met_share") is not None else ""
+    ax.plot(cost[order], quality[order], color="tab:red", lw=1.0, marker="s", ms=3,
+            alpha=0.75, label=f"router under {section['max_latency_ms']:g} ms "
+                              f"(AIQ {section['aiq']:.3f}{met})")
+
+
+def _dress(ax: Any, data: Mapping[str, Any], log_x: bool, x_hi: float, n_models: int,
+           title: str | None) -> None:
+    """Axes, scale, labels, grid, title and legend."""
     if log_x:
         from matplotlib.ticker import FuncFormatter
 
@@ -112,12 +146,10 @@ def eval_figure(report: Any, *, title: str | None = None) -> Any:
     ax.set_xlabel("mean cost per request (USD)" + (", log scale" if log_x else ""))
     ax.set_ylabel("mean quality")
     ax.grid(True, which="major", alpha=0.3)
-    subtitle = f"{data['n_prompts']} prompts, {len(singles)} models"
+    subtitle = f"{data['n_prompts']} prompts, {n_models} models"
     ax.set_title(f"{title}\n{subtitle}" if title else f"Router vs baselines ({subtitle})",
                  fontsize=11)
     ax.legend(loc="lower right", fontsize=8.5, framealpha=0.9)
-    fig.tight_layout()
-    return fig
 
 
 def usd_formatter() -> Any:

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from router.errors import ConfigError, DataError
-from training.data import conversations
-from training.evaluate import outcome_matrices, report_from_predictions
+from training.data import conversations, outcome_matrices
+from training.evaluate import report_from_predictions
 from training.sweep import calibration_of
 
 __all__ = ["MIN_PROMPTS", "TableSplit", "split_table", "HeldOut"]

@@ -3,9 +3,11 @@
 One quality model is a family of routers, one per setting of `router.policy.choose`:
 the default rule at each quality bar (lambda(bar) from the model's
 `BarCalibration`), the hard floor at each min_quality, and the utility rule
-(argmax q - lambda * c) at each lambda. `router eval` (`training.evaluate`), the
-promotion gate (`training.gate`), the simulator and the benchmarks take the grids
-and the decisions from here, so "an operating point" means the same thing in all.
+(argmax q - lambda * c) at each lambda, each optionally under a latency limit
+(`sweep_latency_limited`: the share of requests that met it, realised).
+`router eval` (`training.evaluate`), the promotion gate (`training.gate`), the
+simulator and the benchmarks take the grids and the decisions from here, so "an
+operating point" means the same thing in all.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import numpy as np
 from router.policy import BarCalibration, choose, lambda_grid
 
 __all__ = ["DEFAULT_SWEEP_BARS", "RULES", "RULE_KEYWORDS", "RowCalibrations", "calibration_of",
-           "decisions", "sweep_bars",
-           "sweep_floors", "sweep_lambdas", "sweep_realised", "utility_lambdas"]
+           "decisions", "met_share", "sweep_bars", "sweep_floors", "sweep_lambdas",
+           "sweep_latency_limited", "sweep_realised", "utility_lambdas"]
 
 # Each decision rule by name, and the `router.policy.choose` keyword that sets it.
 RULE_KEYWORDS: dict[str, str] = {"default": "bar", "floor": "min_quality",
@@ -68,23 +70,55 @@ def calibration_of(model: Any, pred_quality: np.ndarray, pred_cost: np.ndarray,
 def decisions(pred_quality: np.ndarray, pred_cost: np.ndarray, rule: str,
               settings: Sequence[float], *,
               calibration: BarCalibration | RowCalibrations | None = None,
-              allowed: np.ndarray | None = None) -> Iterator[tuple[float, np.ndarray]]:
+              allowed: np.ndarray | None = None, latency_ms: np.ndarray | None = None,
+              max_latency_ms: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """(setting, chosen model index per row) for each setting of one rule.
 
     `rule` is a `router.policy.choose` keyword (`RULES`): "bar" (needs the
     model's `calibration`, or `RowCalibrations`), "min_quality" or
-    "utility_lambda"; `allowed` is passed through to `choose` (models a row may
-    be routed to).
+    "utility_lambda"; `allowed`, `latency_ms` (expected, n x m) and
+    `max_latency_ms` are passed through to `choose` (the models a row may be
+    routed to; models expected over the limit are dropped first).
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    limits = {"allowed": allowed, "latency_ms": latency_ms, "max_latency_ms": max_latency_ms}
     for value in settings:
         if rule == "bar" and isinstance(calibration, RowCalibrations):
-            yield value, choose(pred_quality, pred_cost, allowed=allowed,
+            yield value, choose(pred_quality, pred_cost, **limits,
                                 utility_lambda=calibration.lambdas_for(float(value)))
             continue
-        yield value, choose(pred_quality, pred_cost, allowed=allowed, calibration=calibration,
+        yield value, choose(pred_quality, pred_cost, **limits, calibration=calibration,
                             **{rule: float(value)})
+
+
+def sweep_latency_limited(pred_quality: np.ndarray, pred_cost: np.ndarray,
+                          pred_latency: np.ndarray, quality: np.ndarray, cost: np.ndarray,
+                          latency: np.ndarray, bars: Sequence[float], max_latency_ms: float,
+                          calibration: BarCalibration | RowCalibrations) -> np.ndarray:
+    """(bar, mean realised cost, mean realised quality, share within the limit) per bar
+    of the default rule under `max_latency_ms`.
+
+    Routes on the predictions (models expected over the limit dropped first, the
+    fastest kept where none is within it); the share is realised: the chosen
+    model's `latency` (the table's, n x m) at most the limit, over the rows where
+    it is known.
+    """
+    rows = np.arange(quality.shape[0])
+    out = np.empty((len(bars), 4))
+    for i, (value, idx) in enumerate(decisions(
+            pred_quality, pred_cost, "bar", bars, calibration=calibration,
+            latency_ms=pred_latency, max_latency_ms=max_latency_ms)):
+        out[i] = (value, cost[rows, idx].mean(), quality[rows, idx].mean(),
+                  met_share(latency[rows, idx], max_latency_ms))
+    return out
+
+
+def met_share(latency: np.ndarray, max_latency_ms: float) -> float:
+    """Share of the requests with a known latency that took at most the limit (NaN
+    when none is known)."""
+    known = np.isfinite(latency)
+    return float(np.mean(latency[known] <= max_latency_ms)) if known.any() else float("nan")
 
 
 def sweep_realised(pred_quality: np.ndarray, pred_cost: np.ndarray, quality: np.ndarray,

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from router.errors import DataError
-from training.evaluate import evaluate, knn_quality, outcome_matrices
+from training.data import outcome_matrices
+from training.evaluate import evaluate
+from training.knn import knn_quality
 
 # Two kinds of prompt: "easy" ones every model answers, "hard" ones only the dear model.
 MODELS = ("cheap", "mid", "dear")
@@ -367,3 +369,141 @@ def test_every_rule_is_swept_and_the_router_aiq_is_the_default_rules() -> None:
     assert report.aiq > report.aiq_floor
     assert report.aiq == pytest.approx(report.aiq_utility, abs=0.01)
     assert {"aiq", "aiq_floor", "aiq_utility"} <= set(report.knn)
+
+
+# -- under a latency limit -------------------------------------------------------------
+
+# Expected latency (ms) per model; the dear model is too slow for a 3 s limit.
+SPEED = {"cheap": 500.0, "mid": 2000.0, "dear": 8000.0}
+
+
+class TimedStub(StubModel):
+    """StubModel that also predicts latency (`SPEED`), or none with `timed=False`."""
+
+    def __init__(self, timed: bool = True) -> None:
+        super().__init__()
+        self.timed = timed
+
+    def predict(self, convs: list, models: list[str] | None = None) -> SimpleNamespace:
+        pred = super().predict(convs, models)
+        pred.latency_ms = (np.tile([SPEED[m] for m in self.models], (len(convs), 1))
+                           if self.timed else None)
+        return pred
+
+
+def timed_table(n: int = 200) -> pd.DataFrame:
+    """`make_table` with realised latencies: every 10th prompt the mid model took 5 s."""
+    table = make_table(n)
+    number = table["prompt_id"].str[1:].astype(int)
+    slow = (table["model"] == "mid") & (number % 10 == 0)
+    return table.assign(latency_ms=np.where(slow, 5000.0, table["model"].map(SPEED) * 0.9))
+
+
+def test_a_latency_limit_excludes_slow_models_and_reports_the_share_that_met_it() -> None:
+    table = timed_table()
+    report = evaluate(TimedStub(), table, max_latency_ms=3000)
+    section = report.latency
+    top = section["curve"][-1]  # the highest bar: the best quality the limit allows
+    kinds = table.drop_duplicates("prompt_id")["messages"].str.extract(r'"(\w+) question')[0]
+    ids = table.drop_duplicates("prompt_id")["prompt_id"].str[1:].astype(int).to_numpy()
+    medium = (kinds == "medium").to_numpy()
+    # Hard prompts need the dear model, which is expected over the limit: they go to
+    # the cheap one (quality 0); medium ones to mid, which missed on every 10th prompt.
+    assert top["quality"] == pytest.approx(1 - (kinds == "hard").mean())
+    assert top["met_share"] == pytest.approx(1 - (medium & (ids % 10 == 0)).mean())
+    # The unlimited curve still reaches the dear model's quality.
+    assert report.curve[-1]["quality"] == pytest.approx(1.0)
+    assert section["fallback_share"] == 0.0
+    assert section["fastest_model"] == "cheap"
+    singles = {s["model"]: s for s in section["single_models"]}
+    assert singles["dear"]["met_share"] == 0.0 and singles["cheap"]["p99_ms"] == 450.0
+    assert json.loads(report.to_json())["latency"]["max_latency_ms"] == 3000.0
+
+
+def test_a_limit_no_model_meets_keeps_the_fastest() -> None:
+    report = evaluate(TimedStub(), timed_table(), max_latency_ms=100)
+    assert report.latency["fallback_share"] == 1.0
+    # Every request goes to the cheap model, the fastest: 450 ms, over the limit.
+    assert all(p["met_share"] == 0.0 for p in report.latency["curve"])
+    assert report.latency["curve"][-1]["cost_usd"] == pytest.approx(COST["cheap"])
+
+
+def test_a_limit_needs_predicted_and_recorded_latency() -> None:
+    from router.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="the model predicts no latency") as info:
+        evaluate(TimedStub(timed=False), timed_table(), max_latency_ms=3000)
+    assert "latency_ms" in info.value.hint
+    with pytest.raises(DataError, match="the evaluated data have no latency_ms"):
+        evaluate(TimedStub(), make_table(50), max_latency_ms=3000)
+
+
+def test_router_eval_max_latency_ms_prints_the_share_that_met_it(trained, capsys) -> None:
+    code, out, err = _run_cli(["--model", str(trained["model"]), "--data", str(trained["test"]),
+                               "--max-latency-ms", "6000"], capsys)
+    assert code == 0, err
+    assert "under a latency limit of 6000 ms" in out
+    assert "default bar" in out and "with the limit:" in out and "met " in out
+    code, out, err = _run_cli(["--model", str(trained["model"]), "--data", str(trained["test"]),
+                               "--max-latency-ms", "6000", "--json"], capsys)
+    section = json.loads(out)["latency"]
+    realised = pd.read_csv(trained["test"]).groupby("model")["latency_ms"]
+    for single in section["single_models"]:
+        assert single["p50_ms"] == pytest.approx(realised.get_group(single["model"]).median())
+    limited, free = section["default_point"], section["default_point_without_limit"]
+    assert limited["met_share"] >= free["met_share"]
+    assert limited["cost_usd"] <= free["cost_usd"]
+
+
+def test_router_eval_max_latency_ms_errors(trained, tmp_path, capsys) -> None:
+    import shutil
+
+    code, _, err = _run_cli(["--model", str(trained["model"]), "--data", str(trained["test"]),
+                             "--max-latency-ms", "0"], capsys)
+    assert code != 0 and "--max-latency-ms must be a finite number of milliseconds > 0" in err
+    # An artifact of the previous format predicts no latency.
+    old = tmp_path / "old"
+    shutil.copytree(trained["model"], old)
+    meta = json.loads((old / "meta.json").read_text())
+    meta["format_version"] = 3
+    meta.pop("timing_heads")
+    meta["files"] = {k: v for k, v in meta["files"].items() if k not in ("latency.lgb",
+                                                                          "ttft.lgb")}
+    (old / "meta.json").write_text(json.dumps(meta))
+    code, _, err = _run_cli(["--model", str(old), "--data", str(trained["test"]),
+                             "--max-latency-ms", "3000"], capsys)
+    assert code != 0 and "predicts no latency" in err and "latency_ms" in err
+
+
+@pytest.mark.slow
+def test_on_demo_data_a_limit_above_the_fastest_p95_is_met_on_95_percent(tmp_path) -> None:
+    """Issue 12's target: the default rule under a limit above the fastest model's
+    P95 meets it on >= 95% of unseen requests (figures: router eval --max-latency-ms)."""
+    from router.catalog import load_catalog
+    from router.predictor import QualityModel
+    from training.data import load_outcomes, write_outcomes
+    from training.demo_data import generate_demo
+
+    catalog = load_catalog()
+    train_table = load_outcomes(write_outcomes(generate_demo(2000, 0, catalog),
+                                               tmp_path / "train.csv"), catalog=catalog)
+    test = load_outcomes(write_outcomes(generate_demo(1000, 1, catalog),
+                                        tmp_path / "test.csv"), catalog=catalog)
+    model = QualityModel(params={"num_threads": 1}).fit(train_table, catalog=catalog)
+    fastest_p95 = test.groupby("model")["latency_ms"].quantile(0.95).min()
+    for limit in (1.35 * fastest_p95, 2.7 * fastest_p95):
+        section = evaluate(model, test, max_latency_ms=limit).latency
+        assert section["default_point"]["met_share"] >= 0.95
+        assert section["default_point_without_limit"]["met_share"] < 0.95
+
+
+def test_the_plot_draws_the_curve_under_the_limit() -> None:
+    from training.plots import eval_figure
+
+    report = evaluate(TimedStub(), timed_table(), max_latency_ms=3000)
+    labels = [t.get_text() for t in eval_figure(report).axes[0].get_legend().get_texts()]
+    assert any(label.startswith("router under 3000 ms (AIQ") for label in labels)
+    plain = evaluate(TimedStub(), timed_table())
+    assert plain.latency is None
+    labels = [t.get_text() for t in eval_figure(plain).axes[0].get_legend().get_texts()]
+    assert not any(label.startswith("router under") for label in labels)

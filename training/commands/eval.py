@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "router eval --model models/demo --data demo.csv --holdout-only --plot eval.png",
             "router eval --model models/mmlu --data mmlu_test.csv.gz --prices prices.csv --json",
             "router eval --model models/demo --data test.csv --train-data train.csv",
+            "router eval --model models/demo --data demo_test.csv --max-latency-ms 4000",
         ],
         handler=_run,
     )
@@ -61,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--knn-k", type=int, default=None, metavar="K",
                         help="neighbours of the kNN baseline (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kNN cross-fit folds")
+    parser.add_argument("--max-latency-ms", type=float, default=None, metavar="MS",
+                        help="also score the default rule under this latency limit: models "
+                             "expected slower are excluded first; reports the curve under "
+                             "the limit and the share of requests that met it (realised, "
+                             "from the data's latency_ms)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE.png", default=None,
                         help="write the cost/quality figure to this PNG")
@@ -99,9 +105,11 @@ def _meta_get(meta: Mapping[str, Any], *keys: str) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from router.catalog import load_prices_csv
+    from router.policy import validate_max_latency
     from router.predictor import QualityModel
-    from training.data import load_outcomes, table_fingerprint
-    from training.evaluate import DEFAULT_KNN_K, evaluate
+    from training.data import load_outcomes
+    from training.evaluate import evaluate
+    from training.knn import DEFAULT_KNN_K
 
     bars = _parse_bars(args.bars)
     k = DEFAULT_KNN_K if args.knn_k is None else args.knn_k
@@ -110,7 +118,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.plot and not str(args.plot).lower().endswith(".png"):
         raise ConfigError(f"--plot {args.plot}: the figure is written as PNG",
                           hint="give a file name ending in .png")
+    max_latency = validate_max_latency(args.max_latency_ms, name="--max-latency-ms")
     model = QualityModel.load(args.model)
+    if max_latency is not None and not model.predicts_latency:
+        raise ConfigError(f"--max-latency-ms: {args.model} predicts no latency (it was "
+                          "trained on outcomes without latency_ms)",
+                          hint="retrain on an outcome table with a latency_ms column "
+                               "(router demo-data writes one)")
     if args.prices:
         # Realised and predicted costs must use the same prices, or the router is
         # judged on a trade-off it was never asked to make.
@@ -119,35 +133,11 @@ def _run(args: argparse.Namespace) -> int:
     table = load_outcomes(args.data, catalog=catalog)
     train_table = (load_outcomes(args.train_data, catalog=catalog)
                    if args.train_data else None)
-
-    meta: Mapping[str, Any] = getattr(model, "metadata", {}) or {}
     notes: list[str] = []
-    prompt_ids = None
-    if args.holdout_only:
-        prompt_ids = _meta_get(meta, "holdout_prompt_ids", "holdout.prompt_ids",
-                               "heldout_prompt_ids")
-        if not prompt_ids:
-            raise DataError(f"{args.model}: the artifact does not record which prompts it held "
-                            f"out, so --holdout-only cannot be applied",
-                            hint="evaluate on a separate test file instead")
-        if meta.get("refit_on_all_prompts"):
-            raise DataError(f"{args.model}: the prompts it held out were folded into the model "
-                            f"after they measured it, so they are not unseen any more",
-                            hint="train without --refit to score them, or evaluate on a "
-                                 "separate test file")
-        notes.append(f"evaluated on the {len(prompt_ids)} prompts the artifact held out")
-    else:
-        trained_on = _meta_get(meta, "training_data_hash", "training_data.hash", "data_hash")
-        if trained_on and trained_on == table_fingerprint(table):
-            held = [] if meta.get("refit_on_all_prompts") else (
-                _meta_get(meta, "holdout_prompt_ids") or [])
-            fix = (f"add --holdout-only to score the {len(held)} prompts it held out" if held
-                   else "evaluate on outcomes it was not trained on")
-            notes.append(f"{IN_SAMPLE_NOTE} ({fix})")
-            print(f"warning: {IN_SAMPLE_NOTE} ({fix})", file=sys.stderr)
-
+    prompt_ids = _evaluated_prompts(args, model, table, notes)
     report = evaluate(model, table, train_table=train_table, prompt_ids=prompt_ids, bars=bars,
-                      seed=args.seed, knn_k=k, progress=sys.stderr.isatty())
+                      seed=args.seed, knn_k=k, progress=sys.stderr.isatty(),
+                      max_latency_ms=max_latency)
     report.notes[:0] = notes
     if args.plot:
         from training.plots import eval_title, plot_report
@@ -161,6 +151,38 @@ def _run(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"plot written to {args.plot}")
     return 0
+
+
+def _evaluated_prompts(args: argparse.Namespace, model: Any, table: Any,
+                       notes: list[str]) -> list[str] | None:
+    """The prompts `--holdout-only` restricts to (None: all), noting (and warning)
+    when the data are the artifact's own training data."""
+    from training.data import table_fingerprint
+
+    meta: Mapping[str, Any] = getattr(model, "metadata", {}) or {}
+    if args.holdout_only:
+        prompt_ids = _meta_get(meta, "holdout_prompt_ids", "holdout.prompt_ids",
+                               "heldout_prompt_ids")
+        if not prompt_ids:
+            raise DataError(f"{args.model}: the artifact does not record which prompts it held "
+                            f"out, so --holdout-only cannot be applied",
+                            hint="evaluate on a separate test file instead")
+        if meta.get("refit_on_all_prompts"):
+            raise DataError(f"{args.model}: the prompts it held out were folded into the model "
+                            f"after they measured it, so they are not unseen any more",
+                            hint="train without --refit to score them, or evaluate on a "
+                                 "separate test file")
+        notes.append(f"evaluated on the {len(prompt_ids)} prompts the artifact held out")
+        return list(prompt_ids)
+    trained_on = _meta_get(meta, "training_data_hash", "training_data.hash", "data_hash")
+    if trained_on and trained_on == table_fingerprint(table):
+        held = [] if meta.get("refit_on_all_prompts") else (
+            _meta_get(meta, "holdout_prompt_ids") or [])
+        fix = (f"add --holdout-only to score the {len(held)} prompts it held out" if held
+               else "evaluate on outcomes it was not trained on")
+        notes.append(f"{IN_SAMPLE_NOTE} ({fix})")
+        print(f"warning: {IN_SAMPLE_NOTE} ({fix})", file=sys.stderr)
+    return None
 
 
 def _usd(value: float) -> str:
@@ -219,6 +241,8 @@ def format_report(data: Mapping[str, Any], *, model_dir: str = "") -> str:
         lines.append(f"  at the model's default bar {point['bar']:.2f}: "
                      f"{_usd(point['cost_usd'])}/request, quality {point['quality']:.4f}")
     lines += ["", "summary: " + headline(data)]
+    if data.get("latency"):
+        lines += _latency_lines(data["latency"])
     tm = data.get("two_model")
     if tm:
         lines.append(f"  two models ({tm['weak']} weak, {tm['strong']} strong), strong-call "
@@ -230,3 +254,28 @@ def format_report(data: Mapping[str, Any], *, model_dir: str = "") -> str:
                 lines.append(f"    {name:<8} {row['apgr']:>6.3f} {_pct(row['cpt50']):>11} "
                              f"{_pct(row['cpt80']):>11}")
     return "\n".join(lines)
+
+
+def _latency_lines(section: Mapping[str, Any]) -> list[str]:
+    """The latency-limit section of `format_report`."""
+    limit = section["max_latency_ms"]
+    lines = ["", f"  under a latency limit of {limit:g} ms (models expected slower excluded "
+                 f"first; met = realised latency_ms within the limit):"]
+    for single in section["single_models"]:
+        met = single["met_share"]
+        lines.append(f"    {single['model']:<24} P50 {single['p50_ms']:>8.0f} ms  P95 "
+                     f"{single['p95_ms']:>8.0f} ms  P99 {single['p99_ms']:>8.0f} ms  met "
+                     f"{_pct(met) if met is not None else 'unknown'}")
+    for key, name in (("default_point_without_limit", "without the limit"),
+                      ("default_point", "with the limit")):
+        point = section.get(key)
+        if point:
+            met = point["met_share"]
+            lines.append(f"  default bar {point['bar']:.2f} {name}: "
+                         f"{_usd(point['cost_usd'])}/request, quality {point['quality']:.4f}, "
+                         f"met {_pct(met) if met is not None else 'unknown'}")
+    lines.append(f"  AIQ under the limit {section['aiq']:.4f}; fastest model "
+                 f"{section['fastest_model']} (P95 {section['fastest_p95_ms']:.0f} ms); "
+                 f"{_pct(section['fallback_share'])} of requests had no model expected within "
+                 f"the limit and went to the fastest")
+    return lines
