@@ -93,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.error_rate <= 1.0:
         raise ConfigError(f"--error-rate must be in [0, 1], got {args.error_rate}",
                           hint="e.g. --error-rate 0.05 for 5% failures")
+    if args.latency_scale is not None and not args.outcomes:
+        raise ConfigError("--latency-scale scales the latencies an outcome table recorded, "
+                          "and no --outcomes was given",
+                          hint="add --outcomes FILE (with latency_ms / ttft_ms columns), or "
+                               "use --latency-ms / --model-latency for fixed delays")
     if args.catalog:
         catalog = load_catalog(args.catalog)
     else:

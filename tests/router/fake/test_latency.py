@@ -99,3 +99,6 @@ def test_bad_latency_options_are_refused(capsys: pytest.CaptureFixture[str]) -> 
         create_fake_upstream(model_latency_ms={"m": -3.0})
     assert cli_main(["fake-upstream", "--port", "1", "--model-latency", "gpt-4o:900"]) == 1
     assert "'gpt-4o:900' is not MODEL=MS" in capsys.readouterr().err
+    assert cli_main(["fake-upstream", "--port", "1", "--latency-scale", "0.1"]) == 1
+    assert "--latency-scale scales the latencies an outcome table recorded" in \
+        capsys.readouterr().err
