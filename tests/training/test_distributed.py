@@ -79,7 +79,7 @@ def test_two_worker_cluster_matches_local_training(tmp_path: Path) -> None:
 
     from router.catalog import load_catalog
     from router.predictor import QualityModel
-    from tests.training.test_gate import demo_table
+    from tests.training.gate.test_gate import demo_table
 
     catalog = load_catalog()
     table = demo_table(tmp_path, n_prompts=600, seed=5)
@@ -121,7 +121,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def demo_file(tmp_path_factory) -> Path:
-    from tests.training.test_gate import demo_table
+    from tests.training.gate.test_gate import demo_table
     from training.data import write_outcomes
 
     folder = tmp_path_factory.mktemp("dask-cli")

@@ -17,7 +17,7 @@ from training.importers import (
     import_routerbench,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "importers"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "importers"
 
 
 def by_key(table: pd.DataFrame, column: str) -> dict[tuple[str, str], object]:

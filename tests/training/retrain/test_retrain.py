@@ -215,7 +215,7 @@ def simulated_log(path: Path, table: pd.DataFrame, *, default: str, explore: flo
 
 @pytest.fixture(scope="module")
 def loop_data(tmp_path_factory):
-    from tests.training.test_gate import demo_table
+    from tests.training.gate.test_gate import demo_table
 
     folder = tmp_path_factory.mktemp("loop")
     table = demo_table(folder, n_prompts=450, seed=3)
@@ -235,7 +235,7 @@ def test_retrain_promotes_a_first_model_then_refuses_a_shuffled_one(
     from router.catalog import load_catalog
     from router.predictor import QualityModel
     from router.registry import Registry
-    from tests.training.test_gate import fit_fast, shuffled_labels
+    from tests.training.gate.test_gate import fit_fast, shuffled_labels
     from training.retrain import RetrainSettings, retrain
 
     log_url, base_path, eval_table = loop_data
@@ -316,7 +316,7 @@ def test_retrain_from_base_tables_alone_creates_the_first_version(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from router.cli import main
     from router.registry import Registry
-    from tests.training.test_gate import demo_table
+    from tests.training.gate.test_gate import demo_table
     from training.data import write_outcomes
 
     base = write_outcomes(demo_table(tmp_path, n_prompts=120, seed=4), tmp_path / "base.csv.gz")
