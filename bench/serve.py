@@ -26,13 +26,13 @@ peer    Streaming chat completions at concurrency `--peer-concurrency` (32), no 
         on first use). Target: router CPU per request <= 1/5 of LiteLLM's.
 log     Outcome-log writes (SQLite), with `bench/outcome_log.py`'s harness.
 
-`--transports library,pooled` runs one router per upstream transport
+`--transports aiohttp,httpx` runs one router per upstream transport
 (ROUTER_UPSTREAM_TRANSPORT) in the same run, so the overhead and peer lines also
-compare httpx's transport with the in-house pool, where it still exists.
+compare the router's CPU per proxied stream on each (the first is the reference).
 
     python bench/serve.py                          # every section, ~4 minutes
     python bench/serve.py --sections peer --rounds 5
-    python bench/serve.py --sections overhead,peer --transports library,pooled
+    python bench/serve.py --sections overhead,peer --transports aiohttp,httpx
     python bench/serve.py --no-peer --duration 3   # without LiteLLM
     python bench/serve.py --model models/demo --loop asyncio
 """
@@ -40,7 +40,6 @@ compare httpx's transport with the in-house pool, where it still exists.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import json
 import multiprocessing as mp
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from loadgen import Target, interleave
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("route", "overhead", "peer", "log")
@@ -153,11 +153,13 @@ def start(target: Any, *args: Any) -> mp.Process:
     return proc
 
 
-def wait_ready(port: int, path: str, timeout: float = 90.0) -> None:
+def wait_ready(port: int, path: str, alive: Callable[[], bool], timeout: float = 90.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the server for port {port} exited while starting (see above)")
         try:
             if httpx.get(f"http://127.0.0.1:{port}{path}").status_code < 500:
                 return
@@ -165,139 +167,6 @@ def wait_ready(port: int, path: str, timeout: float = 90.0) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"server on port {port} did not answer {path} in {timeout:g} s")
-
-
-# --------------------------------------------------------------------------- load
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time so far of process `pid` and its descendants (Linux /proc)."""
-    ticks, todo = 0, [pid]
-    while todo:
-        proc = Path(f"/proc/{todo.pop()}")
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-            for task in (proc / "task").iterdir():
-                todo += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue  # exited meanwhile
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-async def _read_response(reader: asyncio.StreamReader, marks: list[float]) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    marks.append(time.perf_counter())
-    status = int(head[9:12])
-    lower = head.lower()
-    if b"transfer-encoding: chunked" in lower:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                return status
-    index = lower.find(b"content-length:")
-    length = int(lower[index + 15:lower.find(b"\r\n", index)])
-    await reader.readexactly(length)
-    return status
-
-
-async def _load(port: int, requests: list[bytes], concurrency: int, duration: float,
-                warmup: float, ramp: float) -> dict[str, Any]:
-    result: dict[str, Any] = {"latencies": [], "heads": [], "errors": 0, "served": 0}
-    start_at = time.perf_counter() + ramp + warmup
-    stop_at = start_at + duration
-
-    async def worker(offset: int) -> None:
-        # Client k starts k/concurrency of the ramp late; with ramp 0 they all start
-        # at once, a burst every closed-loop client then keeps in step with.
-        await asyncio.sleep(ramp * offset / concurrency)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        i = offset
-        while (t0 := time.perf_counter()) < stop_at:
-            writer.write(requests[i % len(requests)])
-            i += concurrency
-            marks: list[float] = []
-            status = await _read_response(reader, marks)
-            result["served"] += 1
-            if t0 >= start_at:
-                result["latencies"].append(time.perf_counter() - t0)
-                result["heads"].append(marks[0] - t0)
-                result["errors"] += status >= 400
-        writer.close()
-
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return result
-
-
-def loadgen(port: int, requests: list[bytes], concurrency: int, duration: float,
-            warmup: float, ramp: float, out: Any) -> None:
-    out.put(asyncio.run(_load(port, requests, concurrency, duration, warmup, ramp)))
-
-
-def run_load(port: int, requests: list[bytes], concurrency: int, duration: float, *,
-             server_pid: int, warmup: float = 1.0, ramp: float = 0.0) -> dict[str, Any]:
-    """One closed-loop run; the server's CPU spent over it, over every request it
-    served (warm-up included, since the CPU sample covers it too)."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=loadgen, args=(port, requests, concurrency, duration, warmup,
-                                             ramp, queue))
-    proc.start()
-    cpu0 = cpu_seconds(server_pid)
-    result = queue.get(timeout=duration + warmup + ramp + 120)
-    result["cpu_s"] = cpu_seconds(server_pid) - cpu0
-    result["duration"] = duration
-    proc.join()
-    return result
-
-
-# --------------------------------------------------------------------------- interleaving
-
-
-@dataclass
-class Target:
-    """A server under load: `requests(round)` gives the requests of each round."""
-
-    name: str
-    port: int
-    pid: int
-    requests: Callable[[int], list[bytes]]
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
-    lat = sorted(x for r in runs for x in r["latencies"])
-    heads = sorted(x for r in runs for x in r["heads"])
-    if not lat:
-        raise RuntimeError("no request completed")
-    n = len(lat)
-    return {"rps": n / sum(r["duration"] for r in runs), "n": n,
-            "errors": sum(r["errors"] for r in runs),
-            "p50_ms": 1000 * lat[n // 2], "p99_ms": 1000 * lat[int(n * 0.99)],
-            "head_p50_ms": 1000 * heads[n // 2], "head_p99_ms": 1000 * heads[int(n * 0.99)],
-            "cpu_ms": 1000 * sum(r["cpu_s"] for r in runs) / sum(r["served"] for r in runs)}
-
-
-def interleave(targets: list[Target], *, rounds: int, concurrency: int, duration: float,
-               ramp: float = 0.0, heads: bool = False) -> dict[str, dict[str, float]]:
-    """Every target once per round, in order, `rounds` times; one summary per target."""
-    runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
-    for k in range(rounds):
-        for t in targets:
-            runs[t.name].append(run_load(t.port, t.requests(k), concurrency, duration,
-                                         server_pid=t.pid, ramp=ramp))
-    results = {name: summarise(r) for name, r in runs.items()}
-    for name, r in results.items():
-        show(name, r, heads=heads)
-    return results
-
-
-def show(name: str, r: dict[str, float], *, heads: bool = False) -> None:
-    head = (f"  head p50 {r['head_p50_ms']:7.2f} p99 {r['head_p99_ms']:7.2f}" if heads
-            else "")
-    print(f"  {name:<34} {r['rps']:>6.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-          f"p99 {r['p99_ms']:7.2f} ms{head}  server CPU {r['cpu_ms']:6.3f} ms/req  "
-          f"(n={r['n']}, errors={r['errors']})", flush=True)
 
 
 # --------------------------------------------------------------------------- model
@@ -428,12 +297,13 @@ def section_peer(servers: Servers, args: argparse.Namespace) -> None:
                   f"{r['cpu_ms'] / peer['cpu_ms']:.3f}x (target <= 0.2), p50 "
                   f"{r['p50_ms']:.1f} vs {peer['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} vs "
                   f"{peer['p99_ms']:.1f} ms")
-    if {"library", "pooled"} <= servers.routers.keys():
+    reference, *others = servers.routers
+    for other in others:
         for kind in ("pass-through", "routed, distinct"):
-            lib, own = (results[f"router {kind} [{t}]"] for t in ("library", "pooled"))
-            print(f"  -> upstream transport, {kind}: library {lib['cpu_ms']:.3f} ms, pooled "
-                  f"{own['cpu_ms']:.3f} ms of router CPU per stream: library/pooled "
-                  f"{lib['cpu_ms'] / own['cpu_ms']:.2f}x (the pool stays only above 1.5x)")
+            ref, alt = (results[f"router {kind} [{t}]"] for t in (reference, other))
+            print(f"  -> upstream transport, {kind}: {other} {alt['cpu_ms']:.3f} ms, "
+                  f"{reference} {ref['cpu_ms']:.3f} ms of router CPU per stream: "
+                  f"{other}/{reference} {alt['cpu_ms'] / ref['cpu_ms']:.2f}x")
 
 
 def section_log() -> None:
@@ -466,8 +336,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="overhead: the fake provider's delay between stream chunks")
     add("--ramp-s", type=float, default=1.0,
         help="overhead: the stream clients start spread over this many seconds")
-    add("--transports", default="library",
-        help="upstream transports to run a router with, comma-separated (library, pooled)")
+    add("--transports", default="aiohttp",
+        help="upstream transports to run a router with, comma-separated, the reference "
+             "first (ROUTER_UPSTREAM_TRANSPORT values; default aiohttp)")
     add("--no-peer", action="store_true", help="peer: leave LiteLLM out")
     add("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
         help="server event loop: auto (what `router serve` runs: uvloop and httptools when "
@@ -530,11 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         if "peer" in args.sections and not args.no_peer:
             peer, peer_port = start_peer(fake_port, tmp)
             servers.peer = (peer_port, peer.pid)
-        wait_ready(fake_port, "/v1/models")
-        for port in (bare_port, *(p for p, _ in routers.values())):
-            wait_ready(port, "/healthz")
-        if servers.peer is not None:
-            wait_ready(servers.peer[0], "/health/liveliness")
+        for proc, (port, path) in zip(procs, [(fake_port, "/v1/models"), (bare_port, "/healthz"),
+                                              *((p, "/healthz") for p, _ in routers.values())],
+                                      strict=True):
+            wait_ready(port, path, proc.is_alive)
+        if peer is not None and servers.peer is not None:
+            wait_ready(servers.peer[0], "/health/liveliness", lambda: peer.poll() is None)
         for name, run in (("route", section_route), ("overhead", section_overhead),
                           ("peer", section_peer)):
             if name in args.sections:

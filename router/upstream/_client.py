@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -181,38 +181,7 @@ class UpstreamClient:
                 response = await self.http.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise _Retry(translate_error(model, url, exc=exc, secret=secret)) from None
-            try:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise _Retry(translate_error(model, url, response=response, secret=secret))
-                decoder = SSEDecoder()
-                first: list[Any] = []
-                # An SSE body is seldom compressed; when it is not, skip httpx's
-                # decoder and re-chunking layers (a few per cent of a stream's CPU).
-                raw = (not response.is_stream_consumed  # else already read (a test mock)
-                       and response.headers.get("content-encoding", "identity") == "identity")
-                chunks = response.aiter_raw() if raw else response.aiter_bytes()
-                async for chunk in chunks:
-                    first.extend(decoder.feed(chunk))
-                    if any(e.data is not None for e in first):
-                        break
-                else:
-                    first.extend(decoder.flush())
-                if not any(e.data is not None for e in first):
-                    raise _Retry(translate_error(
-                        model, url, response=response, secret=secret,
-                        problem="closed the stream before any event"))
-                for event in first:
-                    payload_json = event.json()
-                    if isinstance(payload_json, dict) and "error" in payload_json:
-                        raise _Retry(translate_error(model, url, event=event.data.encode(),
-                                                     secret=secret))
-            except httpx.HTTPError as exc:
-                await response.aclose()
-                raise _Retry(translate_error(model, url, exc=exc, secret=secret)) from None
-            except BaseException:
-                await response.aclose()
-                raise
+            chunks, first, decoder = await _first_events(response, model, url, secret)
             return UpstreamStream(self.cooldowns, self.clock, model, [], response, chunks,
                                   first, decoder,
                                   prompt_tokens=prompt_tokens, started=started,
@@ -249,67 +218,78 @@ class UpstreamClient:
                 self._record(attempts, Attempt(model, None, exc.kind, 0.0))
                 last_error = exc
                 continue
-            secret = self.key_for(model)
-            headers = {"authorization": f"Bearer {secret}"} if secret else {}
-            tries = 0
-            while True:
-                tries += 1
-                self.cooldowns.acquire(model)  # takes the half-open trial, if that is the state
-                started = self.clock()
-                try:
-                    result = await attempt(model, url, headers, secret, started)
-                except _Retry as failed:
-                    error = failed.error
-                    self._record(attempts, Attempt(model, error.upstream_status, error.kind,
-                                                   self.clock() - started))
-                    last_error = error
-                    log.warning("upstream %s attempt %d failed (%s): %s", model, tries,
-                                error.kind, error.log_text())
-                    if isinstance(error, UpstreamClientError):
-                        self.cooldowns.record_success(model)  # the provider is up
-                        error.attempts = attempts
-                        raise error from None
-                    if isinstance(error, UpstreamRejected):
-                        # The provider refused the router's key or does not know the
-                        # model: every request to it would get the same answer, so no
-                        # retry, and the breaker opens now rather than after
-                        # `failure_threshold` callers paid for it.
-                        self.cooldowns.record_failure(model,
-                                                      open_for=self.cooldowns.cooldown_s)
-                        break
-                    if isinstance(error, ContextLengthExceeded):
-                        self.cooldowns.release(model)
-                        remaining = self._bigger_windows(model, remaining, error,
-                                                         prompt_tokens)
-                        break
-                    wait = self._wait_before_retry(error, tries)
-                    if isinstance(error, UpstreamRateLimited) and error.retry_after and (
-                        error.retry_after > self.max_retry_after_s
-                    ):
-                        self.cooldowns.record_failure(model, open_for=error.retry_after)
-                    else:
-                        self.cooldowns.record_failure(model)
-                    if wait is None or tries > self.max_retries or (
-                        respect_cooldowns and not self.cooldowns.is_available(model)
-                    ):
-                        break
-                    await self.sleep(wait)
-                    continue
-                except BaseException:
-                    self.cooldowns.release(model)  # cancelled: no verdict on the provider
-                    raise
-                self._record(attempts, Attempt(model, 200, None, self.clock() - started))
-                if success_closes_breaker:
-                    self.cooldowns.record_success(model)
+            result, last_error = await self._try_model(
+                model, url, attempt, attempts, respect_cooldowns=respect_cooldowns,
+                closes_breaker=success_closes_breaker)
+            if last_error is None:
                 return result, attempts
+            if isinstance(last_error, ContextLengthExceeded):
+                remaining = self._bigger_windows(model, remaining, last_error, prompt_tokens)
+        raise _chain_failed(last_error, attempts)
 
-        assert last_error is not None
-        last_error.attempts = attempts
-        if len(attempts) > 1:
-            tried = ", ".join(f"{a.model} ({a.error})" for a in attempts)
-            last_error.message = f"{last_error.message} [chain tried: {tried}]"
-            last_error.args = (last_error.message,)
-        raise last_error
+    async def _try_model(self, model: str, url: str, attempt: Callable[..., Any],
+                         attempts: list[Attempt], *, respect_cooldowns: bool,
+                         closes_breaker: bool) -> tuple[Any, UpstreamError | None]:
+        """Call `model` until it answers or retrying it is over: (its result, None),
+        or (None, its last error) to move on. A client error is raised at once."""
+        secret = self.key_for(model)
+        headers = {"authorization": f"Bearer {secret}"} if secret else {}
+        tries = 0
+        while True:
+            tries += 1
+            self.cooldowns.acquire(model)  # takes the half-open trial, if that is the state
+            started = self.clock()
+            try:
+                result = await attempt(model, url, headers, secret, started)
+            except _Retry as failed:
+                error = failed.error
+                self._record(attempts, Attempt(model, error.upstream_status, error.kind,
+                                               self.clock() - started))
+                log.warning("upstream %s attempt %d failed (%s): %s", model, tries,
+                            error.kind, error.log_text())
+                wait = self._settle_failure(model, error, tries, attempts,
+                                            respect_cooldowns=respect_cooldowns)
+                if wait is None:
+                    return None, error
+                await self.sleep(wait)
+                continue
+            except BaseException:
+                self.cooldowns.release(model)  # cancelled: no verdict on the provider
+                raise
+            self._record(attempts, Attempt(model, 200, None, self.clock() - started))
+            if closes_breaker:
+                self.cooldowns.record_success(model)
+            return result, None
+
+    def _settle_failure(self, model: str, error: UpstreamError, tries: int,
+                        attempts: list[Attempt], *, respect_cooldowns: bool) -> float | None:
+        """Tell the breaker about a failed try; the seconds to wait before trying
+        `model` again, or None: move on. A client error is raised here."""
+        if isinstance(error, UpstreamClientError):
+            self.cooldowns.record_success(model)  # the provider is up
+            error.attempts = attempts
+            raise error from None
+        if isinstance(error, UpstreamRejected):
+            # The provider refused the router's key or does not know the model:
+            # every request to it would get the same answer, so no retry, and the
+            # breaker opens now rather than after `failure_threshold` callers paid.
+            self.cooldowns.record_failure(model, open_for=self.cooldowns.cooldown_s)
+            return None
+        if isinstance(error, ContextLengthExceeded):
+            self.cooldowns.release(model)
+            return None
+        wait = self._wait_before_retry(error, tries)
+        if isinstance(error, UpstreamRateLimited) and error.retry_after and (
+            error.retry_after > self.max_retry_after_s
+        ):
+            self.cooldowns.record_failure(model, open_for=error.retry_after)
+        else:
+            self.cooldowns.record_failure(model)
+        if wait is None or tries > self.max_retries or (
+            respect_cooldowns and not self.cooldowns.is_available(model)
+        ):
+            return None
+        return wait
 
     def _wait_before_retry(self, error: UpstreamError, tries: int) -> float | None:
         """Seconds to wait before retrying the same model, or None: do not retry it."""
@@ -342,3 +322,54 @@ class UpstreamClient:
                 self.on_attempt(attempt)
             except Exception:  # a metrics hook must never break a request
                 log.exception("on_attempt hook failed")
+
+
+def _chain_failed(last_error: UpstreamError | None, attempts: list[Attempt]) -> UpstreamError:
+    """The error a whole failed chain raises: the last one, with every attempt."""
+    assert last_error is not None
+    last_error.attempts = attempts
+    if len(attempts) > 1:
+        tried = ", ".join(f"{a.model} ({a.error})" for a in attempts)
+        last_error.message = f"{last_error.message} [chain tried: {tried}]"
+        last_error.args = (last_error.message,)
+    return last_error
+
+
+async def _first_events(response: httpx.Response, model: str, url: str, secret: str | None
+                        ) -> tuple[AsyncIterator[bytes], list[Any], SSEDecoder]:
+    """Read a started stream up to its first data event: (the rest of the body,
+    the events so far, the decoder). Anything else (an error status, an error
+    event, a stream that ends or breaks first) closes the response and raises
+    `_Retry`, so the chain may still move on."""
+    try:
+        if response.status_code >= 400:
+            await response.aread()
+            raise _Retry(translate_error(model, url, response=response, secret=secret))
+        decoder = SSEDecoder()
+        first: list[Any] = []
+        # An SSE body is seldom compressed; when it is not, skip httpx's
+        # decoder and re-chunking layers (a few per cent of a stream's CPU).
+        raw = (not response.is_stream_consumed  # else already read (a test mock)
+               and response.headers.get("content-encoding", "identity") == "identity")
+        chunks = response.aiter_raw() if raw else response.aiter_bytes()
+        async for chunk in chunks:
+            first.extend(decoder.feed(chunk))
+            if any(e.data is not None for e in first):
+                break
+        else:
+            first.extend(decoder.flush())
+        if not any(e.data is not None for e in first):
+            raise _Retry(translate_error(model, url, response=response, secret=secret,
+                                         problem="closed the stream before any event"))
+        for event in first:
+            payload = event.json()
+            if isinstance(payload, dict) and "error" in payload:
+                raise _Retry(translate_error(model, url, event=event.data.encode(),
+                                             secret=secret))
+    except httpx.HTTPError as exc:
+        await response.aclose()
+        raise _Retry(translate_error(model, url, exc=exc, secret=secret)) from None
+    except BaseException:
+        await response.aclose()
+        raise
+    return chunks, first, decoder

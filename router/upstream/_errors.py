@@ -217,16 +217,7 @@ def translate_error(model: str, url: str, *, response: httpx.Response | None = N
     """
     where = f"upstream {model}"
     if exc is not None:
-        detail = _redact(str(exc) or type(exc).__name__, secret)
-        name = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
-            return UpstreamTimeout(f"{where} timed out ({name})", model=model, url=url,
-                                   detail=detail,
-                                   hint="the provider is slow or down; the router fell back "
-                                        "where it could; raise the timeout if this persists")
-        return UpstreamUnavailable(f"{where} unreachable ({name})", model=model, url=url,
-                                   detail=detail,
-                                   hint="check the model's base_url and the network")
+        return _from_exception(where, model, url, exc, secret)
     if problem is not None:
         return UpstreamServerError(f"{where} {problem}", model=model, url=url,
                                    upstream_status=response.status_code if response else None,
@@ -236,26 +227,30 @@ def translate_error(model: str, url: str, *, response: httpx.Response | None = N
         return UpstreamServerError(f"{where} sent an error event: {message}", model=model,
                                    url=url, code=code, hint="provider-side failure; retry later")
     assert response is not None
+    return _from_status(where, model, url, response, secret)
+
+
+def _from_exception(where: str, model: str, url: str, exc: BaseException,
+                    secret: str | None) -> UpstreamError:
+    detail = _redact(str(exc) or type(exc).__name__, secret)
+    name = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"{where} timed out ({name})", model=model, url=url,
+                               detail=detail,
+                               hint="the provider is slow or down; the router fell back "
+                                    "where it could; raise the timeout if this persists")
+    return UpstreamUnavailable(f"{where} unreachable ({name})", model=model, url=url,
+                               detail=detail, hint="check the model's base_url and the network")
+
+
+def _from_status(where: str, model: str, url: str, response: httpx.Response,
+                 secret: str | None) -> UpstreamError:
     status = response.status_code
     message, code = _error_fields(response.content, secret)
+    if status in (401, 403, 404):
+        return _rejected(model, url, status, f"{message} (code {code})" if code else message)
     text = f"{where} answered {status}: {message}" if message else f"{where} answered {status}"
     common = {"model": model, "url": url, "upstream_status": status, "code": code}
-    if status in (401, 403, 404):
-        said = f"{message} (code {code})" if code else message
-        if status == 404:
-            return UpstreamRejected(
-                f"upstream provider for model {model} does not know the model or the "
-                f"endpoint (404); the router's catalog entry is wrong, not your request",
-                kind="not_found", model=model, url=url, upstream_status=status,
-                code="upstream_not_found", detail=said or None,
-                hint="fix the model's base_url or its name at the provider in the catalog")
-        return UpstreamRejected(
-            f"upstream provider for model {model} rejected the router's credentials "
-            f"({status}); the router's key for that provider is wrong, not yours",
-            kind="auth", model=model, url=url, upstream_status=status,
-            code="upstream_auth_failed", detail=said or None,
-            hint="fix the provider key the router sends (the catalog's api_key_env, or "
-                 "ROUTER_UPSTREAM_API_KEY with --upstream-base-url)")
     if status == 429:
         return UpstreamRateLimited(text, retry_after=_retry_after(response.headers), **common,
                                    hint="the provider is rate limiting; slow down or add quota")
@@ -272,6 +267,25 @@ def translate_error(model: str, url: str, *, response: httpx.Response | None = N
     return UpstreamClientError(text, **common,
                                hint="the request was rejected as invalid; fix it, another "
                                     "model would reject it too")
+
+
+def _rejected(model: str, url: str, status: int, said: str) -> UpstreamRejected:
+    """401, 403 or 404: the router's set-up for `model` is wrong; the provider's own
+    words (`said`) go to the log only."""
+    if status == 404:
+        return UpstreamRejected(
+            f"upstream provider for model {model} does not know the model or the "
+            f"endpoint (404); the router's catalog entry is wrong, not your request",
+            kind="not_found", model=model, url=url, upstream_status=status,
+            code="upstream_not_found", detail=said or None,
+            hint="fix the model's base_url or its name at the provider in the catalog")
+    return UpstreamRejected(
+        f"upstream provider for model {model} rejected the router's credentials "
+        f"({status}); the router's key for that provider is wrong, not yours",
+        kind="auth", model=model, url=url, upstream_status=status,
+        code="upstream_auth_failed", detail=said or None,
+        hint="fix the provider key the router sends (the catalog's api_key_env, or "
+             "ROUTER_UPSTREAM_API_KEY with --upstream-base-url)")
 
 
 class _Retry(Exception):
