@@ -2,8 +2,10 @@
 
 Read from the outcome log (`router.outcome_log`, SQLite or PostgreSQL) over a
 window, it answers the finance lead's question: requests, spend and mean
-feedback quality per model and per day; the share of traffic per model;
-fallback, cache-hit and error rates; and the spend had every request gone to
+feedback quality per model and per day; the share of traffic per model, its
+cost per request, error rate, tokens and P50/P99 latency and time to first
+token (over the answers it gave); fallback, cache-hit and error rates; and the
+spend had every request gone to
 
 - the **most expensive model the router considered** for it, and
 - the **single best model**: the one with the highest mean expected quality over
@@ -41,10 +43,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -58,8 +58,9 @@ __all__ = [
     "load_log",
     "build_report",
     "format_report",
-    "plot_report",
-    "spend_figure",
+    "format_usd",
+    "optional",
+    "timing_figures",
 ]
 
 ESTIMATE_NOTE = (
@@ -140,17 +141,47 @@ def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
                       counterfactuals={}, rates={})
         return report
 
+    df = _prepared(frame)
+    cands = [_candidates(v) for v in df["candidates"]]
+    cache_hit = df["cache_hit"].astype(bool).to_numpy()
+    routable = (~cache_hit) & (df["status_code"].to_numpy() < 400) & np.array(
+        [bool(c) for c in cands])
+    best, how = _best_model(cands, baseline)
+    counterfactuals = _counterfactuals(df, cands, routable, best, how)
+    fallback = (~df["cache_hit"].astype(bool) & df["served_model"].notna()
+                & df["chosen_model"].notna() & (df["served_model"] != df["chosen_model"]))
+    explored = (df["explored"].astype(bool) if "explored" in df
+                else pd.Series(False, index=df.index))
+    report.update(
+        spend_usd=float(df["cost"].sum()),
+        mean_feedback_quality=_mean(df["quality"]),
+        rated=int(df["quality"].notna().sum()),
+        counterfactuals=counterfactuals,
+        models=_per_model(df),
+        days=_per_day(df),
+        rates={"fallback": float(fallback.mean()), "cache_hit": float(cache_hit.mean()),
+               "explored": float(explored.mean()),
+               "error": float((df["status_code"] >= 400).mean())},
+    )
+    return report
+
+
+def _prepared(frame: pd.DataFrame) -> pd.DataFrame:
+    """The chat requests with the columns every figure reads: model (served, else
+    chosen), cost, quality, day, numeric status."""
     df = frame.copy()
     df["model"] = df["served_model"].fillna(df["chosen_model"]).fillna("(none)")
     df["cost"] = pd.to_numeric(df["cost_usd"], errors="coerce").fillna(0.0)
     df["quality"] = pd.to_numeric(df["feedback_quality"], errors="coerce")
     df["day"] = pd.to_datetime(df["ts"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
-    cands = [_candidates(v) for v in df["candidates"]]
-    status = pd.to_numeric(df["status"], errors="coerce").fillna(0).to_numpy()
-    cache_hit = df["cache_hit"].astype(bool).to_numpy()
-    routable = (~cache_hit) & (status < 400) & np.array([bool(c) for c in cands])
+    df["status_code"] = pd.to_numeric(df["status"], errors="coerce").fillna(0)
+    return df
 
-    # The best single model, by the router's own expectations over the window.
+
+def _best_model(cands: list[list[dict[str, Any]]], baseline: str | None
+                ) -> tuple[str | None, str]:
+    """(the best single model, how it was chosen): `baseline`, else the highest mean
+    expected quality over the logged candidates."""
     expected_q: dict[str, list[float]] = {}
     for request in cands:
         for c in request:
@@ -159,17 +190,21 @@ def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
                 expected_q.setdefault(str(c["model"]), []).append(float(q))
     mean_q = {m: float(np.mean(v)) for m, v in expected_q.items()}
     if baseline is not None:
-        best, how = baseline, "named with --baseline"
         if baseline not in mean_q:
             known = ", ".join(sorted(mean_q)) or "none"
             raise ConfigError(f"--baseline {baseline!r} was never a candidate in this window",
                               hint=f"models the router considered: {known}")
-    elif mean_q:
+        return baseline, "named with --baseline"
+    if mean_q:
         best = min(mean_q, key=lambda m: (-mean_q[m], m))
-        how = f"highest mean expected quality among candidates, {mean_q[best]:.3f}"
-    else:
-        best, how = None, "no candidates logged"
+        return best, f"highest mean expected quality among candidates, {mean_q[best]:.3f}"
+    return None, "no candidates logged"
 
+
+def _counterfactuals(df: pd.DataFrame, cands: list[list[dict[str, Any]]],
+                     routable: np.ndarray, best: str | None, how: str) -> dict[str, Any]:
+    """The two counterfactual spends; adds their per-request costs to `df` (cf_max,
+    cf_best) for the daily table."""
     actual = df["cost"].to_numpy()
     cf_max = actual.copy()
     cf_best = actual.copy()
@@ -185,9 +220,8 @@ def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
             missing_best += 1
     df["cf_max"] = cf_max
     df["cf_best"] = cf_best
-
     spend = float(actual.sum())
-    counterfactuals = {
+    return {
         "most_expensive": {
             "description": "every request to the most expensive model the router considered",
             "spend_usd": float(cf_max.sum()),
@@ -204,17 +238,46 @@ def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
         },
     }
 
+
+def timing_figures(latency_ms: pd.Series, ttft_ms: pd.Series) -> dict[str, float | None]:
+    """P50 and P99 of whole-answer latency and time to first token (ms; None without
+    a value): the per-model timing columns of `router report` and `router collect`."""
+    out: dict[str, float | None] = {}
+    for name, series in (("latency", latency_ms), ("ttft", ttft_ms)):
+        values = pd.to_numeric(series, errors="coerce").dropna().to_numpy(dtype="float64")
+        for q in (50, 99):
+            out[f"p{q}_{name}_ms"] = float(np.percentile(values, q)) if len(values) else None
+    return out
+
+
+def _per_model(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Requests, share, spend, cost per request, feedback, error rate, and, over the
+    answers a model gave (no cache hit, no error), tokens and timing."""
+    n = len(df)
     models = []
     for model, part in df.groupby("model", sort=False):
+        answered = part[~part["cache_hit"].astype(bool) & (part["status_code"] < 400)]
         models.append({
             "model": model, "requests": int(len(part)), "share": len(part) / n,
             "spend_usd": float(part["cost"].sum()),
             "cost_per_request_usd": float(part["cost"].mean()),
             "mean_feedback_quality": _mean(part["quality"]),
             "rated": int(part["quality"].notna().sum()),
+            "error_rate": float((part["status_code"] >= 400).mean()),
+            "mean_input_tokens": _mean(pd.to_numeric(answered.get("input_tokens"),
+                                                     errors="coerce")),
+            "mean_output_tokens": _mean(pd.to_numeric(answered.get("output_tokens"),
+                                                      errors="coerce")),
+            # The log's ttfb_ms: for a stream the first token; for an answer sent
+            # whole, its first byte (about the whole latency).
+            **timing_figures(answered.get("latency_ms", pd.Series(dtype="float64")),
+                             answered.get("ttfb_ms", pd.Series(dtype="float64"))),
         })
     models.sort(key=lambda r: (-r["requests"], r["model"]))
+    return models
 
+
+def _per_day(df: pd.DataFrame) -> list[dict[str, Any]]:
     days = []
     for day, part in df.groupby("day", sort=True):
         days.append({
@@ -226,29 +289,16 @@ def build_report(frame: pd.DataFrame, *, baseline: str | None = None,
             "quality_by_model": {str(m): _mean(p["quality"])
                                  for m, p in part.groupby("model", sort=True)},
         })
-
-    fallback = (~df["cache_hit"].astype(bool) & df["served_model"].notna()
-                & df["chosen_model"].notna() & (df["served_model"] != df["chosen_model"]))
-    explored = (df["explored"].astype(bool) if "explored" in df
-                else pd.Series(False, index=df.index))
-    report.update(
-        spend_usd=spend,
-        mean_feedback_quality=_mean(df["quality"]),
-        rated=int(df["quality"].notna().sum()),
-        counterfactuals=counterfactuals,
-        models=models,
-        days=days,
-        rates={"fallback": float(fallback.mean()), "cache_hit": float(cache_hit.mean()),
-               "explored": float(explored.mean()), "error": float((status >= 400).mean())},
-    )
-    return report
+    return days
 
 
-def _usd(value: float) -> str:
+def format_usd(value: float) -> str:
+    """Dollars as the report prints them: 4 decimals under $1, else cents."""
     return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 
-def _opt(value: float | None, spec: str) -> str:
+def optional(value: float | None, spec: str) -> str:
+    """`value` formatted with `spec`, or "-" when there is none."""
     return "-" if value is None else format(value, spec)
 
 
@@ -271,20 +321,20 @@ def format_report(report: dict[str, Any]) -> str:
         out.append("no requests in this window; widen --since or check --log")
         return "\n".join(out)
     q = report["mean_feedback_quality"]
-    out.append(f"spend {_usd(report['spend_usd'])}, mean feedback quality "
-               f"{_opt(q, '.3f')} ({report['rated']:,} rated)")
+    out.append(f"spend {format_usd(report['spend_usd'])}, mean feedback quality "
+               f"{optional(q, '.3f')} ({report['rated']:,} rated)")
     out.append("")
     out.append("had every request gone to")
     top, best = report["counterfactuals"]["most_expensive"], report["counterfactuals"][
         "best_model"]
-    out.append(f"  the most expensive model considered: {_usd(top['spend_usd'])}; saving "
-               f"{_usd(top['saving_usd'])} ({_opt(top['saving_pct'], '.1f')}%)")
+    out.append(f"  the most expensive model considered: {format_usd(top['spend_usd'])}; saving "
+               f"{format_usd(top['saving_usd'])} ({optional(top['saving_pct'], '.1f')}%)")
     if best["model"]:
         extra = (f"; {best['requests_without_estimate']} requests without an estimate for it "
                  "count at actual cost" if best["requests_without_estimate"] else "")
         out.append(f"  the best single model, {best['model']} ({best['chosen_by']}): "
-                   f"{_usd(best['spend_usd'])}; saving {_usd(best['saving_usd'])} "
-                   f"({_opt(best['saving_pct'], '.1f')}%){extra}")
+                   f"{format_usd(best['spend_usd'])}; saving {format_usd(best['saving_usd'])} "
+                   f"({optional(best['saving_pct'], '.1f')}%){extra}")
     out.append(f"  estimate: {report['estimate']}")
     rates = report["rates"]
     out.append("")
@@ -293,107 +343,21 @@ def format_report(report: dict[str, Any]) -> str:
                f"error {100 * rates['error']:.1f}%")
     out.append("")
     out.extend(_table(
-        ("model", "requests", "share", "spend", "cost/req", "quality", "rated"),
-        [(m["model"], f"{m['requests']:,}", f"{100 * m['share']:.1f}%", _usd(m["spend_usd"]),
-          f"${m['cost_per_request_usd']:.6f}", _opt(m["mean_feedback_quality"], ".3f"),
-          f"{m['rated']:,}") for m in report["models"]]))
+        ("model", "requests", "share", "spend", "cost/req", "quality", "rated", "errors",
+         "tok in", "tok out", "p50 ms", "p99 ms", "ttft p50", "ttft p99"),
+        [(m["model"], f"{m['requests']:,}", f"{100 * m['share']:.1f}%", format_usd(m["spend_usd"]),
+          f"${m['cost_per_request_usd']:.6f}", optional(m["mean_feedback_quality"], ".3f"),
+          f"{m['rated']:,}", f"{100 * m['error_rate']:.1f}%",
+          optional(m["mean_input_tokens"], ",.0f"), optional(m["mean_output_tokens"], ",.0f"),
+          *(optional(m[k], ",.0f") for k in ("p50_latency_ms", "p99_latency_ms", "p50_ttft_ms",
+                                         "p99_ttft_ms")))
+         for m in report["models"]]))
     out.append("")
     best_name = f"if {best['model']}" if best["model"] else "if best"
     out.extend(_table(
         ("day (UTC)", "requests", "spend", "if most expensive", best_name, "quality"),
-        [(d["day"], f"{d['requests']:,}", _usd(d["spend_usd"]), _usd(d["most_expensive_usd"]),
-          _usd(d["best_model_usd"]), _opt(d["mean_feedback_quality"], ".3f"))
+        [(d["day"], f"{d['requests']:,}", format_usd(d["spend_usd"]),
+          format_usd(d["most_expensive_usd"]), format_usd(d["best_model_usd"]),
+          optional(d["mean_feedback_quality"], ".3f"))
          for d in report["days"]]))
     return "\n".join(out)
-
-
-def _plain(text: str) -> str:
-    """Dollar signs shown as such, not read as matplotlib math delimiters."""
-    return text.replace("$", r"\$")
-
-
-def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write `spend_figure(report)` as a PNG to `path`; returns the path."""
-    fig = spend_figure(report)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
-
-
-def spend_figure(report: dict[str, Any]) -> Any:
-    """Daily spend against the two counterfactuals, and feedback quality over time.
-
-    A matplotlib `Figure` on the Agg canvas (no pyplot, no display, no global state).
-    Only what is drawn gets a legend entry: a day without feedback has no quality
-    point, and a log without any feedback says so instead of showing an empty line.
-    """
-    import matplotlib.dates as mdates
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    days = report.get("days") or []
-    if not days:
-        raise ConfigError("nothing to plot: no requests in this window",
-                          hint="widen --since or check --log")
-    x = [datetime.strptime(d["day"], "%Y-%m-%d") for d in days]
-    best = report["counterfactuals"]["best_model"]
-    top = report["counterfactuals"]["most_expensive"]
-    fig = Figure(figsize=(10, 7.5))
-    FigureCanvasAgg(fig)
-    ax_cost, ax_q = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    ax_cost.plot(x, [d["most_expensive_usd"] for d in days], "s--", color="#d62728",
-                 label=_plain(f"if most expensive considered ({_usd(top['spend_usd'])})"))
-    if best["model"]:
-        ax_cost.plot(x, [d["best_model_usd"] for d in days], "^:", color="#ff7f0e",
-                     label=_plain(f"if all to {best['model']} ({_usd(best['spend_usd'])})"))
-    ax_cost.plot(x, [d["spend_usd"] for d in days], "o-", color="#1f77b4", linewidth=2.5,
-                 label=_plain(f"router, actual ({_usd(report['spend_usd'])})"))
-    ax_cost.set_ylabel("spend per day (USD)")
-    peak = max(max(d["most_expensive_usd"], d["best_model_usd"], d["spend_usd"]) for d in days)
-    ax_cost.set_ylim(0, peak * 1.3 if peak > 0 else 1)  # headroom for the legend
-    ax_cost.grid(alpha=0.3)
-    ax_cost.legend(loc="upper center", fontsize=9, ncol=3, frameon=False)
-    saving = [f"saved {_usd(top['saving_usd'])} ({_opt(top['saving_pct'], '.1f')}%) vs "
-              "most expensive"]
-    if best["model"]:
-        saving.append(f"{_usd(best['saving_usd'])} ({_opt(best['saving_pct'], '.1f')}%) "
-                      f"vs {best['model']}")
-    ax_cost.set_title(_plain(f"Router spend, {report['requests']:,} requests: "
-                             + "; ".join(saving)), fontsize=11)
-
-    drawn = 0
-    models = sorted({m for d in days for m in d["quality_by_model"]})
-    for model in models:
-        ys = [d["quality_by_model"].get(model) for d in days]
-        if any(y is not None for y in ys):
-            ax_q.plot(x, [np.nan if y is None else y for y in ys], ".-", alpha=0.6,
-                      linewidth=1, label=model)
-            drawn += 1
-    overall = [d["mean_feedback_quality"] for d in days]
-    if any(y is not None for y in overall):
-        ax_q.plot(x, [np.nan if y is None else y for y in overall], "o-", color="black",
-                  linewidth=2.5, label="all requests")
-        drawn += 1
-    ax_q.set_ylabel("mean feedback quality")
-    ax_q.set_ylim(-0.02, 1.25)  # headroom for the legend above the 0-1 scale
-    ax_q.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ax_q.grid(alpha=0.3)
-    if drawn:
-        ax_q.legend(loc="upper center", fontsize=8, ncol=min(5, drawn), frameon=False)
-    else:
-        ax_q.text(0.5, 0.5, "no feedback in this window (POST /v1/feedback)",
-                  transform=ax_q.transAxes, ha="center", va="center", color="0.4")
-    ax_q.set_xlabel("day (UTC)")
-    if x[-1] - x[0] <= timedelta(days=14):
-        # One tick per logged day: AutoDateLocator would put hour ticks on a short
-        # span, all labelled with the same day.
-        ax_q.set_xticks(x)
-        ax_q.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
-    else:  # days or weeks apart; a year or more: months, which "%b %d" would repeat
-        ax_q.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
-        ax_q.xaxis.set_major_formatter(mdates.DateFormatter(
-            "%b %Y" if x[-1] - x[0] > timedelta(days=300) else "%b %d"))
-    ax_q.set_xlim(x[0] - timedelta(hours=12), x[-1] + timedelta(hours=12))
-    fig.tight_layout()
-    return fig

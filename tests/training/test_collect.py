@@ -362,6 +362,7 @@ def test_comparison_table_numbers():
         "quality": [1.0, 0.0, 0.5, None, 1.0, None],
         "cost_usd": [0.01, 0.02, 0.03, 0.0, 0.5, 0.5],
         "latency_ms": [100.0, 200.0, 300.0, 5.0, 1000.0, 3000.0],
+        "ttfb_ms": [50.0, 60.0, None, None, 900.0, 2000.0],
         "input_tokens": [10, 20, 30, None, 5, 5],
         "output_tokens": [1, 2, 3, None, 7, 9],
         "grade_error": [None, None, None, None, None, "judge score 9 is outside the 1-5 scale"],
@@ -370,15 +371,17 @@ def test_comparison_table_numbers():
     assert a == {"model": "a", "pairs": 4, "graded": 3, "mean_quality": pytest.approx(0.5),
                  "cost_per_request_usd": pytest.approx(0.02),
                  "total_cost_usd": pytest.approx(0.06), "p50_latency_ms": 200.0,
-                 "p99_latency_ms": pytest.approx(298.0), "mean_input_tokens": 20.0,
+                 "p99_latency_ms": pytest.approx(298.0), "p50_ttft_ms": 55.0,
+                 "p99_ttft_ms": pytest.approx(59.9), "mean_input_tokens": 20.0,
                  "mean_output_tokens": 2.0, "error_rate": 0.25, "grade_errors": 0}
     assert (b["mean_quality"], b["graded"], b["grade_errors"], b["p50_latency_ms"]) == (
         1.0, 1, 1, 2000.0)
     text = format_comparison([a, b]).splitlines()
     assert text[0].split() == ["model", "pairs", "quality", "cost/req", "$", "p50", "ms",
-                               "p99", "ms", "tok", "in", "tok", "out", "errors", "ungraded"]
-    assert text[1].split() == ["a", "4", "0.500", "0.020000", "200", "298", "20", "2",
-                               "25.0%", "0"]
+                               "p99", "ms", "ttfb", "p50", "ttfb", "p99", "tok", "in", "tok",
+                               "out", "errors", "ungraded"]
+    assert text[1].split() == ["a", "4", "0.500", "0.020000", "200", "298", "55", "60", "20",
+                               "2", "25.0%", "0"]
 
 
 def test_cli_prints_the_comparison_as_json(fake, tmp_path, capsys):

@@ -15,9 +15,8 @@ from training.report import (
     format_report,
     load_log,
     parse_since,
-    plot_report,
-    spend_figure,
 )
+from training.report_plot import plot_report, spend_figure
 
 CANDS = [{"model": "cheap", "expected_quality": 0.6, "expected_cost_usd": 0.001},
          {"model": "mid", "expected_quality": 0.75, "expected_cost_usd": 0.004},
@@ -38,16 +37,20 @@ def record(rid, ts, chosen, served, cost, *, candidates=CANDS, **extra) -> Reque
                          chosen_model=chosen, served_model=served, cost_usd=cost, **extra)
 
 
+TIMED = {"latency_ms": 400.0, "ttfb_ms": 100.0, "input_tokens": 50, "output_tokens": 20}
 RECORDS = [
-    record("r1", at(DAY1, 9), "cheap", "cheap", 0.0012),
-    record("r2", at(DAY1, 10), "mid", "mid", 0.0035),
+    record("r1", at(DAY1, 9), "cheap", "cheap", 0.0012, **TIMED),
+    record("r2", at(DAY1, 10), "mid", "mid", 0.0035, latency_ms=1000.0),
     record("r3", at(DAY1, 11), "cheap", "mid", 0.004,  # cheap failed, mid answered
-           fallback_path=[{"model": "cheap", "error": "server_error"}]),
-    record("r4", at(DAY1, 12), "cheap", "cheap", 0.0, cache_hit=True),
+           fallback_path=[{"model": "cheap", "error": "server_error"}], latency_ms=2500.0),
+    # A cache hit and an error are no answer of the model: not in its timing or tokens.
+    record("r4", at(DAY1, 12), "cheap", "cheap", 0.0, cache_hit=True, latency_ms=5.0),
     record("r5", at(DAY2, 9), "strong", "strong", 0.011),
-    record("r6", at(DAY2, 10), "cheap", None, None, status=503, error="upstream down"),
+    record("r6", at(DAY2, 10), "cheap", None, None, status=503, error="upstream down",
+           latency_ms=3000.0),
     record("r7", at(DAY2, 11), "strong", "strong", 0.009, candidates=[]),  # pass-through
-    record("r8", at(DAY2, 12), "cheap", "cheap", 0.0021, candidates=NO_STRONG),
+    record("r8", at(DAY2, 12), "cheap", "cheap", 0.0021, candidates=NO_STRONG,
+           latency_ms=800.0, ttfb_ms=300.0, input_tokens=70, output_tokens=40),
 ]
 FEEDBACK = [("r1", 1.0), ("r2", 0.5), ("r2", 0.0), ("r5", 1.0), ("r8", 0.0)]
 
@@ -103,6 +106,15 @@ def test_every_number_of_the_report(log_path):
     assert models["strong"]["cost_per_request_usd"] == pytest.approx(0.010)
     assert {k: (m["mean_feedback_quality"], m["rated"]) for k, m in models.items()} == {
         "cheap": (0.5, 2), "mid": (0.25, 1), "strong": (1.0, 1)}
+    # Timing and tokens over the answers each model gave (r1 and r8 for cheap).
+    cheap = models["cheap"]
+    assert cheap["error_rate"] == 0.25  # r6
+    assert (cheap["mean_input_tokens"], cheap["mean_output_tokens"]) == (60.0, 30.0)
+    assert (cheap["p50_latency_ms"], cheap["p99_latency_ms"]) == pytest.approx((600.0, 796.0))
+    assert (cheap["p50_ttft_ms"], cheap["p99_ttft_ms"]) == pytest.approx((200.0, 298.0))
+    assert (models["mid"]["p50_latency_ms"], models["mid"]["p99_latency_ms"]) == pytest.approx(
+        (1750.0, 2485.0))
+    assert models["mid"]["p50_ttft_ms"] is None and models["strong"]["p99_latency_ms"] is None
     day1, day2 = report["days"]
     assert (day1["day"], day2["day"]) == (DAY1.strftime("%Y-%m-%d"), DAY2.strftime("%Y-%m-%d"))
     assert (day1["requests"], day2["requests"]) == (4, 4)
@@ -181,7 +193,10 @@ def test_text_report_states_savings_and_the_estimate(log_path):
     assert "estimate: counterfactual spend = the router's expected cost" in text
     assert "rates: cache hit 12.5%, fallback 12.5%, explored 0.0%, error 12.5%" in text
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line}
-    assert rows["cheap"] == ["cheap", "4", "50.0%", "$0.0033", "$0.000825", "0.500", "2"]
+    assert "p50 ms  p99 ms  ttft p50  ttft p99" in text
+    assert rows["cheap"] == ["cheap", "4", "50.0%", "$0.0033", "$0.000825", "0.500", "2",
+                             "25.0%", "60", "30", "600", "796", "200", "298"]
+    assert rows["strong"][-7:] == ["0.0%", "-", "-", "-", "-", "-", "-"]
     assert rows[DAY2.strftime("%Y-%m-%d")] == [DAY2.strftime("%Y-%m-%d"), "4", "$0.0221",
                                                "$0.0240", "$0.0211", "0.500"]
 

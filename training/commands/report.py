@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from router.outcome_log import redact_url
-    from training.report import build_report, format_report, load_log, parse_since, plot_report
+    from training.report import build_report, format_report, load_log, parse_since
+    from training.report_plot import plot_report
 
     url = args.log or os.environ.get("ROUTER_LOG_URL") or DEFAULT_LOG
     since = parse_since(args.since)
