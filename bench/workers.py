@@ -20,7 +20,8 @@ machine, with no rise in CPU per request.
     python bench/workers.py --rounds 5 --duration 5 --workers 2
     python bench/workers.py --model models/demo --sections route
 
-The load client, the CPU sampling and the interleaving are bench/serve.py's.
+The load client, the CPU sampling and the interleaving are bench/loadgen.py's (the
+servers and requests bench/serve.py's).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import serve as bench  # bench/serve.py: this script's folder is on sys.path
+import serve as bench  # bench/serve.py and bench/loadgen.py: this script's folder is on sys.path
+from loadgen import Target, interleave
 
 SECTIONS = ("route", "chat")
 
@@ -53,9 +55,10 @@ def start_router(port: int, workers: int, model_dir: Path, upstream: str,
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def wait_workers(port: int, workers: int, timeout: float = 120.0) -> None:
+def wait_workers(port: int, workers: int, proc: subprocess.Popen[bytes],
+                 timeout: float = 120.0) -> None:
     """Until every worker serves: one `router_model_info` series per live worker."""
-    bench.wait_ready(port, "/readyz", timeout)
+    bench.wait_ready(port, "/readyz", lambda: proc.poll() is None, timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
@@ -75,10 +78,10 @@ def requests_of(kind: str, workers: int) -> Callable[[int], list[bytes]]:
     return requests
 
 
-def compare(title: str, targets: list[bench.Target], args: argparse.Namespace) -> None:
+def compare(title: str, targets: list[Target], args: argparse.Namespace) -> None:
     print(f"\n{title}; {args.rounds} rounds of {args.duration:g} s, interleaved", flush=True)
     one, many = targets
-    results = bench.interleave(targets, rounds=args.rounds, concurrency=args.concurrency,
+    results = interleave(targets, rounds=args.rounds, concurrency=args.concurrency,
                                duration=args.duration)
     a, b = results[one.name], results[many.name]
     print(f"  -> {args.workers} workers / 1: {b['rps'] / a['rps']:.2f}x requests/s "
@@ -119,16 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     fake = bench.start(bench.serve_fake, fake_port, "auto", args.upstream_latency_ms)
     routers: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
     try:
-        bench.wait_ready(fake_port, "/v1/models")
+        bench.wait_ready(fake_port, "/v1/models", fake.is_alive)
         upstream = f"http://127.0.0.1:{fake_port}/v1"
         for n in (1, args.workers):
             port = bench.free_port()
             routers[n] = (port, start_router(port, n, model_dir, upstream, folder))
-        for n, (port, _) in routers.items():
-            wait_workers(port, n)
+        for n, (port, proc) in routers.items():
+            wait_workers(port, n, proc)
 
-        def targets(kind: str) -> list[bench.Target]:
-            return [bench.Target(f"{kind}, {n} worker{'s' if n > 1 else ''}", port, proc.pid,
+        def targets(kind: str) -> list[Target]:
+            return [Target(f"{kind}, {n} worker{'s' if n > 1 else ''}", port, proc.pid,
                                  requests_of(kind, n))
                     for n, (port, proc) in routers.items()]
 

@@ -1,8 +1,11 @@
-"""Several worker processes on one listening socket: `router serve --workers N`.
+"""Several worker processes serving one port: `router serve --workers N`.
 
-`Supervisor(target, args, sock, workers=N).run()` starts N processes that each
-call `target(*args, sock, ready)` and serve the socket the caller bound; the
-kernel hands each new connection to one of them. It returns the exit code.
+`Supervisor(target, args, workers=N).run()` starts N processes that each call
+`target(*args, ready)`, and returns the exit code. `router serve`'s workers
+each listen on the port with `SO_REUSEPORT`, so the kernel spreads connections
+evenly over them: with one shared listening socket the worker that wakes first
+accepts a whole burst of connections (64 keep-alive clients connecting at once
+all landed on one of two workers), and keep-alive clients then never move.
 
 Why not uvicorn's own `--workers`: its supervisor builds each worker's server
 from an import string, so a worker could not run what `router serve` runs in
@@ -37,7 +40,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -70,13 +72,12 @@ def usable_cores() -> int:
 
 
 class Supervisor:
-    """Start, watch, replace and stop `workers` processes serving `sock` (see module doc)."""
+    """Start, watch, replace and stop `workers` processes (see the module docstring)."""
 
-    def __init__(self, target: Callable[..., None], args: Sequence[Any], sock: socket.socket,
-                 *, workers: int, stop_timeout_s: float, poll_s: float = 0.5) -> None:
+    def __init__(self, target: Callable[..., None], args: Sequence[Any], *, workers: int,
+                 stop_timeout_s: float, poll_s: float = 0.5) -> None:
         self.target = target
         self.args = tuple(args)
-        self.sock = sock
         self.workers = workers
         self.stop_timeout_s = stop_timeout_s
         self.poll_s = poll_s
@@ -111,7 +112,7 @@ class Supervisor:
 
     def _start(self) -> _Worker:
         ready = self._mp.Event()
-        proc = self._mp.Process(target=self.target, args=(*self.args, self.sock, ready),
+        proc = self._mp.Process(target=self.target, args=(*self.args, ready),
                                 name="router-worker")
         proc.start()
         log.info("worker %s started", proc.pid)

@@ -204,8 +204,9 @@ class WorkerSpec:
         return Settings(**self.settings)
 
 
-def _worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
-    """One `--workers` process: build the app, serve `sock`, set `ready` once serving."""
+def _worker(spec: WorkerSpec, host: str, port: int, ready: Any) -> None:
+    """One `--workers` process: build the app, listen on the port beside the other
+    workers (`SO_REUSEPORT`), set `ready` once serving."""
     from router.cli import configure_logging, print_error
     from router.supervisor import STARTUP_FAILURE
 
@@ -227,10 +228,12 @@ def _worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
             ready.set()
 
     threading.Thread(target=signal_ready, name="ready", daemon=True).start()
+    sock = bind_socket(host, port, reuse_port=True)
     try:
         server.run(sockets=[sock])
     finally:
         done.set()
+        sock.close()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 
@@ -242,8 +245,9 @@ def _check_workers(args: argparse.Namespace) -> None:
                                "runs N processes on the same port")
 
 
-def _serve_workers(args: argparse.Namespace, settings: Any, sock: socket.socket,
-                   url: str) -> int:
+def _serve_workers(args: argparse.Namespace, settings: Any, port: int, url: str) -> int:
+    """Run the workers; the caller's socket (bound with `SO_REUSEPORT`, never listening)
+    keeps the port reserved while they come and go."""
     from router.supervisor import Supervisor, usable_cores
 
     cores = usable_cores()
@@ -253,7 +257,7 @@ def _serve_workers(args: argparse.Namespace, settings: Any, sock: socket.socket,
     spec = WorkerSpec(settings=settings.model_dump(), fake_upstream=args.fake_upstream,
                       fake_latency_ms=args.fake_latency_ms,
                       debug=bool(getattr(args, "debug", False)))
-    supervisor = Supervisor(_worker, (spec,), sock, workers=settings.workers,
+    supervisor = Supervisor(_worker, (spec, settings.host, port), workers=settings.workers,
                             # a worker's grace period, then its outcome log's last flush
                             stop_timeout_s=settings.shutdown_grace_s + 30.0)
     return supervisor.run(on_serving=lambda: print(
@@ -281,14 +285,24 @@ def run(args: argparse.Namespace) -> int:
                                    "models/demo`")
     # httpx logs every upstream call at INFO; the router's own line per request is enough.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if settings.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError(f"--workers {settings.workers}: this system has no SO_REUSEPORT",
+                          hint="run one worker per process and balance in front, or use "
+                               "Linux")
     sock = bind_socket(settings.host, settings.port)
+    if settings.workers > 1:
+        # Bound without SO_REUSEPORT first: another server that listens with it (a second
+        # `--workers` server on the same port) is then refused instead of sharing traffic.
+        port = sock.getsockname()[1]
+        sock.close()
+        sock = bind_socket(settings.host, port, reuse_port=True)
     try:
         preflight(settings)
         port = sock.getsockname()[1]
         settings = _upstream_for(args, settings, port)
         url = f"http://{settings.host}:{port}"
         if settings.workers > 1:
-            return _serve_workers(args, settings, sock, url)
+            return _serve_workers(args, settings, port, url)
         app = _build(settings, fake_upstream=args.fake_upstream,
                      fake_latency_ms=args.fake_latency_ms)
         print(f"router on {url} (Ctrl-C to stop)", flush=True)

@@ -58,17 +58,21 @@ def graceful_server(config: Any, on_deadline: Callable[[], Any] | None = None) -
     return _GracefulServer(config)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A TCP socket bound to (host, port); port 0 lets the kernel pick a free one.
 
-    Raises `ConfigError` naming the address when the port is taken or the host
-    cannot be bound.
+    `reuse_port`: several processes each bind and listen on the same port
+    (`SO_REUSEPORT`), and the kernel spreads new connections evenly over them
+    (`router serve --workers N`). Raises `ConfigError` naming the address when
+    the port is taken or the host cannot be bound.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that
     # say so, and without it every response waits ~40 ms on Nagle + delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

@@ -43,6 +43,19 @@ def test_port_in_use_is_one_clear_error(tiny_artifact: Path, tmp_path: Path,
     assert "Traceback" not in err
 
 
+def test_a_port_another_workers_server_listens_on_is_refused_too(
+        tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["serve", "--model", str(tiny_artifact), "--port", str(port),
+                     "--workers", "2", "--log-url", str(tmp_path / "log.db")])
+    assert code == 1
+    assert f"error: port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+
+
 def test_nothing_to_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ROUTER_REGISTRY", str(tmp_path))

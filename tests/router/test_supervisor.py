@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from router.metrics import MULTIPROC_DIR_ENV
 from router.supervisor import STARTUP_FAILURE, Supervisor
 
 
-def serving_worker(folder: str, sock: socket.socket, ready: Any) -> None:
+def serving_worker(folder: str, ready: Any) -> None:
     """Serves until SIGTERM, then writes `stopped-<pid>`."""
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -33,22 +29,15 @@ def serving_worker(folder: str, sock: socket.socket, ready: Any) -> None:
     (Path(folder) / f"stopped-{pid}").write_text("")
 
 
-def failing_worker(folder: str, sock: socket.socket, ready: Any) -> None:
+def failing_worker(folder: str, ready: Any) -> None:
     (Path(folder) / f"started-{os.getpid()}").write_text("")
     sys.exit(STARTUP_FAILURE)
 
 
-def worker_failing_once_told(folder: str, sock: socket.socket, ready: Any) -> None:
+def worker_failing_once_told(folder: str, ready: Any) -> None:
     if (Path(folder) / "fail").exists():
-        failing_worker(folder, sock, ready)
-    serving_worker(folder, sock, ready)
-
-
-@pytest.fixture
-def sock() -> Iterator[socket.socket]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield s
+        failing_worker(folder, ready)
+    serving_worker(folder, ready)
 
 
 def pids(folder: Path, state: str) -> set[int]:
@@ -65,8 +54,8 @@ def until(predicate: Any, timeout: float = 30.0) -> bool:
 
 
 def test_a_first_worker_that_cannot_start_stops_everything(
-        tmp_path: Path, sock: socket.socket) -> None:
-    supervisor = Supervisor(failing_worker, (str(tmp_path),), sock, workers=3,
+        tmp_path: Path) -> None:
+    supervisor = Supervisor(failing_worker, (str(tmp_path),), workers=3,
                             stop_timeout_s=10, poll_s=0.05)
     assert supervisor.run() == 1
     assert len(pids(tmp_path, "started")) == 1  # said once, not by every worker
@@ -74,8 +63,8 @@ def test_a_first_worker_that_cannot_start_stops_everything(
 
 
 def test_a_dead_worker_is_replaced_and_sigterm_stops_every_worker(
-        tmp_path: Path, sock: socket.socket) -> None:
-    supervisor = Supervisor(serving_worker, (str(tmp_path),), sock, workers=2,
+        tmp_path: Path) -> None:
+    supervisor = Supervisor(serving_worker, (str(tmp_path),), workers=2,
                             stop_timeout_s=30, poll_s=0.05)
     killed: list[int] = []
 
@@ -101,8 +90,8 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_every_worker(
 
 
 def test_a_replacement_that_cannot_start_is_not_retried_and_none_left_stops(
-        tmp_path: Path, sock: socket.socket) -> None:
-    supervisor = Supervisor(worker_failing_once_told, (str(tmp_path),), sock, workers=2,
+        tmp_path: Path) -> None:
+    supervisor = Supervisor(worker_failing_once_told, (str(tmp_path),), workers=2,
                             stop_timeout_s=30, poll_s=0.05)
     first: list[int] = []
 
