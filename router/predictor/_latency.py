@@ -86,14 +86,25 @@ class HeadSelection:
         (held-out error is measured on it).
         """
         m = len(self.offset)
+        if booster is None or rows is None or not self.any_learned:
+            return np.tile(self.fallback_ms, n).reshape(n, m)
+        log_ms = booster.predict(rows if self.all_learned else rows[np.tile(self.learned, n)],
+                                 threads)
+        if self.all_learned:  # the common case, without a mask on the request path
+            log_ms = log_ms.reshape(n, m)
+            return np.exp(log_ms if central else log_ms + self.offset)
         out = np.tile(self.fallback_ms, n)
-        if booster is not None and rows is not None and self.learned.any():
-            use = np.tile(self.learned, n)
-            log_ms = booster.predict(rows if use.all() else rows[use], threads)
-            if not central:
-                log_ms = log_ms + np.tile(self.offset, n)[use]
-            out[use] = np.exp(log_ms)
+        use = np.tile(self.learned, n)
+        out[use] = np.exp(log_ms if central else log_ms + np.tile(self.offset, n)[use])
         return out.reshape(n, m)
+
+    @property
+    def any_learned(self) -> bool:
+        return bool(self.learned.any())
+
+    @property
+    def all_learned(self) -> bool:
+        return bool(self.learned.all())
 
 
 @dataclass(frozen=True)
@@ -187,5 +198,6 @@ def latency_metrics(predicted_quantile: np.ndarray, predicted_median: np.ndarray
     a = np.maximum(actual[known], 1.0)
     return {f"{prefix}_log_mae": float(np.mean(np.abs(np.log(predicted_median[known])
                                                       - np.log(a)))),
-            f"{prefix}_quantile_coverage": float(np.mean(actual[known] <= predicted_quantile[known])),
+            f"{prefix}_quantile_coverage": float(np.mean(actual[known]
+                                                         <= predicted_quantile[known])),
             f"{prefix}_rows": int(known.sum())}
