@@ -142,9 +142,36 @@ async def collect(
     """
     from tqdm import tqdm
 
-    from router.upstream import UpstreamError
-
     out = Path(out)
+    _check_run(prompts, models, grader, out, catalog, concurrency, max_cost_usd)
+    resumed = resume(out, prompts, models, grader, retry_errors=retry_errors)
+    cap = CostCap.resume(resumed.rows, resumed.latest.values(), catalog=catalog,
+                         grader=grader, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+    pending = resumed.pending
+    result = CollectResult(out=out, pairs_total=len(prompts) * len(models),
+                           skipped=resumed.skipped, spent_usd=cap.spent_usd,
+                           max_cost_usd=max_cost_usd)
+    base_body: dict[str, Any] = {"temperature": 0}
+    if max_tokens:
+        base_body["max_tokens"] = max_tokens
+    bar = tqdm(total=len(pending), unit="pair", desc="collect",
+               disable=(not sys.stderr.isatty()) if progress is None else not progress)
+    run = _Run(client=client, catalog=catalog, grader=grader, base_body=base_body,
+               appender=Appender(out), sem=asyncio.Semaphore(concurrency), cap=cap,
+               result=result, bar=bar, on_row=on_row)
+    await run.all(pending)
+    result.remaining = len(pending) - result.completed
+    result.spent_usd = cap.spent_usd
+    if retry_errors:
+        compact(out)
+    result.table = read_results(out)
+    return result
+
+
+def _check_run(prompts: Sequence[PromptItem], models: Sequence[str], grader: Grader,
+               out: Path, catalog: Catalog, concurrency: int,
+               max_cost_usd: float | None) -> None:
+    """Refuse a run that cannot work before anything is called or written."""
     if not out.name.endswith(".jsonl"):
         raise ConfigError(f"--out {out}: the output must be a .jsonl file",
                           hint="JSONL can be appended to as pairs finish, which is what makes "
@@ -165,31 +192,104 @@ async def collect(
                             hint="add a `reference` column, or use --grader judge:MODEL or "
                                  "labels:FILE")
 
-    resumed = resume(out, prompts, models, grader, retry_errors=retry_errors)
-    cap = CostCap.resume(resumed.rows, resumed.latest.values(), catalog=catalog,
-                         grader=grader, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
-    pending = resumed.pending
-    result = CollectResult(out=out, pairs_total=len(prompts) * len(models),
-                           skipped=resumed.skipped, spent_usd=cap.spent_usd,
-                           max_cost_usd=max_cost_usd)
 
-    base_body: dict[str, Any] = {"temperature": 0}
-    if max_tokens:
-        base_body["max_tokens"] = max_tokens
+@dataclass
+class _Run:
+    """One run's pairs in flight: call, grade, append, count, within the cost cap."""
 
-    async def run_pair(item: PromptItem, model: str) -> dict[str, Any]:
-        body = {**base_body, "messages": list(item.messages)}
+    client: Any
+    catalog: Catalog
+    grader: Grader
+    base_body: dict[str, Any]
+    appender: Appender
+    sem: asyncio.Semaphore
+    cap: CostCap
+    result: CollectResult
+    bar: Any
+    on_row: Callable[[dict[str, Any]], None] | None
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    failures: list[BaseException] = field(default_factory=list)
+
+    async def all(self, pending: Sequence[tuple[PromptItem, str]]) -> None:
+        """Start each pending pair when a slot is free and the cap allows; then wait."""
+        try:
+            for item, model in pending:
+                await self.sem.acquire()
+                if self.failures:
+                    self.sem.release()
+                    break
+                cost = await self._affordable(item, model)
+                if cost is None:
+                    self.sem.release()
+                    self.result.stopped_at_cap = True
+                    break
+                self.cap.reserve(cost)
+                task = asyncio.create_task(self._run_and_record(item, model, cost))
+                self.in_flight = {t for t in self.in_flight if not t.done()} | {task}
+            if self.in_flight:
+                await asyncio.gather(*self.in_flight)
+        finally:
+            await self._close()
+        if self.failures:
+            raise self.failures[0]
+
+    async def _affordable(self, item: PromptItem, model: str) -> float | None:
+        """The pair's estimated cost, or None when it would pass the cap."""
+        cost = self.cap.estimate(item, model)
+        while self.cap.over_cap(cost) and any(not t.done() for t in self.in_flight):
+            # Calls in flight may cost less than reserved: wait before giving up.
+            await asyncio.wait([t for t in self.in_flight if not t.done()],
+                               return_when=asyncio.FIRST_COMPLETED)
+            cost = self.cap.estimate(item, model)
+        return None if self.cap.over_cap(cost) else cost
+
+    async def _close(self) -> None:
+        pending_tasks = [t for t in self.in_flight if not t.done()]
+        for task in pending_tasks:
+            task.cancel()
+        if pending_tasks:
+            # Let cancelled calls unwind (release the semaphore) before the file closes.
+            await asyncio.gather(*pending_tasks, return_exceptions=True)
+        self.bar.close()
+        self.appender.close()
+
+    async def _run_and_record(self, item: PromptItem, model: str, reserved: float) -> None:
+        try:
+            row = await self._run_pair(item, model)
+            cost = row_cost_usd(row)
+            self.appender.write(row)
+            self.cap.spend(cost)
+            result = self.result
+            result.spent_this_run_usd += cost
+            result.completed += 1
+            result.errors += row["status"] == "error"
+            result.grade_errors += row["grade_error"] is not None
+            self.cap.observe_output(model, row["output_tokens"])
+            self.bar.update(1)
+            if self.on_row is not None:
+                self.on_row(row)
+        except Exception as exc:  # a bug, not a provider failure: stop the run
+            self.failures.append(exc)
+        finally:
+            self.cap.release(reserved)
+            self.sem.release()
+
+    async def _run_pair(self, item: PromptItem, model: str) -> dict[str, Any]:
+        """One call and its grade, as an output row (a failed call is a row too)."""
+        from router.upstream import UpstreamError
+
+        body = {**self.base_body, "messages": list(item.messages)}
         started = time.monotonic()
         row: dict[str, Any] = {
             "prompt_id": item.prompt_id, "messages": item.messages_json, "model": model,
             "quality": None, "input_tokens": None, "output_tokens": None, "cost_usd": 0.0,
             "latency_ms": None, "ttfb_ms": None, "attempts": None, "status": "ok",
-            "error": None, "grader": grader.spec, "grade_error": None, "answer": None,
+            "error": None, "grader": self.grader.spec, "grade_error": None, "answer": None,
             "reference": item.reference, "tokens_estimated": None,
             "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
         try:
-            answer = await client.complete(body, chain=[model])
+            answer = await self.client.complete(body, chain=[model])
         except UpstreamError as exc:
             row.update(status="error", error=exc.message,
                        latency_ms=(time.monotonic() - started) * 1000,
@@ -200,79 +300,15 @@ async def collect(
         text = _answer_text(answer.response)
         row.update(
             input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
-            cost_usd=catalog[model].cost_usd(usage.prompt_tokens, usage.completion_tokens),
+            cost_usd=self.catalog[model].cost_usd(usage.prompt_tokens,
+                                                  usage.completion_tokens),
             latency_ms=latency_ms, ttfb_ms=answer.ttfb_s * 1000,
             attempts=len(answer.attempts), answer=text, tokens_estimated=usage.estimated,
         )
-        grade: Grade = await grader.grade(GradeInput(item.prompt_id, model, item.messages,
-                                                     text, item.reference))
+        grade: Grade = await self.grader.grade(GradeInput(item.prompt_id, model,
+                                                          item.messages, text,
+                                                          item.reference))
         row.update({k: _clean(v) for k, v in grade.columns.items()})
         row["quality"] = _clean(grade.quality)
         row["grade_error"] = grade.error
         return row
-
-    appender = Appender(out)
-    sem = asyncio.Semaphore(concurrency)
-    in_flight: set[asyncio.Task[None]] = set()
-    failures: list[BaseException] = []
-    bar = tqdm(total=len(pending), unit="pair", desc="collect",
-               disable=(not sys.stderr.isatty()) if progress is None else not progress)
-
-    async def run_and_record(item: PromptItem, model: str, reserved: float) -> None:
-        try:
-            row = await run_pair(item, model)
-            cost = row_cost_usd(row)
-            appender.write(row)
-            cap.spend(cost)
-            result.spent_this_run_usd += cost
-            result.completed += 1
-            result.errors += row["status"] == "error"
-            result.grade_errors += row["grade_error"] is not None
-            cap.observe_output(model, row["output_tokens"])
-            bar.update(1)
-            if on_row is not None:
-                on_row(row)
-        except Exception as exc:  # a bug, not a provider failure: stop the run
-            failures.append(exc)
-        finally:
-            cap.release(reserved)
-            sem.release()
-
-    try:
-        for item, model in pending:
-            await sem.acquire()
-            if failures:
-                sem.release()
-                break
-            cost = cap.estimate(item, model)
-            while cap.over_cap(cost) and any(not t.done() for t in in_flight):
-                # Calls in flight may cost less than reserved: wait before giving up.
-                await asyncio.wait([t for t in in_flight if not t.done()],
-                                   return_when=asyncio.FIRST_COMPLETED)
-                cost = cap.estimate(item, model)
-            if cap.over_cap(cost):
-                sem.release()
-                result.stopped_at_cap = True
-                break
-            cap.reserve(cost)
-            task = asyncio.create_task(run_and_record(item, model, cost))
-            in_flight = {t for t in in_flight if not t.done()} | {task}
-        if in_flight:
-            await asyncio.gather(*in_flight)
-    finally:
-        pending_tasks = [t for t in in_flight if not t.done()]
-        for task in pending_tasks:
-            task.cancel()
-        if pending_tasks:
-            # Let cancelled calls unwind (release the semaphore) before the file closes.
-            await asyncio.gather(*pending_tasks, return_exceptions=True)
-        bar.close()
-        appender.close()
-    if failures:
-        raise failures[0]
-    result.remaining = len(pending) - result.completed
-    result.spent_usd = cap.spent_usd
-    if retry_errors:
-        compact(out)
-    result.table = read_results(out)
-    return result

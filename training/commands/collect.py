@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "prices and latency. Rerunning with the same --out skips finished pairs, so an "
             "interrupted run resumes. --max-cost-usd caps the total spend recorded in --out "
             "(judge calls included). Ends with a per-model comparison: mean quality, cost per "
-            "request, p50/p99 latency, tokens in/out, error rate.\n\n"
+            "request, p50/p99 latency and time to first byte, tokens in/out, error rate.\n\n"
             "graders: exact | regex | regex:PATTERN (last match vs the `reference` column) | "
             "judge:MODEL (LLM judge, 1-5 rubric -> (s-1)/4; see training/graders.py) | "
             "labels:FILE (human scores by prompt_id, model)"),
@@ -44,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ],
         handler=run,
     )
+    _add_arguments(parser)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", metavar="FILE", required=True,
                         help="CSV/JSONL/Parquet: prompt_id, prompt or messages, [reference]")
     parser.add_argument("--models", metavar="A,B,C", required=True,
