@@ -157,8 +157,9 @@ def _upstream_for(args: argparse.Namespace, settings: Any, port: int) -> Any:
 
 def _build(settings: Any, *, fake_upstream: bool, fake_latency_ms: float) -> Any:
     """The app for `settings`, with the fake provider mounted if asked."""
-    from router.app import create_app, load_initial_service
+    from router.app import create_app
     from router.catalog import load_catalog
+    from router.reload import load_initial_service
 
     service = load_initial_service(settings)
     if service is None:
