@@ -3,8 +3,7 @@
 The router proxies every chat completion through one `httpx.AsyncClient`
 (`router.upstream.build_http_client`); this measures what that client costs on each
 of `router.upstream.TRANSPORTS` (ROUTER_UPSTREAM_TRANSPORT): aiohttp's client (the
-default), httpx's own transport (httpcore + h11 + anyio) and, while it exists, the
-in-house pool. A fake upstream (uvicorn serving
+default) and httpx's own transport (httpcore + h11 + anyio). A fake upstream (uvicorn serving
 `router.fake.create_fake_upstream(latency_ms=0)`) runs in its own process; in this
 process the same load goes through each client in turn, same limits, same bodies:
 

@@ -135,11 +135,10 @@ class Settings(BaseSettings):
         "connection pool size of the one shared HTTP client"))
     upstream_max_keepalive: int = Field(128, description=(
         "idle keep-alive connections kept in the pool"))
-    upstream_transport: Literal["aiohttp", "httpx", "pooled"] = Field("aiohttp", description=(
-        "HTTP client under the upstream calls: `aiohttp` (aiohttp's client), `httpx` "
+    upstream_transport: Literal["aiohttp", "httpx"] = Field("aiohttp", description=(
+        "HTTP client under the upstream calls: `aiohttp` (aiohttp's client) or `httpx` "
         "(httpx's own transport: far more CPU per stream beyond a few dozen concurrent "
-        "streams) or `pooled` (the in-house HTTP/1.1 pool, opt-in); all honour "
-        "HTTPS_PROXY / NO_PROXY and verify TLS"))
+        "streams); both honour HTTPS_PROXY / NO_PROXY and verify TLS"))
     max_retries: int = Field(1, description=(
         "retries of the same model on 429/5xx/connect errors before falling back"))
     backoff_s: float = Field(0.25, description=(

@@ -80,9 +80,6 @@ from router.upstream._sse import (
     encode_data,
     error_event,
 )
-from router.upstream._transport import (
-    PooledHTTP11Transport,
-)
 
 __all__ = [
     "AiohttpTransport",
@@ -90,7 +87,6 @@ __all__ = [
     "ContextLengthExceeded",
     "Cooldowns",
     "DONE",
-    "PooledHTTP11Transport",
     "SSEDecoder",
     "SharedCooldowns",
     "TRANSPORTS",
