@@ -269,8 +269,7 @@ def report_from_predictions(
     utility_pts = sweep_lambdas(pred_quality, pred_cost, quality, cost, lambdas)
     single_cost, single_quality = cost.mean(axis=0), quality.mean(axis=0)
     c_max = float(single_cost.max())
-    # Best single: highest quality, the cheaper one among ties.
-    best = int(np.lexsort((single_cost, -single_quality))[0])
+    best = _best_single(single_cost, single_quality)
     best_cost, best_quality = float(single_cost[best]), float(single_quality[best])
     orc = metrics.oracle(quality, cost)
     router_xy = router_pts[:, 1:]
@@ -287,9 +286,8 @@ def report_from_predictions(
         random=_random_router(models, single_cost, single_quality, best, c_max),
         oracle={"cost_usd": orc.cost_usd, "quality": orc.quality},
         best_single_model=models[best],
-        cost_at_best_single_quality=metrics.cost_at_quality(router_xy, best_quality,
-                                                            reference_cost=best_cost)
-        if best_cost > 0 else None,
+        cost_at_best_single_quality=(metrics.cost_at_quality(
+            router_xy, best_quality, reference_cost=best_cost) if best_cost > 0 else None),
         quality_at_10pct_cost=metrics.quality_at_cost(router_xy, 0.1 * best_cost),
         default_point=_default_point(model, pred_quality, pred_cost, quality, cost,
                                      calibration),
@@ -303,17 +301,22 @@ def report_from_predictions(
     )
     if latency is not None:
         report.latency = latency_section(latency, models, pred_quality, pred_cost, quality,
-                                         cost, bar_list, calibration, _default_bar(model),
-                                         c_max)
+                                         cost, bar_list, calibration, _default_bar(model), c_max)
     if len(models) == 2:
         add_two_model(report, pred_quality, None if knn is None else knn.quality, quality,
                        models, single_quality)
     return report
 
 
+def _best_single(single_cost: np.ndarray, single_quality: np.ndarray) -> int:
+    """The best single model: highest quality, the cheaper one among ties."""
+    return int(np.lexsort((single_cost, -single_quality))[0])
+
+
 def _random_router(models: list[str], single_cost: np.ndarray, single_quality: np.ndarray,
                    best: int, c_max: float) -> dict[str, Any]:
-    """RouterBench's random router between the cheapest and the best single model."""
+    """RouterBench's random router between the cheapest (the better among equally
+    cheap) and the best single model."""
     cheapest = int(np.lexsort((-single_quality, single_cost))[0])
     points = metrics.mix_curve(single_cost[cheapest], single_quality[cheapest],
                                float(single_cost[best]), float(single_quality[best]))

@@ -157,6 +157,27 @@ def _summary(model: Any, out: str) -> str:
         lines.append(f"prices learned from cost_usd: {name} ${price['input_usd_per_mtok']:.4g} "
                      f"in, ${price['output_usd_per_mtok']:.4g} out per 1M tokens "
                      f"({price['rows']:,} rows, {price['method']})")
+    lines.append(_latency_line(meta))
     lines.append(f"default bar {meta['default_bar']:.2f} ({meta['default_bar_source']})")
     lines.append(f"saved {meta['version_id']} to {out}")
     return "\n".join(lines)
+
+
+def _latency_line(meta: dict[str, Any]) -> str:
+    """Which latency model was fitted, and how well it held out."""
+    kind = meta.get("latency_model", "none")
+    if kind == "none":
+        return ("latency: not predicted (the data have no latency_ms); a latency limit "
+                "will be refused")
+    quantile = meta.get("latency_quantile", 0.95)
+    how = ("LightGBM on log latency per (prompt, model)" if kind == "booster"
+           else f"each model's own P{100 * quantile:.0f} (too few timed rows for a booster)")
+    metrics = meta.get("metrics") or {}
+    held = ""
+    if "latency_quantile_coverage" in metrics:
+        held = (f"; held out: {metrics['latency_quantile_coverage']:.1%} of calls under the "
+                f"predicted P{100 * quantile:.0f}, log-latency MAE "
+                f"{metrics['latency_log_mae']:.3f}")
+    ttft = meta.get("ttft_model", "none")
+    return (f"latency: P{100 * quantile:.0f} from {how}; time to first token: "
+            f"{'not predicted' if ttft == 'none' else ttft}{held}")
