@@ -79,7 +79,7 @@ class AppContext:
     log_started: bool = False
     #: /v1/route's metric children, by chosen model ("" holds the duration histogram).
     route_counters: dict[str, Any] = field(default_factory=dict, repr=False)
-    #: The tasks sending a chat stream now (`router.api.streams` adds and removes them).
+    #: The tasks sending a chat stream now (`router.api._streams` adds and removes them).
     streams: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
     #: True once `cut_streams` ran: a stream ending now was cut by the server.
     shutting_down: bool = False
@@ -87,7 +87,7 @@ class AppContext:
     def cut_streams(self) -> int:
         """End every running stream: the server is stopping and its grace period is
         nearly over. Each stream then sends an SSE error event, ends cleanly and is
-        logged as 503 (`router.api.streams`), instead of being cut without a word by
+        logged as 503 (`router.api._streams`), instead of being cut without a word by
         the server's own cancellation moments later. Returns how many were cut."""
         self.shutting_down = True
         tasks = list(self.streams)
@@ -140,7 +140,7 @@ async def caller_key(request: Request) -> str | None:
     """`client_key`, or what the app's `dependency_overrides` put in its place.
 
     For endpoints that resolve their one dependency themselves (the routing
-    endpoints, `router.api.lean`): an override is honoured there exactly as in a
+    endpoints, `router.api._lean`): an override is honoured there exactly as in a
     FastAPI-injected endpoint, so a test that swaps the key check runs the
     production path. The override is called with the `Request` when it takes a
     parameter, else with none, and awaited when it returns an awaitable.

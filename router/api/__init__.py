@@ -3,24 +3,25 @@
 
 One front door: every request, to every endpoint, passes the same middleware
 stack (pure ASGI) and the same exception handlers. The two routing endpoints
-(`/v1/route`, `/v1/chat/completions`) run `router.api.pipeline` on lean routes
-(`router.api.lean`); the others are plain FastAPI routers, one per resource.
+(`/v1/route`, `/v1/chat/completions`) run `router.api._pipeline` on lean routes
+(`router.api._lean`); the others are plain FastAPI routers, one per resource.
+The modules are private; outside the package only the names below are used.
 """
 
 from fastapi import FastAPI
 
-from router.api import chat, feedback, models, ops, route
-from router.api.body_limit import BodyLimitMiddleware
-from router.api.errors import install_error_handlers
+from router.api import _chat, _feedback, _models, _ops, _route
+from router.api._body_limit import BodyLimitMiddleware
+from router.api._errors import install_error_handlers
 
-__all__ = ["install_api", "BodyLimitMiddleware"]
+__all__ = ["install_api"]
 
 
 def install_api(app: FastAPI, *, max_body_bytes: int) -> None:
     """Every endpoint, the error handlers and the body limit, on `app`."""
     install_error_handlers(app)
-    route.install(app)
-    chat.install(app)
-    for module in (feedback, models, ops):
+    _route.install(app)
+    _chat.install(app)
+    for module in (_feedback, _models, _ops):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)

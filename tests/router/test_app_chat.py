@@ -350,7 +350,7 @@ def test_postgres_outcome_log(router_factory: Any) -> None:
 
 def test_one_server_log_line_per_answered_request(router_factory: Any, caplog: Any) -> None:
     """Routed, pass-through, cache hit and streamed: one line each, never the prompt."""
-    caplog.set_level("INFO", logger="router.api.pipeline")
+    caplog.set_level("INFO", logger="router.api._pipeline")
     server = router_factory()
     c = server.client
     secret = f"prompt text {uuid.uuid4().hex}"
@@ -368,7 +368,7 @@ def test_one_server_log_line_per_answered_request(router_factory: Any, caplog: A
 
     def lines() -> list[str]:
         return [rec.getMessage() for rec in caplog.records
-                if rec.name == "router.api.pipeline" and rec.getMessage().startswith("request ")]
+                if rec.name == "router.api._pipeline" and rec.getMessage().startswith("request ")]
 
     deadline = time.monotonic() + 10  # the stream's line is written as its generator ends
     while len(lines()) < len(ids) and time.monotonic() < deadline:

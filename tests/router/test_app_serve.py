@@ -136,7 +136,7 @@ def test_streams_still_running_at_the_end_of_the_grace_period_get_an_error_event
     from router.fake import serve_in_thread
     from router.settings import load_settings
 
-    caplog.set_level(logging.INFO, logger="router.api.pipeline")
+    caplog.set_level(logging.INFO, logger="router.api._pipeline")
     base_url, control = fake_upstream_server
     control.configure(None, chunk_delay_ms=400)  # a long answer: outlives the grace period
     log_url = str(tmp_path / "outcomes.db")

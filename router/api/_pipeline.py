@@ -4,18 +4,18 @@ parse -> plan -> answer -> record.
 Transport-neutral: it takes the decoded JSON body and header values and gives
 back bytes (a JSON body, or SSE events) with their headers. The HTTP side
 (reading the body, the caller's key, sending, a client that leaves) is
-`router.api.lean` and the two endpoints in `router.api.route` and
-`router.api.chat`.
+`router.api._lean` and the two endpoints in `router.api._route` and
+`router.api._chat`.
 
 - **parse** (`parse_route`, `parse_chat`): the body checked by the shared models
-  of `router.api.schemas`, text that is not valid Unicode refused, the
+  of `router.api._schemas`, text that is not valid Unicode refused, the
   conversation parsed.
-- **plan** (`plan_route`, `plan_chat`): the request's rule (`router.api.rule.Rule`:
+- **plan** (`plan_route`, `plan_chat`): the request's rule (`router.api._rule.Rule`:
   a quality bar, a floor or a lambda, the cost and latency limits, the allowed
   models) validated once, then decided by `RoutingService.route` and given its
   upstream chain; a pass-through chat names its model.
 - **answer** (`answer_route`, `answer_chat`): the decision JSON; or the cache,
-  the upstream call along the chain, or the stream (`router.api.streams`).
+  the upstream call along the chain, or the stream (`router.api._streams`).
 - **record** (`Plan.record`, `Plan.served`): one outcome-log row per request,
   the metrics, and one server log line per answered request.
 
@@ -39,9 +39,9 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
-from router.api.rule import Rule
-from router.api.schemas import ROUTER_FIELDS, ChatRequest, RouteRequest
-from router.api.streams import open_stream
+from router.api._rule import Rule
+from router.api._schemas import ROUTER_FIELDS, ChatRequest, RouteRequest
+from router.api._streams import open_stream
 from router.cache import CachedResponse, CacheHit, cache_key, should_use_cache
 from router.conversation import Conversation, invalid_text, parse_conversation
 from router.deps import ApiError, AppContext
@@ -65,7 +65,7 @@ _encode_text = json.JSONEncoder(ensure_ascii=False).encode
 
 class BodyInvalid(Exception):
     """The body does not fit its schema; `errors` are pydantic's, as the edge words
-    every validation error (`router.api.errors.describe_validation_error`)."""
+    every validation error (`router.api._errors.describe_validation_error`)."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__("invalid request body")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from router.api.schemas import ERROR_RESPONSES, FeedbackRequest
+from router.api._schemas import ERROR_RESPONSES, FeedbackRequest
 from router.conversation import invalid_text
 from router.deps import ApiError, ClientKey, Ctx
 from router.outcome_log import FeedbackRecord, OutcomeLogUnavailable

@@ -1,7 +1,7 @@
 """Request bodies at the HTTP edge (pydantic); everything inside uses dataclasses.
 
 Validation of a body's shape happens here, once, for every endpoint (the
-routing endpoints call these models from `router.api.pipeline`, FastAPI's
+routing endpoints call these models from `router.api._pipeline`, FastAPI's
 handlers through their signatures): a bad body is a 400 naming the field before
 anything is logged or forwarded.
 
@@ -227,7 +227,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` documenting `model` as the JSON body of an endpoint that
-    parses its body itself (`router.api.pipeline`), as FastAPI documents a body
+    parses its body itself (`router.api._pipeline`), as FastAPI documents a body
     parameter. The routing bodies have no nested models, so the schema stands
     alone (no `$ref` into components)."""
     return {"requestBody": {"required": True, "content": {"application/json": {

@@ -1,6 +1,6 @@
 """`POST /v1/route`: which model the router would pick, and why (every candidate).
 
-The HTTP side only: the request goes through `router.api.pipeline` (parse, plan,
+The HTTP side only: the request goes through `router.api._pipeline` (parse, plan,
 answer, record) on a `LeanRoute`.
 """
 
@@ -10,9 +10,9 @@ import time
 
 from fastapi import FastAPI, Request, Response
 
-from router.api.lean import add_lean_route, json_body
-from router.api.pipeline import answer_route, parse_route, plan_route
-from router.api.schemas import LATENCY_HEADER, RouteRequest, latency_header_doc
+from router.api._lean import add_lean_route, json_body
+from router.api._pipeline import answer_route, parse_route, plan_route
+from router.api._schemas import LATENCY_HEADER, RouteRequest, latency_header_doc
 from router.deps import AppContext, caller_key, new_request_id
 
 __all__ = ["route", "install"]

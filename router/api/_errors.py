@@ -19,8 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from router.api.pipeline import BodyInvalid
-from router.api.schemas import INVALID_MESSAGES
+from router.api._pipeline import BodyInvalid
+from router.api._schemas import INVALID_MESSAGES
 from router.deps import ApiError
 from router.errors import ArtifactError, ConfigError, RouterError
 from router.upstream import UpstreamError

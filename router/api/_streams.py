@@ -1,8 +1,8 @@
 """A streamed chat completion: the upstream's SSE events passed through as they
 come, the request logged once when the stream ends, however it ends.
 
-Transport-neutral like `router.api.pipeline`, whose `answer_chat` opens the
-stream here; the HTTP side (`router.api.lean.EventStreamResponse`) sends the
+Transport-neutral like `router.api._pipeline`, whose `answer_chat` opens the
+stream here; the HTTP side (`router.api._lean.EventStreamResponse`) sends the
 events and stops reading them when the client leaves.
 """
 
@@ -17,7 +17,7 @@ from router.deps import AppContext
 from router.upstream import DONE, UpstreamError, error_event
 
 if TYPE_CHECKING:
-    from router.api.pipeline import Plan
+    from router.api._pipeline import Plan
 
 __all__ = ["open_stream", "SHUTTING_DOWN"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from router.api.schemas import LATENCY_HEADER, ChatRequest, RouteRequest
+from router.api._schemas import LATENCY_HEADER, ChatRequest, RouteRequest
 from router.conversation import Conversation
 from router.deps import ApiError
 from router.errors import PolicyError

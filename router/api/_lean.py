@@ -12,7 +12,7 @@ middleware, documented in the OpenAPI schema) whose endpoint takes the
 itself what FastAPI would have done, in the same order: `json_body` decodes the
 body as FastAPI decodes one (so a malformed body is the same 400),
 `router.deps.caller_key` authenticates (honouring `dependency_overrides`), and
-the shared pydantic models validate it (`router.api.pipeline`).
+the shared pydantic models validate it (`router.api._pipeline`).
 
 `EventStreamResponse` sends SSE events as they come and stops reading the
 upstream when the client leaves, with one watcher task per stream.
@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
-from router.api.schemas import ERROR_RESPONSES, request_body
+from router.api._schemas import ERROR_RESPONSES, request_body
 from router.deps import ApiError
 
 __all__ = ["LeanRoute", "EventStreamResponse", "json_body", "add_lean_route"]

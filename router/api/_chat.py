@@ -7,7 +7,7 @@ streaming requests are passed through event by event. Every request, answered
 or failed, leaves one outcome-log row; every answered one (upstream, cache or
 stream) one server log line.
 
-The HTTP side only: the request goes through `router.api.pipeline` (parse, plan,
+The HTTP side only: the request goes through `router.api._pipeline` (parse, plan,
 answer, record) on a `LeanRoute`; a stream is sent by `EventStreamResponse`.
 """
 
@@ -17,9 +17,9 @@ import time
 
 from fastapi import FastAPI, Request, Response
 
-from router.api.lean import EventStreamResponse, add_lean_route, json_body
-from router.api.pipeline import answer_chat, parse_chat, plan_chat
-from router.api.schemas import LATENCY_HEADER, ChatRequest, latency_header_doc
+from router.api._lean import EventStreamResponse, add_lean_route, json_body
+from router.api._pipeline import answer_chat, parse_chat, plan_chat
+from router.api._schemas import LATENCY_HEADER, ChatRequest, latency_header_doc
 from router.deps import AppContext, caller_key, new_request_id
 
 __all__ = ["chat_completions", "install"]
@@ -28,7 +28,7 @@ __all__ = ["chat_completions", "install"]
 async def chat_completions(request: Request) -> Response:
     """Answer one chat completion; the body is a `ChatRequest`."""
     started = time.perf_counter()
-    state = request.state  # what the exception handlers read (router.api.errors)
+    state = request.state  # what the exception handlers read (router.api._errors)
     state.request_id = request_id = new_request_id()
     ctx: AppContext = request.app.state.ctx
     value = await json_body(request)
