@@ -70,20 +70,22 @@ def latency_section(limit: LatencyLimit, models: Sequence[str], pred_quality: np
     x = limit.max_latency_ms
     curve = sweep_latency_limited(pred_quality, pred_cost, limit.predicted, quality, cost,
                                   limit.realised, bars, x, calibration)
-    p50, p95, p99 = (np.nanpercentile(limit.realised, q, axis=0) for q in (50, 95, 99))
+    p50, p95, p99 = (_percentiles(limit.realised, q) for q in (50, 95, 99))
     section: dict[str, Any] = {
         "max_latency_ms": x,
         "curve": [{"bar": float(b), "cost_usd": float(c), "quality": float(q),
                    "met_share": _finite(s)} for b, c, q, s in curve],
         "aiq": metrics.aiq(curve[:, 1], curve[:, 2], c_max),
         "fallback_share": float(within_latency(limit.predicted, x)[1].mean()),
-        "single_models": [{"model": m, "p50_ms": float(a), "p95_ms": float(b),
-                           "p99_ms": float(c), "met_share": _finite(
+        "single_models": [{"model": m, "p50_ms": _finite(a), "p95_ms": _finite(b),
+                           "p99_ms": _finite(c), "met_share": _finite(
                                met_share(limit.realised[:, i], x))}
                           for i, (m, a, b, c) in enumerate(zip(models, p50, p95, p99,
                                                                strict=True))],
-        "fastest_model": models[int(np.argmin(p95))],
-        "fastest_p95_ms": float(p95.min()),
+        # Realised: the model with the lowest P95 in the data (models never timed
+        # there are not candidates).
+        "fastest_model": models[int(np.nanargmin(p95))],
+        "fastest_p95_ms": float(np.nanmin(p95)),
     }
     if default_bar is not None:
         rows = np.arange(quality.shape[0])
@@ -98,6 +100,13 @@ def latency_section(limit: LatencyLimit, models: Sequence[str], pred_quality: np
                            "met_share": _finite(met_share(limit.realised[rows, idx], x))}
         section.update(points)
     return section
+
+
+def _percentiles(latency: np.ndarray, q: float) -> np.ndarray:
+    """Per model (column), the q-th percentile of its known latencies; NaN for a
+    model with none (without numpy's all-NaN warning)."""
+    return np.array([np.percentile(col[np.isfinite(col)], q) if np.isfinite(col).any()
+                     else np.nan for col in latency.T])
 
 
 def _finite(value: float) -> float | None:

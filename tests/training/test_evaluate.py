@@ -507,3 +507,14 @@ def test_the_plot_draws_the_curve_under_the_limit() -> None:
     assert plain.latency is None
     labels = [t.get_text() for t in eval_figure(plain).axes[0].get_legend().get_texts()]
     assert not any(label.startswith("router under") for label in labels)
+
+
+def test_a_model_never_timed_in_the_data_has_no_percentiles_and_is_noted() -> None:
+    table = timed_table()
+    table.loc[table["model"] == "dear", "latency_ms"] = np.nan
+    report = evaluate(TimedStub(), table, max_latency_ms=3000)
+    singles = {s["model"]: s for s in report.latency["single_models"]}
+    assert singles["dear"]["p50_ms"] is None and singles["dear"]["met_share"] is None
+    assert report.latency["fastest_model"] == "cheap"
+    assert any("200 (prompt, model) latencies are unknown" in n for n in report.notes)
+    json.loads(report.to_json())  # no NaN in the JSON
