@@ -68,6 +68,7 @@ def train_model(out: Path) -> Path:
     spec = importlib.util.spec_from_file_location("bench_serve", REPO / "bench" / "serve.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module.train_model(out)
 
