@@ -40,7 +40,10 @@ Metrics and logs hook in through `on_attempt(Attempt)` and
 Where the code lives: the chain and its rules in `_client` (`chain_for`,
 `UpstreamClient`); the error tree and `translate_error`
 (`router.upstream._errors`), the breaker (`router.upstream._breaker`), results and usage
-(`router.upstream._results`) and the started stream (`router.upstream._stream`).
+(`router.upstream._results`) and the started stream (`router.upstream._stream`);
+the one shared HTTP client the calls go through (`build_http_client`: aiohttp's
+client under httpx, proxies from the environment, TLS verified) in
+`router.upstream._http`, its transport in `router.upstream._aiohttp`.
 """
 
 from router.upstream._aiohttp import (
