@@ -40,7 +40,8 @@ class Rule:
     def of(cls, body: RouteRequest | ChatRequest, *, bar: float | None = None,
            latency_header: str | None = None) -> Rule:
         """The rule of `body`; `bar` is one given in the model name (`router:0.8`),
-        `latency_header` the `x-router-max-latency-ms` value (the body field wins).
+        `latency_header` the `x-router-max-latency-ms` value (the body field wins;
+        a malformed header is refused either way).
         Raises `ApiError` (400) naming the field or header."""
         bar = body.quality_bar if bar is None else bar
         given = [name for name, value in (("quality_bar", bar),
@@ -56,13 +57,13 @@ class Rule:
                     validate_lambda(body.utility_lambda))
         except PolicyError as exc:
             raise ApiError(400, str(exc), param=given[0], code=f"invalid_{given[0]}") from None
-        latency, param = body.max_latency_ms, "max_latency_ms"
-        if latency is None and latency_header is not None:
-            latency, param = _number(latency_header), LATENCY_HEADER
-        try:
-            latency = validate_max_latency(latency, name=param)
-        except PolicyError as exc:
-            raise ApiError(400, str(exc), param=param, code="invalid_max_latency_ms") from None
+        # A malformed header is refused even when the body's field wins over it: the
+        # client sent something wrong, and would not learn it otherwise.
+        header = _latency(_number(latency_header), LATENCY_HEADER) if latency_header is not None \
+            else None
+        latency, param = _latency(body.max_latency_ms, "max_latency_ms"), "max_latency_ms"
+        if latency is None and header is not None:
+            latency, param = header, LATENCY_HEADER
         return cls(*rule, max_cost_usd=body.max_cost_usd, max_latency_ms=latency,
                    models=tuple(body.models) if body.models is not None else None,
                    latency_param=param)
@@ -84,6 +85,13 @@ class Rule:
                      and "latency" in exc.message else "models")
             code = "invalid_max_latency_ms" if param != "models" else "invalid_models"
             raise ApiError(400, str(exc), param=param, code=code) from None
+
+
+def _latency(value: float | str | None, param: str) -> float | None:
+    try:
+        return validate_max_latency(value, name=param)  # type: ignore[arg-type]
+    except PolicyError as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_max_latency_ms") from None
 
 
 def _number(text: str) -> float | str:

@@ -333,6 +333,9 @@ def test_route_honours_a_latency_limit_from_the_body_or_the_header(router_factor
     ({}, {"x-router-max-latency-ms": "soon"}, error(
         400, "x-router-max-latency-ms must be a finite number of milliseconds > 0, got 'soon'",
         param="x-router-max-latency-ms", code="invalid_max_latency_ms")),
+    ({"max_latency_ms": 500}, {"x-router-max-latency-ms": ""}, error(  # refused, though
+        400, "x-router-max-latency-ms must be a finite number of milliseconds > 0, got ''",
+        param="x-router-max-latency-ms", code="invalid_max_latency_ms")),  # the body wins
     ({}, {"x-router-max-latency-ms": "-1"}, error(
         400, "x-router-max-latency-ms must be a finite number of milliseconds > 0, got -1.0",
         param="x-router-max-latency-ms", code="invalid_max_latency_ms")),
