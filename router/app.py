@@ -7,7 +7,9 @@ it, the outcome log, the cache, the quality model) and on shutdown closes them,
 flushing the outcome log so a graceful stop loses nothing. Tests inject their
 own parts; anything injected is also left for the caller to close.
 
-Hot reload (`router.reload`) runs as a task of the lifespan.
+The endpoints, their error handlers and the body limit come from
+`router.api.install_api`: one front door, every request through the same
+middleware. Hot reload (`router.reload`) runs as a task of the lifespan.
 """
 
 from __future__ import annotations
