@@ -69,13 +69,17 @@ def latency_design(x: np.ndarray, input_tokens: np.ndarray,
     return out
 
 
-@dataclass(frozen=True)
 class HeadSelection:
-    """A head's per-model constants for one ordered selection of models."""
+    """A head's per-model constants for one ordered selection of models (built once
+    per selection by the serving plan, so the request path only reads them)."""
 
-    offset: np.ndarray  # (m,) log P95 of the booster's residuals
-    fallback_ms: np.ndarray  # (m,)
-    learned: np.ndarray  # (m,) bool: the booster serves this model
+    def __init__(self, offset: np.ndarray, fallback_ms: np.ndarray,
+                 learned: np.ndarray) -> None:
+        self.offset = offset  # (m,) log P95 of the booster's residuals
+        self.fallback_ms = fallback_ms  # (m,)
+        self.learned = learned  # (m,) bool: the booster serves this model
+        self.any_learned = bool(learned.any())
+        self.all_learned = bool(learned.all())
 
     def predict(self, rows: np.ndarray | None, n: int, booster: Any, threads: int,
                 *, central: bool = False) -> np.ndarray:
@@ -97,14 +101,6 @@ class HeadSelection:
         use = np.tile(self.learned, n)
         out[use] = np.exp(log_ms if central else log_ms + np.tile(self.offset, n)[use])
         return out.reshape(n, m)
-
-    @property
-    def any_learned(self) -> bool:
-        return bool(self.learned.any())
-
-    @property
-    def all_learned(self) -> bool:
-        return bool(self.learned.all())
 
 
 @dataclass(frozen=True)
