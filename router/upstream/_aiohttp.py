@@ -50,6 +50,13 @@ def _httpx_error(exc: BaseException, request: httpx.Request, *,
         kind = httpx.ConnectError
     elif isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
         kind = httpx.UnsupportedProtocol
+    elif reading and isinstance(exc, aiohttp.ClientPayloadError):
+        # aiohttp's words ("TransferEncodingError: 400, message=...") say nothing
+        # to the reader of a log row; the provider cut the body short.
+        where = request.url.netloc.decode("ascii")
+        return httpx.ReadError(
+            f"{where} closed the connection before the response body was complete",
+            request=request)
     elif reading:
         kind = httpx.ReadError
     else:  # the server closed or broke the connection before a whole response head

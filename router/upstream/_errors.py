@@ -4,7 +4,7 @@ Every provider failure the router sees, whether a transport exception, an
 error response, a stream's error event or an answer it cannot use, becomes an
 `UpstreamError` subclass in `translate_error` and nowhere else, so the
 fallback rules (`router.upstream._client`) and the HTTP error handler
-(`router.api.errors`) reason about a small closed set of kinds instead of httpx
+(`router.api`) reason about a small closed set of kinds instead of httpx
 exceptions and status codes. `status_code` is what the router answers
 with; `to_openai()` is the OpenAI-shaped body.
 

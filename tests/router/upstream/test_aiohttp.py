@@ -259,7 +259,7 @@ async def test_truncated_body_is_a_read_error() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
 
     async with RawServer(truncated) as server, client() as http:
-        with pytest.raises(httpx.ReadError, match="not completed"):
+        with pytest.raises(httpx.ReadError, match="before the response body was complete"):
             await http.get(server.url)
 
 
