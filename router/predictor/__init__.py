@@ -15,7 +15,7 @@ whole pipeline). It holds:
   prompt's sparse TF-IDF vector, blended with the booster by `linear_weight`
   (see `QualityModel`); None when `linear_weight` is 0;
 * `latency_`, `ttft_`: where the table has `latency_ms` / `ttft_ms`, heads
-  predicting their P95 per (prompt, model) (`Prediction.latency_ms`,
+  predicting their P97.5 (`LATENCY_QUANTILE`) per (prompt, model) (`Prediction.latency_ms`,
   `.ttft_ms`; see `router.predictor._latency`), else None;
 * `output_tokens_`: a second booster for log1p(output tokens) per (prompt, model)
   when the table has them; otherwise per-model medians, otherwise

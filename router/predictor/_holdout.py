@@ -170,7 +170,7 @@ def _prediction_metrics(model: QualityModel, table: Any, convs: list[Conversatio
         if head is None or predicted is None or column not in table:
             continue
         high = predicted[prompt_codes, model_codes]
-        # The central estimate: the P95 less the model's residual P95.
+        # The central estimate: the quantile less the model's residual quantile.
         central = high / np.exp(head.offset[model_codes])
         measured.update(latency_metrics(high, central, table[column].to_numpy(dtype=np.float64),
                                         prefix=column.removesuffix("_ms")))

@@ -49,8 +49,8 @@ class Prediction:
     output_tokens: np.ndarray  # (n, m) expected output tokens
     cost_usd: np.ndarray  # (n, m) expected cost in USD
     input_tokens: np.ndarray  # (n,) input tokens of each conversation
-    # (n, m) expected latency of the whole answer / of the first token, ms: a P95
-    # (`LATENCY_QUANTILE`, see router.predictor._latency); None when the model was
+    # (n, m) expected latency of the whole answer / of the first token, ms: a high
+    # quantile (`LATENCY_QUANTILE`, P97.5; see router.predictor._latency); None when the model was
     # trained on a table without that column.
     latency_ms: np.ndarray | None = None
     ttft_ms: np.ndarray | None = None
@@ -125,7 +125,7 @@ class QualityModel:
         table is timed, latency error are stored in `metadata["metrics"]`.
         Either way the bar is calibrated (`metadata["bar_calibration"]`,
         `default_bar`; see `router.policy`). Where the table has `latency_ms` /
-        `ttft_ms`, their P95 is predicted too (`router.predictor._latency`;
+        `ttft_ms`, their P97.5 is predicted too (`router.predictor._latency`;
         `metadata["latency_model"]`, `["ttft_model"]`: booster, per_model or none).
         """
         import lightgbm as lgb
@@ -239,7 +239,7 @@ class QualityModel:
         rows of models this model does not know are ignored). With `metrics`,
         `metadata["metrics"]` gets their log loss, Brier, ECE, AUC (0/1 labels),
         row count, output-token MAE and, where timed, latency error (MAE of log
-        latency, share under the predicted P95); either way the bar is
+        latency, share under the predicted quantile); either way the bar is
         calibrated on them (`metadata["bar_calibration"]`, `default_bar`,
         `default_bar_source`, and the routing numbers in `metadata["metrics"]`),
         `source` naming them. `fit` calls it on its held-out prompts;

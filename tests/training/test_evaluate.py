@@ -491,7 +491,9 @@ def test_on_demo_data_a_limit_above_the_fastest_p95_is_met_on_95_percent(tmp_pat
                                         tmp_path / "test.csv"), catalog=catalog)
     model = QualityModel(params={"num_threads": 1}).fit(train_table, catalog=catalog)
     fastest_p95 = test.groupby("model")["latency_ms"].quantile(0.95).min()
-    for limit in (1.35 * fastest_p95, 2.7 * fastest_p95):
+    # 4 s on this data: just above the fastest model's P95 (3.7 s), where even always
+    # choosing the fastest model meets it on only 96%.
+    for limit in (1.08 * fastest_p95, 1.35 * fastest_p95, 2.7 * fastest_p95):
         section = evaluate(model, test, max_latency_ms=limit).latency
         assert section["default_point"]["met_share"] >= 0.95
         assert section["default_point_without_limit"]["met_share"] < 0.95
