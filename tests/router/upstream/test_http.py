@@ -113,6 +113,23 @@ async def test_the_router_client_verifies_tls_by_default(private_ca: trustme.CA)
     assert not server.requests
 
 
+async def test_a_cookie_one_answer_sets_is_not_sent_on_the_next_request() -> None:
+    # One client serves every caller: a provider's cookie must not ride along on
+    # another caller's request.
+    async with RawServer(keep_alive(lambda r: ok(b"hi", b"Set-Cookie: session=caller-a; Path=/"))
+                         ) as server:
+        for transport in ("aiohttp", "httpx"):
+            async with build_http_client(transport=transport, read_timeout_s=5) as http:
+                first = await http.post(f"{server.url}/v1/chat/completions", content=b"{}")
+                await http.post(f"{server.url}/v1/chat/completions", content=b"{}")
+                assert first.headers["set-cookie"].startswith("session=caller-a")
+                assert len(http.cookies) == 0
+                with pytest.raises(ValueError, match="keeps no cookies"):
+                    http.cookies = {"session": "x"}
+    assert len(server.requests) == 4
+    assert not any(b"cookie:" in r.lower() for r in server.requests)
+
+
 def test_proxy_mounts_follow_the_environment_as_httpx_reads_it() -> None:
     def make(url: str | None) -> httpx.AsyncBaseTransport:
         return AiohttpTransport(proxy=url)
