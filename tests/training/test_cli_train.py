@@ -43,7 +43,7 @@ def test_train_prints_a_summary(workdir: Path, capsys: pytest.CaptureFixture[str
     assert "50 held out" in out and "held out: log loss" in out and "ECE" in out
     assert "default bar" in out and f"to {workdir / 'again'}" in out
     # 150 training prompts: too few timed rows per model for a latency booster.
-    assert ("latency: P95 from each model's own P95 (too few timed rows for a booster); "
+    assert ("latency: P97.5 from each model's own P97.5 (too few timed rows for a booster); "
             "time to first token: per_model; held out: ") in out
     assert (workdir / "again" / "meta.json").is_file()
 

@@ -169,15 +169,15 @@ def _latency_line(meta: dict[str, Any]) -> str:
     if kind == "none":
         return ("latency: not predicted (the data have no latency_ms); a latency limit "
                 "will be refused")
-    quantile = meta.get("latency_quantile", 0.95)
+    quantile = f"P{round(100 * meta.get('latency_quantile', 0.95), 1):g}"
     how = ("LightGBM on log latency per (prompt, model)" if kind == "booster"
-           else f"each model's own P{100 * quantile:.0f} (too few timed rows for a booster)")
+           else f"each model's own {quantile} (too few timed rows for a booster)")
     metrics = meta.get("metrics") or {}
     held = ""
     if "latency_quantile_coverage" in metrics:
         held = (f"; held out: {metrics['latency_quantile_coverage']:.1%} of calls under the "
-                f"predicted P{100 * quantile:.0f}, log-latency MAE "
+                f"predicted {quantile}, log-latency MAE "
                 f"{metrics['latency_log_mae']:.3f}")
     ttft = meta.get("ttft_model", "none")
-    return (f"latency: P{100 * quantile:.0f} from {how}; time to first token: "
+    return (f"latency: {quantile} from {how}; time to first token: "
             f"{'not predicted' if ttft == 'none' else ttft}{held}")
