@@ -31,10 +31,6 @@ __all__ = ["RouteRequest", "ChatRequest", "FeedbackRequest", "ErrorResponse",
            "ERROR_RESPONSES", "ROUTER_FIELDS", "INVALID_MESSAGES", "LATENCY_HEADER",
            "request_body", "latency_header_doc"]
 
-#: Body fields the router reads and never forwards upstream.
-ROUTER_FIELDS = ("quality_bar", "min_quality", "utility_lambda", "max_cost_usd", "max_latency_ms",
-                 "models")
-
 #: The request header that sets `max_latency_ms` for OpenAI clients that cannot add a
 #: body field (the body field wins when both are given).
 LATENCY_HEADER = "x-router-max-latency-ms"
@@ -142,12 +138,9 @@ def _at_most_one(*names: str) -> dict[str, Any]:
 _ONE_RULE = _at_most_one("quality_bar", "min_quality", "utility_lambda")
 
 
-class RouteRequest(BaseModel):
-    """`POST /v1/route`: a conversation (messages list or a prompt string) and limits."""
+class RouterFields(BaseModel):
+    """The rule and limits a request may carry, on both routing endpoints."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_RULE)
-
-    messages: RouteMessages
     quality_bar: Unit | None = None
     min_quality: Unit | None = None
     utility_lambda: Lambda | None = None
@@ -156,7 +149,19 @@ class RouteRequest(BaseModel):
     models: ModelList | None = None
 
 
-class ChatRequest(BaseModel):
+#: Body fields the router reads and never forwards upstream.
+ROUTER_FIELDS = tuple(RouterFields.model_fields)
+
+
+class RouteRequest(RouterFields):
+    """`POST /v1/route`: a conversation (messages list or a prompt string) and limits."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_RULE)
+
+    messages: RouteMessages
+
+
+class ChatRequest(RouterFields):
     """`POST /v1/chat/completions`: OpenAI's body, plus the optional router fields."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra=_ONE_RULE)
@@ -180,12 +185,6 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
-    quality_bar: Unit | None = None
-    min_quality: Unit | None = None
-    utility_lambda: Lambda | None = None
-    max_cost_usd: Budget | None = None
-    max_latency_ms: Milliseconds | None = None
-    models: ModelList | None = None
 
 
 class FeedbackRequest(BaseModel):
