@@ -16,6 +16,7 @@ from typing import Any
 
 from router.metrics import MULTIPROC_DIR_ENV
 from router.supervisor import STARTUP_FAILURE, Supervisor
+from tests.router.app_fixtures import wait_for
 
 
 def serving_worker(folder: str, ready: Any) -> None:
@@ -44,15 +45,6 @@ def pids(folder: Path, state: str) -> set[int]:
     return {int(p.name.split("-")[1]) for p in folder.glob(f"{state}-*")}
 
 
-def until(predicate: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_a_first_worker_that_cannot_start_stops_everything(
         tmp_path: Path) -> None:
     supervisor = Supervisor(failing_worker, (str(tmp_path),), workers=3,
@@ -69,10 +61,10 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_every_worker(
     killed: list[int] = []
 
     def drive() -> None:
-        assert until(lambda: len(pids(tmp_path, "started")) == 2)
+        assert wait_for(lambda: len(pids(tmp_path, "started")) == 2, timeout=30)
         killed.append(min(pids(tmp_path, "started")))
         os.kill(killed[0], signal.SIGKILL)
-        assert until(lambda: len(pids(tmp_path, "started")) == 3)
+        assert wait_for(lambda: len(pids(tmp_path, "started")) == 3, timeout=30)
         os.kill(os.getpid(), signal.SIGTERM)  # as `docker stop` or systemd would
 
     driver = threading.Thread(target=drive)
@@ -96,11 +88,11 @@ def test_a_replacement_that_cannot_start_is_not_retried_and_none_left_stops(
     first: list[int] = []
 
     def drive() -> None:
-        assert until(lambda: len(pids(tmp_path, "started")) == 2)
+        assert wait_for(lambda: len(pids(tmp_path, "started")) == 2, timeout=30)
         first.extend(sorted(pids(tmp_path, "started")))
         (tmp_path / "fail").write_text("")  # e.g. the model on disk went bad
         os.kill(first[0], signal.SIGKILL)
-        assert until(lambda: len(pids(tmp_path, "started")) == 3)
+        assert wait_for(lambda: len(pids(tmp_path, "started")) == 3, timeout=30)
         time.sleep(0.5)  # several polls: a retry would show as a 4th start
         assert len(pids(tmp_path, "started")) == 3
         os.kill(first[1], signal.SIGKILL)
